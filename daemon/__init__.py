@@ -1,0 +1,1 @@
+"""dfwatch daemon: capture processes, the inference process, the supervisor and clients."""

@@ -1,0 +1,317 @@
+"""The dfwatch wire protocol (version 1): capture -> inference frames, inference -> clients.
+
+Every message is a ZeroMQ multipart message whose first part is (or, on PUB, follows a topic and
+is) a msgpack map with `v` = PROTOCOL_VERSION. Decoders validate everything and raise exactly one
+exception type, `ProtocolError`, whose `reason` is a short code the daemon counts by. Unknown
+extra header fields are ignored so that v1 can grow optional fields. The README documents the
+schema for clients in other languages.
+
+Capture -> inference (PUSH/PULL):
+  Frame        [header{kind='frame', ...}, pixels]   pixels: raw bgr24, height*width*3 bytes
+  EndOfStream  [header{kind='eos', stream, seq}]      a file ended; the last window gets a verdict
+  CaptureStats [header{kind='stats', stream, ...}]    the sender's own counters (drops, reconnects)
+Inference -> clients (PUB/SUB):
+  Verdict      [b'verdict.<stream>', map]
+  Status       [b'status', map]
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 4096
+MAX_SIDE = 8192                      # pixels per side
+MAX_FRAME_BYTES = 4096 * 4096 * 3    # 48 MiB: refuse anything larger before allocating
+MAX_PAYLOAD_BYTES = 1 << 20          # verdict / status maps
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+FORMATS = ("bgr24",)
+LABELS = ("fake", "real", "no_face")
+VERDICT_TOPIC = b"verdict."
+STATUS_TOPIC = b"status"
+
+REASONS = ("bad_parts", "bad_header", "bad_version", "bad_kind", "bad_field", "bad_stream",
+           "bad_format", "too_large", "size_mismatch")
+
+
+class ProtocolError(ValueError):
+    """A message that fails validation; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ---- field checks -------------------------------------------------------------------------
+
+def _as_buffer(part: Any) -> memoryview:
+    try:
+        mv = memoryview(part)
+    except TypeError:
+        raise ProtocolError("bad_parts", f"message part of type {type(part).__name__} is not a buffer") from None
+    return mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv
+
+
+def _unpack_map(part: Any, limit: int) -> dict:
+    buf = _as_buffer(part)
+    if buf.nbytes > limit:
+        raise ProtocolError("too_large", f"header of {buf.nbytes} bytes exceeds {limit}")
+    try:
+        obj = msgpack.unpackb(buf, raw=False, strict_map_key=True, use_list=True)
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError("bad_header", f"not msgpack: {type(e).__name__}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_header", f"header is a {type(obj).__name__}, not a map")
+    version = obj.get("v")
+    if not _is_int(version):
+        raise ProtocolError("bad_header", "missing integer field 'v'")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("bad_version", f"protocol version {version}, this build speaks {PROTOCOL_VERSION}")
+    return obj
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _int(h: dict, key: str, lo: int = 0, hi: int = 2**63 - 1, optional: bool = False) -> int | None:
+    x = h.get(key)
+    if x is None and optional:
+        return None
+    if not _is_int(x) or not lo <= x <= hi:
+        raise ProtocolError("bad_field", f"'{key}' must be an integer in [{lo}, {hi}], got {x!r:.40}")
+    return x
+
+
+def _num(h: dict, key: str, optional: bool = False, lo: float = -math.inf, hi: float = math.inf) -> float | None:
+    x = h.get(key)
+    if x is None and optional:
+        return None
+    if not (_is_int(x) or isinstance(x, float)) or not math.isfinite(x) or not lo <= x <= hi:
+        raise ProtocolError("bad_field", f"'{key}' must be a finite number in [{lo}, {hi}], got {x!r:.40}")
+    return float(x)
+
+
+def _str(h: dict, key: str, max_len: int = 256) -> str:
+    x = h.get(key)
+    if not isinstance(x, str) or len(x) > max_len:
+        raise ProtocolError("bad_field", f"'{key}' must be a string of at most {max_len} characters")
+    return x
+
+
+def _stream(h: dict) -> str:
+    x = h.get("stream")
+    if not isinstance(x, str) or not STREAM_NAME.match(x):
+        raise ProtocolError("bad_stream", f"stream name {x!r:.80} is not 1-64 characters of A-Z a-z 0-9 _ . -")
+    return x
+
+
+def _pack(d: dict) -> bytes:
+    return msgpack.packb(d, use_bin_type=True)
+
+
+# ---- capture -> inference -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame. `pixels` is (height, width, 3) uint8 BGR; decode gives a read-only view."""
+    stream: str
+    seq: int
+    t_capture: float          # unix seconds when the frame was read
+    t_mono: float             # time.monotonic() of the capture process at read
+    pixels: np.ndarray = field(repr=False)
+    pos_ms: float | None = None  # position in a file source
+    format: str = "bgr24"
+    KIND: ClassVar[str] = "frame"
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def encode(self) -> list:
+        header = {"v": PROTOCOL_VERSION, "kind": self.KIND, "stream": self.stream, "seq": self.seq,
+                  "t_capture": self.t_capture, "t_mono": self.t_mono, "width": self.width,
+                  "height": self.height, "format": self.format}
+        if self.pos_ms is not None:
+            header["pos_ms"] = self.pos_ms
+        return [_pack(header), np.ascontiguousarray(self.pixels, dtype=np.uint8).data]
+
+    @classmethod
+    def from_header(cls, h: dict, parts: list) -> "Frame":
+        if len(parts) != 2:
+            raise ProtocolError("bad_parts", f"a frame has 2 parts (header, pixels), got {len(parts)}")
+        stream = _stream(h)
+        fmt = h.get("format")
+        if fmt not in FORMATS:
+            raise ProtocolError("bad_format", f"format {fmt!r:.40} is not one of {', '.join(FORMATS)}")
+        width = _int(h, "width", 1)
+        height = _int(h, "height", 1)
+        if width > MAX_SIDE or height > MAX_SIDE or width * height * 3 > MAX_FRAME_BYTES:
+            raise ProtocolError("too_large", f"{width}x{height} exceeds the {MAX_SIDE}-pixel side / "
+                                             f"{MAX_FRAME_BYTES}-byte frame limit")
+        pixels = _as_buffer(parts[1])
+        if pixels.nbytes != width * height * 3:
+            raise ProtocolError("size_mismatch", f"{pixels.nbytes} pixel bytes for {width}x{height} bgr24 "
+                                                 f"(expected {width * height * 3})")
+        array = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3)
+        return cls(stream=stream, seq=_int(h, "seq"), t_capture=_num(h, "t_capture"),
+                   t_mono=_num(h, "t_mono"), pixels=array, pos_ms=_num(h, "pos_ms", optional=True),
+                   format=fmt)
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """The source ended (a file without loop): flush the stream's last window."""
+    stream: str
+    seq: int  # sequence number of the last frame sent (-1 if none)
+    KIND: ClassVar[str] = "eos"
+
+    def encode(self) -> list:
+        return [_pack({"v": PROTOCOL_VERSION, "kind": self.KIND, "stream": self.stream, "seq": self.seq})]
+
+    @classmethod
+    def from_header(cls, h: dict, parts: list) -> "EndOfStream":
+        if len(parts) != 1:
+            raise ProtocolError("bad_parts", f"an end-of-stream message has 1 part, got {len(parts)}")
+        return cls(stream=_stream(h), seq=_int(h, "seq", lo=-1))
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """Counters only the capture process knows; cumulative, so a dropped one loses nothing."""
+    stream: str
+    frames_read: int = 0
+    frames_sent: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count, e.g. queue_full
+    state: str = "running"  # connecting | running | backoff | ended
+    KIND: ClassVar[str] = "stats"
+
+    def encode(self) -> list:
+        d = asdict(self)
+        return [_pack({"v": PROTOCOL_VERSION, "kind": self.KIND, **d})]
+
+    @classmethod
+    def from_header(cls, h: dict, parts: list) -> "CaptureStats":
+        if len(parts) != 1:
+            raise ProtocolError("bad_parts", f"a stats message has 1 part, got {len(parts)}")
+        dropped = h.get("dropped", {})
+        if not isinstance(dropped, dict) or not all(isinstance(k, str) and _is_int(v) and v >= 0
+                                                    for k, v in dropped.items()) or len(dropped) > 32:
+            raise ProtocolError("bad_field", "'dropped' must map reason strings to counts")
+        return cls(stream=_stream(h), frames_read=_int(h, "frames_read"), frames_sent=_int(h, "frames_sent"),
+                   reconnects=_int(h, "reconnects"), stalls=_int(h, "stalls"), dropped=dict(dropped),
+                   state=_str(h, "state", 32))
+
+
+CAPTURE_KINDS = {c.KIND: c for c in (Frame, EndOfStream, CaptureStats)}
+
+
+def decode_capture(parts: list | tuple) -> Frame | EndOfStream | CaptureStats:
+    """Decodes one capture -> inference message or raises ProtocolError."""
+    if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 2:
+        n = len(parts) if isinstance(parts, (list, tuple)) else type(parts).__name__
+        raise ProtocolError("bad_parts", f"expected 1 or 2 message parts, got {n}")
+    h = _unpack_map(parts[0], MAX_HEADER_BYTES)
+    kind = h.get("kind", "frame")
+    cls = CAPTURE_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError("bad_kind", f"unknown message kind {kind!r:.40}")
+    return cls.from_header(h, list(parts))
+
+
+# ---- inference -> clients -----------------------------------------------------------------
+
+def _topic(parts: list | tuple, expected: bytes) -> tuple[bytes, dict]:
+    if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+        raise ProtocolError("bad_parts", "expected 2 message parts (topic, payload)")
+    topic = bytes(_as_buffer(parts[0]))
+    if not topic.startswith(expected):
+        raise ProtocolError("bad_kind", f"topic {topic[:40]!r} does not start with {expected!r}")
+    return topic, _unpack_map(parts[1], MAX_PAYLOAD_BYTES)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One window's decision. `score` is the fake probability (None when label is no_face)."""
+    stream: str
+    window: int
+    seq_first: int
+    seq_last: int
+    t_first: float
+    t_last: float
+    score: float | None
+    label: str
+    threshold: float
+    faces: int
+    frames: int
+    model: str
+    backend: str
+    latency_ms: float
+    untrained: bool = False  # the bundle's head was never trained: the score means nothing
+
+    def encode(self) -> list:
+        return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
+
+    @classmethod
+    def decode(cls, parts: list | tuple) -> "Verdict":
+        topic, h = _topic(parts, VERDICT_TOPIC)
+        stream = _stream(h)
+        if topic != VERDICT_TOPIC + stream.encode():
+            raise ProtocolError("bad_field", f"topic {topic!r:.60} does not match stream '{stream}'")
+        label = h.get("label")
+        if label not in LABELS:
+            raise ProtocolError("bad_field", f"label {label!r:.40} is not one of {', '.join(LABELS)}")
+        score = _num(h, "score", optional=True, lo=0.0, hi=1.0)
+        if (score is None) != (label == "no_face"):
+            raise ProtocolError("bad_field", "score must be null exactly when label is no_face")
+        untrained = h.get("untrained", False)
+        if not isinstance(untrained, bool):
+            raise ProtocolError("bad_field", "'untrained' must be a boolean")
+        return cls(stream=stream, window=_int(h, "window"), seq_first=_int(h, "seq_first"),
+                   seq_last=_int(h, "seq_last"), t_first=_num(h, "t_first"), t_last=_num(h, "t_last"),
+                   score=score, label=label, threshold=_num(h, "threshold", lo=0.0, hi=1.0),
+                   faces=_int(h, "faces"), frames=_int(h, "frames"), model=_str(h, "model"),
+                   backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=untrained)
+
+
+@dataclass(frozen=True)
+class Status:
+    """Process health every `status_interval` seconds. `streams` maps a stream name to its
+    counters (frames_in, analysed, dropped{reason: n}, reconnects, stalls, last_frame_age_s,
+    queue_depth, state); `invalid` counts rejected messages by ProtocolError reason."""
+    t: float
+    uptime_s: float
+    model: str
+    backend: str
+    streams: dict[str, dict] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)
+
+    def encode(self) -> list:
+        return [STATUS_TOPIC, _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
+
+    @classmethod
+    def decode(cls, parts: list | tuple) -> "Status":
+        topic, h = _topic(parts, STATUS_TOPIC)
+        if topic != STATUS_TOPIC:
+            raise ProtocolError("bad_kind", f"topic {topic!r:.40} is not {STATUS_TOPIC!r}")
+        streams, invalid = h.get("streams", {}), h.get("invalid", {})
+        if not isinstance(streams, dict) or not all(isinstance(k, str) and isinstance(v, dict)
+                                                    for k, v in streams.items()):
+            raise ProtocolError("bad_field", "'streams' must map stream names to maps")
+        if not isinstance(invalid, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in invalid.items()):
+            raise ProtocolError("bad_field", "'invalid' must map reasons to counts")
+        return cls(t=_num(h, "t"), uptime_s=_num(h, "uptime_s", lo=0.0), model=_str(h, "model"),
+                   backend=_str(h, "backend", 64), streams=streams, invalid=invalid)

@@ -1,0 +1,109 @@
+"""The `dfwatch` command line: one console script, subcommands registered by each package.
+
+Packages add subcommands through the `dfwatch.commands` entry-point group (see pyproject.toml),
+each a `register(subparsers)` function, so this module never imports daemon/ or training/.
+Handlers take the parsed args and return an exit code; a `UserError` becomes one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from engines.config import ConfigError, load_config
+
+# Order of subcommands in `dfwatch --help` (entry points come back unordered).
+ORDER = ["demo", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config"]
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message is one line that says what and how."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def common_options(config: bool = True) -> argparse.ArgumentParser:
+    """Options every subcommand accepts (argparse parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options")
+    if config:
+        g.add_argument("--config", metavar="FILE", help="YAML configuration file (see configs/default.yaml)")
+        g.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override one configuration key (repeatable), e.g. --set window.stride=4")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="log level (default: logging.level from the configuration)")
+    g.add_argument("--log-format", choices=["auto", "console", "json"],
+                   help="auto: console on a TTY, JSON lines otherwise")
+    return p
+
+
+def setup(args: argparse.Namespace, role: str):
+    """Loads the effective configuration and configures logging for a process with this role."""
+    from engines.logs import configure_logging
+
+    config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
+    configure_logging(role, args.log_level or config.logging.level,
+                      args.log_format or config.logging.format)
+    return config
+
+
+def not_yet(issue: int, what: str):
+    def handler(args: argparse.Namespace) -> int:
+        raise UserError(f"{what} is not available in this build yet (tracked in issue #{issue})")
+    return handler
+
+
+def register_config(sub) -> None:
+    p = sub.add_parser("config", help="check a configuration file and print the effective settings",
+                       description="Configuration tools.")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    c = csub.add_parser("check", parents=[common_options(config=False)],
+                        help="validate FILE (+ environment overrides) and print the effective configuration")
+    c.add_argument("file", nargs="?", help="YAML file (omit to check the defaults and environment)")
+    c.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides")
+    c.set_defaults(handler=_config_check)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = load_config(args.file, args.overrides)  # ConfigError is printed by main()
+    sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dfwatch",
+        description="Streaming deepfake-video detector: capture processes push frames to one inference "
+                    "process that publishes a verdict per 32-frame window on ZeroMQ.",
+        epilog="Run 'dfwatch COMMAND --help' for the options of a command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    eps = {ep.name: ep for ep in entry_points(group="dfwatch.commands")}
+    for name in sorted(eps, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        eps[name].load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"dfwatch {args.command}"
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as e:
+        for line in e.problems:
+            print(f"{prog}: configuration error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""dfwatch configuration: typed, validated, overridable.
+
+The schema lives here as pydantic models; `configs/default.yaml` documents every key with the
+same defaults (a test keeps the two in step). Values come, in increasing precedence, from the
+defaults, a YAML file, `DFWATCH__SECTION__KEY` environment variables and `--set section.key=v`
+command-line overrides. Every error names the key and where the value came from.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "DFWATCH__"
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; `str()` is one line per problem, ready to print."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    # strict: YAML and env values already carry types, so "8" for an int is a mistake to report
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class ModelConfig(Section):
+    bundle: str | None = None
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=1024)
+    trust_checkpoints: bool = False
+
+    @field_validator("threads")
+    @classmethod
+    def _at_most_cores(cls, v: int) -> int:
+        cores = os.cpu_count() or 1
+        if v > cores:
+            raise ValueError(f"{v} threads exceed the {cores} cores of this machine (0 = one per core)")
+        return v
+
+
+class EndpointsConfig(Section):
+    runtime_dir: str | None = None
+    frames: str | None = None
+    verdicts: str | None = None
+    send_hwm: int = Field(4, ge=1, le=100_000)
+    recv_hwm: int = Field(64, ge=1, le=100_000)
+    pub_hwm: int = Field(1000, ge=1, le=1_000_000)
+
+    @field_validator("frames", "verdicts")
+    @classmethod
+    def _zmq_endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(ipc|tcp|inproc)://.+", v):
+            raise ValueError(f"'{v}' is not a ZeroMQ endpoint (ipc://PATH or tcp://HOST:PORT)")
+        return v
+
+
+class CaptureConfig(Section):
+    open_timeout_ms: int = Field(5000, ge=100, le=600_000)
+    read_timeout_ms: int = Field(2000, ge=100, le=600_000)
+    stall_timeout: float = Field(5.0, gt=0, le=3600)
+    reconnect_initial: float = Field(0.5, gt=0, le=3600)
+    reconnect_max: float = Field(30.0, gt=0, le=3600)
+    max_width: int = Field(640, ge=64, le=8192)
+    max_height: int = Field(480, ge=64, le=8192)
+    fps: float | None = Field(None, gt=0, le=240)
+    pace: bool = True
+    loop: bool = False
+
+
+class FacesConfig(Section):
+    detect_width: int = Field(320, ge=64, le=4096)
+    min_face_size: int = Field(40, ge=8, le=1024)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_probability: float = Field(0.9, ge=0, le=1)
+    margin: float = Field(0.2, ge=0, le=2)
+    crop: Literal["box", "ffhq"] = "box"
+    select: Literal["largest", "confident"] = "largest"
+    smoothing: int = Field(5, ge=1, le=64)
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _probabilities(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0 <= t <= 1 for t in v):
+            raise ValueError(f"thresholds must lie in [0, 1], got {list(v)}")
+        return v
+
+
+class WindowConfig(Section):
+    stride: int = Field(8, ge=1, le=1024)
+    min_face_fraction: float = Field(0.5, ge=0, le=1)
+    evict_after: float = Field(60.0, gt=0, le=86_400)
+
+
+class InferenceConfig(Section):
+    max_batch: int = Field(8, ge=1, le=1024)
+    max_wait_ms: int = Field(20, ge=0, le=10_000)
+    threshold: float | None = Field(None, ge=0, le=1)
+    status_interval: float = Field(1.0, gt=0, le=3600)
+
+
+class TensorRTConfig(Section):
+    min_batch: int = Field(1, ge=1, le=1024)
+    opt_batch: int = Field(4, ge=1, le=1024)
+    max_batch: int = Field(8, ge=1, le=1024)
+    workspace_mb: int = Field(2048, ge=16, le=1_048_576)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TensorRTConfig":
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError("needs min_batch <= opt_batch <= max_batch, got "
+                             f"{self.min_batch}, {self.opt_batch}, {self.max_batch}")
+        return self
+
+
+class SupervisorConfig(Section):
+    max_crashes: int = Field(5, ge=1, le=1000)
+    crash_window: float = Field(60.0, gt=0, le=86_400)
+    restart_initial: float = Field(1.0, ge=0, le=3600)
+    restart_max: float = Field(10.0, ge=0, le=3600)
+    stop_timeout: float = Field(5.0, gt=0, le=600)
+
+
+class StreamConfig(Section):
+    name: str
+    source: str | int
+    pace: bool | None = None
+    loop: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not STREAM_NAME.match(v):
+            raise ValueError(f"stream name '{v}' must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return v
+
+
+class Config(Section):
+    logging: LoggingConfig = LoggingConfig()
+    model: ModelConfig = ModelConfig()
+    endpoints: EndpointsConfig = EndpointsConfig()
+    capture: CaptureConfig = CaptureConfig()
+    faces: FacesConfig = FacesConfig()
+    window: WindowConfig = WindowConfig()
+    inference: InferenceConfig = InferenceConfig()
+    tensorrt: TensorRTConfig = TensorRTConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    streams: tuple[StreamConfig, ...] = ()
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_streams(cls, v: tuple[StreamConfig, ...]) -> tuple[StreamConfig, ...]:
+        names = [s.name for s in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique, repeated: {', '.join(dupes)}")
+        return v
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+SECTIONS = {name: f.annotation for name, f in Config.model_fields.items() if name != "streams"}
+
+
+def _parse_scalar(text: str) -> Any:
+    """An override value as YAML would read it ('8' -> 8, 'true' -> True, '[1, 2]' -> list)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _set_override(data: dict, dotted: str, raw: str, origin: str, origins: dict) -> list[str]:
+    parts = dotted.lower().split(".")
+    if len(parts) != 2 or not all(parts):
+        return [f"{origin}: '{dotted}' must name section.key (e.g. window.stride)"]
+    section, key = parts
+    if section not in SECTIONS:
+        return [f"{origin}: unknown section '{section}' (known: {', '.join(SECTIONS)})"]
+    block = data.setdefault(section, {})
+    if not isinstance(block, dict):
+        return []  # the section itself is malformed; validation reports it
+    block[key] = _parse_scalar(raw)
+    origins[(section, key)] = origin
+    return []
+
+
+def _env_overrides(data: dict, environ: dict, origins: dict) -> list[str]:
+    problems: list[str] = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX):].replace("__", ".")
+            problems += _set_override(data, dotted, environ[name], f"environment {name}", origins)
+    return problems
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such configuration file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"])
+    return data
+
+
+def _section_model(loc: list[str]) -> Any:
+    """The pydantic model a location points into (list indexes skipped), or None."""
+    model: Any = Config
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+        if part == "streams":
+            model = StreamConfig
+    return model
+
+
+def _describe(err: dict, file_label: str, origins: dict) -> str:
+    """One line per problem: where the value came from, the dotted key, what is wrong."""
+    loc = [str(p) for p in err["loc"]]
+    where = origins.get(tuple(loc[:2]), file_label) if len(loc) >= 2 else file_label
+    key = ".".join(loc) if loc else "(top level)"
+    if err["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        known = ", ".join(getattr(_section_model(parent), "model_fields", {}))
+        scope = f"section '{'.'.join(parent)}'" if parent else "the top level"
+        return f"{where}: unknown key '{loc[-1]}' in {scope}" + (f" (known: {known})" if known else "")
+    if err["type"] in ("model_type", "dict_type"):
+        return f"{where}: {key}: must be a mapping of keys, got {type(err.get('input')).__name__}"
+    msg = err["msg"].removeprefix("Value error, ")
+    custom = err["type"] == "value_error"  # our own messages already quote the value
+    got = "" if custom or "input" not in err or isinstance(err["input"], dict) else f" (got {err['input']!r})"
+    return f"{where}: {key}: {msg}{got}"
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (),
+                environ: dict | None = None) -> Config:
+    """The effective configuration: defaults < YAML file < environment < `--set` overrides."""
+    environ = os.environ if environ is None else environ
+    file_label = str(path) if path is not None else "defaults"
+    data = _read_yaml(Path(path)) if path is not None else {}
+    origins: dict = {}
+    problems = _env_overrides(data, environ, origins)
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        if not sep:
+            problems.append(f"--set {item}: expected section.key=value")
+            continue
+        problems += _set_override(data, dotted.strip(), raw, f"--set {dotted.strip()}", origins)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError([_describe(err, file_label, origins) for err in e.errors()]) from None
+
+
+def with_streams(config: Config, specs: list[str]) -> Config:
+    """Adds `NAME=SOURCE` streams from the command line (replacing same-named configured ones)."""
+    streams = {s.name: s for s in config.streams}
+    problems = []
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        if not sep or not source:
+            problems.append(f"--stream {spec}: expected NAME=SOURCE (a URL, a file path or a webcam index)")
+            continue
+        try:
+            streams[name] = StreamConfig(name=name, source=source)
+        except ValidationError as e:
+            problems.append(f"--stream {spec}: {e.errors()[0]['msg'].removeprefix('Value error, ')}")
+    if problems:
+        raise ConfigError(problems)
+    return config.model_copy(update={"streams": tuple(streams.values())})

@@ -1,0 +1,47 @@
+"""Structured logging for every dfwatch process (structlog).
+
+JSON lines when stderr is not a TTY (systemd/journald, files, pipes), readable console lines on a
+TTY. Every line carries the process `role` (capture, infer, run, train, ...) and, where bound, the
+`stream` name: call `bind(stream=...)` once per process or per unit of work.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=None) -> None:
+    """Sets up structlog for this process; `role` is stamped on every line."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer = (structlog.dev.ConsoleRenderer(colors=True) if fmt == "console"
+                else structlog.processors.JSONRenderer(sort_keys=False))
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(role=role)
+
+
+def bind(**fields) -> None:
+    """Adds fields (e.g. stream=NAME) to every following log line of this process/context."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def get_logger(name: str | None = None):
+    return structlog.get_logger(name) if name else structlog.get_logger()

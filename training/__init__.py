@@ -1,0 +1,1 @@
+"""dfwatch training: dataset indexing, cached feature extraction, head training, evaluation, export."""
