@@ -26,3 +26,45 @@ def shared() -> Path:
         pytest.fail(f"{SHARED} has no parity/make_checkpoint.py: check out shared/ beside the repo "
                     "or set DFWATCH_SHARED")
     return SHARED
+
+
+def _make_checkpoint_module(shared: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_checkpoint", shared / "parity" / "make_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(shared):
+    """The shared parity generator (../shared/parity/make_checkpoint.py) as a module."""
+    return _make_checkpoint_module(shared)
+
+
+@pytest.fixture(scope="session")
+def official_checkpoints(tmp_path_factory, make_checkpoint, shared):
+    """checkpoint(kind, seed) -> path of an official-format file (psp: .pt, slow_r50: .pyth),
+    generated once per test session (psp: ~10 s and 1.2 GB each)."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    made: dict = {}
+    manifests = shared / "checkpoints"
+
+    def checkpoint(kind: str, seed: int = 0) -> Path:
+        if (kind, seed) not in made:
+            if kind == "psp":
+                ckpt = make_checkpoint.build_psp(seed, manifests / "psp_encoder_keys.tsv",
+                                                 manifests / "psp_decoder_keys.tsv")
+                path = folder / f"psp_seed{seed}.pt"
+            else:
+                ckpt = make_checkpoint.build_slow_r50(seed, manifests / "slow_r50_keys.tsv")
+                path = folder / f"slow_r50_seed{seed}.pyth"
+            torch.save(ckpt, path)
+            made[(kind, seed)] = (path, make_checkpoint.digest(ckpt))
+        return made[(kind, seed)][0]
+
+    checkpoint.digest = lambda kind, seed=0: (checkpoint(kind, seed), made[(kind, seed)][1])[1]
+    return checkpoint

@@ -1,0 +1,241 @@
+"""Checkpoint files: read safely, unwrap, check keys and shapes, load strictly.
+
+A few small functions in the manner of timm's `_helpers.py`. Every failure is one
+`CheckpointError` whose message says what was expected and what was found. Files load with
+`torch.load(weights_only=True)` unless the caller explicitly trusts them.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
+from engines.models.r3d import SlowR50
+from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
+
+HEAD_FORMAT = "dfwatch-head"
+HEAD_FORMAT_VERSION = 1
+PSP_PROBE = "encoder.body.0.res_layer.1.weight"
+SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def read_checkpoint(path: str | Path, trust: bool = False) -> object:
+    """torch.load on the CPU; weights_only unless `trust`. Memory-maps when the format allows."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=not trust)  # legacy (pre-zip) format
+    except pickle.UnpicklingError as e:
+        if not trust and "weights only load failed" in str(e).lower():
+            raise CheckpointError(
+                f"{path}: holds Python objects that safe loading (weights_only=True) refuses "
+                f"({_unsafe_global(e)}); if you trust this file, load it with trust=True "
+                f"(model.trust_checkpoints: true, or --trust)") from None
+        raise CheckpointError(f"{path}: truncated, corrupt or not a PyTorch checkpoint (unpickling failed)") from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt ({type(e).__name__}); download it again") from None
+    except Exception as e:  # torch raises RuntimeError, KeyError, ValueError... on foreign bytes
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: truncated, corrupt or not a PyTorch checkpoint ({first})") from None
+
+
+def _unsafe_global(e: Exception) -> str:
+    """The offending global from torch's weights_only message, e.g. 'argparse.Namespace'."""
+    import re
+
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    return f"it needs {m.group(1)}" if m else "it needs classes beyond tensors and plain containers"
+
+
+def unwrap_state_dict(obj: object, keys: Sequence[str] = ("state_dict", "model_state", "model")) -> dict:
+    """The tensor dict inside a checkpoint: the first of `keys` present, else the object itself."""
+    if isinstance(obj, Mapping):
+        for key in keys:
+            if isinstance(obj.get(key), Mapping):
+                return dict(obj[key])
+        return dict(obj)
+    raise CheckpointError(f"expected a dict of tensors, found a {type(obj).__name__}")
+
+
+def strip_prefix(state_dict: Mapping, prefix: str) -> dict:
+    """Keys starting with `prefix`, without it (e.g. 'encoder.', 'module.')."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _summary(keys: Iterable[str], limit: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(state_dict: Mapping, expected: Mapping[str, tuple], what: str, path: str | Path) -> None:
+    """Raises CheckpointError unless `state_dict` has exactly the expected keys and shapes."""
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_summary(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_summary(unexpected)})")
+    for key in sorted(set(expected) & set(state_dict)):
+        found = tuple(getattr(state_dict[key], "shape", ()))
+        if found != tuple(expected[key]):
+            problems.append(f"first shape mismatch: {key} is {found}, expected {tuple(expected[key])}")
+            break
+    if problems:
+        raise CheckpointError(f"{path}: not a {what} checkpoint: " + "; ".join(problems))
+
+
+def expected_shapes(build: callable) -> dict[str, tuple]:
+    """Key -> shape of a module, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        module = build()
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def parameter_count(state_dict: Mapping) -> int:
+    return sum(v.numel() for k, v in state_dict.items()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not k.endswith(("running_mean", "running_var")))
+
+
+# ---- pSp -----------------------------------------------------------------------------------
+
+def _psp_latent_avg(ckpt: Mapping, levels: Sequence[int], path) -> torch.Tensor:
+    avg = ckpt.get("latent_avg")
+    if not isinstance(avg, torch.Tensor):
+        raise CheckpointError(f"{path}: opts.start_from_latent_avg is true but the file has no latent_avg tensor")
+    if tuple(avg.shape) == (STYLE_DIM,):
+        return avg.float().expand(len(levels), -1).clone()
+    if tuple(avg.shape) == (N_STYLES, STYLE_DIM):
+        return avg.float()[list(levels)].clone()
+    raise CheckpointError(f"{path}: latent_avg has shape {tuple(avg.shape)}, expected (18, 512) or (512,)")
+
+
+def load_psp_encoder(path: str | Path, levels: Sequence[int] = (9,), trust: bool = False) -> PSPStyleEncoder:
+    """The pSp encoder of an official `psp_ffhq_encode.pt`, built and run only for `levels`.
+
+    forward((B, 3, 256, 256) in [-1, 1]) -> (B, len(levels), 512) W+ codes, latent_avg included
+    when the checkpoint's opts say start_from_latent_avg (what pSp feeds its decoder)."""
+    ckpt = read_checkpoint(path, trust)
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        found = sorted(ckpt)[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a pSp checkpoint: expected a dict with 'state_dict', 'opts' and "
+                              f"'latent_avg', found {found}")
+    opts = ckpt.get("opts") or {}
+    if not isinstance(opts, Mapping):
+        opts = vars(opts) if hasattr(opts, "__dict__") else {}
+    encoder_type = opts.get("encoder_type", "GradualStyleEncoder")
+    if encoder_type != "GradualStyleEncoder":
+        raise CheckpointError(f"{path}: pSp encoder_type is {encoder_type}; only GradualStyleEncoder "
+                              "(psp_ffhq_encode.pt) is supported")
+    encoder_sd = strip_prefix(ckpt["state_dict"], "encoder.")
+    check_state_dict(encoder_sd, expected_shapes(lambda: PSPStyleEncoder(range(N_STYLES)).encoder),
+                     "pSp encoder", path)
+    model = PSPStyleEncoder(levels, start_from_latent_avg=bool(opts.get("start_from_latent_avg", False)))
+    wanted = model.encoder.state_dict().keys()
+    model.encoder.load_state_dict({k: v for k, v in encoder_sd.items() if k in wanted}, strict=True)
+    if model.start_from_latent_avg:
+        model.latent_avg.copy_(_psp_latent_avg(ckpt, model.levels, path))
+    return model.eval()
+
+
+# ---- slow_r50 ------------------------------------------------------------------------------
+
+def load_slow_r50(path: str | Path, trust: bool = False) -> SlowR50:
+    """pytorchvideo slow_r50 from `model_state` (or a bare state dict, `module.` prefixes stripped).
+
+    forward((B, 3, T, H, W) Kinetics-normalised) -> (B, 2048)."""
+    state_dict = unwrap_state_dict(read_checkpoint(path, trust), ("model_state", "state_dict", "model"))
+    if any(k.startswith("module.") for k in state_dict):
+        state_dict = strip_prefix(state_dict, "module.")
+    if PSP_PROBE in state_dict or any(k.startswith("encoder.") for k in state_dict):
+        raise CheckpointError(f"{path}: this is a pSp checkpoint, not slow_r50 (SLOW_8x8_R50.pyth); "
+                              "pass it as the pSp encoder instead")
+    check_state_dict(state_dict, expected_shapes(SlowR50), "slow_r50", path)
+    model = SlowR50()
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+# ---- the head (our own format) -------------------------------------------------------------
+
+def save_head(path: str | Path, head: StyleGRUHead, extra: Mapping | None = None) -> None:
+    """Writes a head file that loads with weights_only=True: config as a plain dict + tensors."""
+    torch.save({"format": HEAD_FORMAT, "version": HEAD_FORMAT_VERSION, "config": head.cfg.to_dict(),
+                "state_dict": head.state_dict(), "extra": dict(extra or {})}, path)
+
+
+def load_head(path: str | Path, trust: bool = False) -> StyleGRUHead:
+    ckpt = read_checkpoint(path, trust)
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != HEAD_FORMAT:
+        raise CheckpointError(f"{path}: not a dfwatch head file (expected format '{HEAD_FORMAT}'; "
+                              "heads come from 'dfwatch train export')")
+    if ckpt.get("version") != HEAD_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: head format version {ckpt.get('version')}, this build reads "
+                              f"{HEAD_FORMAT_VERSION}; upgrade dfwatch or re-export the head")
+    try:
+        cfg = StyleGRUConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: head config is invalid: {e}") from None
+    state_dict = ckpt["state_dict"]
+    check_state_dict(state_dict, expected_shapes(lambda: StyleGRUHead(cfg)), "StyleGRU head", path)
+    head = StyleGRUHead(cfg)
+    head.load_state_dict(state_dict, strict=True)
+    return head.eval()
+
+
+# ---- identification (`dfwatch weights check`) ----------------------------------------------
+
+def identify(path: str | Path, trust: bool = False) -> dict:
+    """What a file is and whether it loads: {kind, parameters, loads, detail}."""
+    try:
+        ckpt = read_checkpoint(path, trust)
+    except CheckpointError as e:
+        return {"kind": "unknown", "parameters": 0, "loads": False, "detail": str(e)}
+    if isinstance(ckpt, Mapping) and ckpt.get("format") == HEAD_FORMAT:
+        kind, loader = "StyleGRU head", load_head
+        state_dict = ckpt.get("state_dict", {})
+    elif isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping) and \
+            any(k.startswith("encoder.") for k in ckpt["state_dict"]):
+        kind, loader = "pSp encoder", load_psp_encoder
+        state_dict = strip_prefix(ckpt["state_dict"], "encoder.")
+    else:
+        try:
+            state_dict = unwrap_state_dict(ckpt, ("model_state", "state_dict", "model"))
+        except CheckpointError as e:
+            return {"kind": "unknown", "parameters": 0, "loads": False, "detail": f"{path}: {e}"}
+        if any(k.removeprefix("module.") == SLOW_R50_PROBE for k in state_dict):
+            kind, loader = "slow_r50", load_slow_r50
+        else:
+            return {"kind": "unknown", "parameters": parameter_count(state_dict), "loads": False,
+                    "detail": f"{path}: keys match no known model (first keys: {_summary(state_dict, 3)})"}
+    params = parameter_count(state_dict)
+    try:
+        loader(path, trust=trust)
+    except CheckpointError as e:
+        return {"kind": kind, "parameters": params, "loads": False, "detail": str(e)}
+    return {"kind": kind, "parameters": params, "loads": True, "detail": ""}
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: how every serving model runs."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

@@ -1,0 +1,279 @@
+"""The one preprocessing implementation, shared by training and the daemon.
+
+Frames (BGR uint8, as OpenCV decodes them) -> faces (MTCNN, batched, on a downscaled copy) ->
+one face followed per stream (largest or most confident, kept consistent by overlap) ->
+temporal smoothing of boxes/landmarks (centred moving average) -> a 256x256 RGB crop (box + 20 %
+margin, or an FFHQ-style similarity alignment from the 5 landmarks; centre crop when no face)
+-> model inputs: style images in [-1, 1] and content clips Kinetics-normalised as [C, T, H, W].
+
+The numbers (crop size, margins, means, stds, clip size) are data in `CropSpec`/`Normalization`,
+stored in every bundle's manifest, so a model sees the same pixels at serving time as in training.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """MTCNN settings (the `faces` configuration section)."""
+    detect_width: int = 320
+    min_face_size: int = 40
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_probability: float = 0.9
+    factor: float = 0.709
+
+    @classmethod
+    def from_config(cls, faces) -> "DetectorSettings":
+        return cls(detect_width=faces.detect_width, min_face_size=faces.min_face_size,
+                   thresholds=tuple(faces.thresholds), min_probability=faces.min_probability)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a face becomes a model input image; travels in the bundle manifest."""
+    method: str = "box"        # box (square box + margin, seed method) | ffhq (5-landmark similarity)
+    margin: float = 0.2        # fraction of the box size added on every side (box method)
+    size: int = 256            # output side in pixels
+    select: str = "largest"    # largest | confident
+    smoothing: int = 5         # centred moving-average length over frames (1 = off)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """(x / 255 - mean) / std per RGB channel, at `size` pixels."""
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+STYLE_NORM = Normalization(256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))          # pSp: [-1, 1]
+CONTENT_NORM = Normalization(112, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))  # Kinetics (slow_r50)
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray                    # (4,) x1, y1, x2, y2 in frame pixels
+    landmarks: np.ndarray = field(repr=False)  # (5, 2) eyes (left, right), nose, mouth (left, right)
+    prob: float = 1.0
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.box[:2] + self.box[2:]) / 2
+
+
+# ---- detection -----------------------------------------------------------------------------
+
+class FaceDetector:
+    """facenet-pytorch MTCNN (its bundled P/R/O-Net weights), batched over equal-sized frames."""
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings(), device: str = "cpu"):
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        self.settings = settings
+        self.device = torch.device(device)
+        self.pnet, self.rnet, self.onet = (n().to(self.device).eval() for n in (PNet, RNet, ONet))
+
+    def _scale(self, frame: np.ndarray) -> float:
+        return min(1.0, self.settings.detect_width / frame.shape[1])
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces per BGR frame (any sizes; equal sizes are batched), boxes in frame pixels."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        results: list[list[Face]] = [[] for _ in frames]
+        groups: dict[tuple, list[int]] = {}
+        for i, f in enumerate(frames):
+            groups.setdefault(f.shape, []).append(i)
+        s = self.settings
+        for indices in groups.values():
+            scale = self._scale(frames[indices[0]])
+            small = np.stack([_resize_rgb(frames[i], scale) for i in indices])
+            with torch.no_grad():
+                boxes, points = detect_face(small, s.min_face_size, self.pnet, self.rnet, self.onet,
+                                            list(s.thresholds), s.factor, self.device)
+            for i, b, p in zip(indices, boxes, points):
+                results[i] = [Face(box=np.asarray(bb[:4], np.float64) / scale,
+                                   landmarks=np.asarray(pp, np.float64).reshape(5, 2) / scale, prob=float(bb[4]))
+                              for bb, pp in zip(np.asarray(b).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2))
+                              if bb[4] >= s.min_probability]
+        return results
+
+
+def _resize_rgb(frame_bgr: np.ndarray, scale: float) -> np.ndarray:
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    if scale >= 1.0:
+        return rgb
+    h, w = frame_bgr.shape[:2]
+    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+# ---- following one face --------------------------------------------------------------------
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class FaceTrack:
+    """Chooses the face to follow in each frame: the one overlapping the previous choice most
+    (IoU >= min_iou), else the largest / most confident. Feed frames in order."""
+
+    def __init__(self, select: str = "largest", min_iou: float = 0.3):
+        if select not in ("largest", "confident"):
+            raise ValueError(f"select must be 'largest' or 'confident', got {select!r}")
+        self.select = select
+        self.min_iou = min_iou
+        self.last: Face | None = None
+
+    def choose(self, faces: Sequence[Face]) -> Face | None:
+        if not faces:
+            return None
+        chosen = None
+        if self.last is not None:
+            overlap = [(iou(f.box, self.last.box), f) for f in faces]
+            best_iou, best = max(overlap, key=lambda t: t[0])
+            chosen = best if best_iou >= self.min_iou else None
+        if chosen is None:
+            key = (lambda f: f.area) if self.select == "largest" else (lambda f: f.prob)
+            chosen = max(faces, key=key)
+        self.last = chosen
+        return chosen
+
+
+def follow(detections: Sequence[Sequence[Face]], select: str) -> list[Face | None]:
+    track = FaceTrack(select)
+    return [track.choose(faces) for faces in detections]
+
+
+def smooth_one(track: Sequence[Face | None], i: int, length: int) -> Face | None:
+    """The face of frame i averaged over the frames with a face in [i - length//2, i + length//2].
+    Frames without a face stay without (the crop falls back to the centre)."""
+    if track[i] is None or length <= 1:
+        return track[i]
+    half = length // 2
+    near = [f for f in track[max(0, i - half): i + half + 1] if f is not None]
+    return Face(box=np.mean([f.box for f in near], axis=0),
+                landmarks=np.mean([f.landmarks for f in near], axis=0), prob=track[i].prob)
+
+
+def smooth_track(track: Sequence[Face | None], length: int) -> list[Face | None]:
+    return [smooth_one(track, i, length) for i in range(len(track))]
+
+
+# ---- cropping ------------------------------------------------------------------------------
+
+def _box_points(face: Face, margin: float) -> np.ndarray:
+    """Three corners (top-left, bottom-left, bottom-right) of the square box + margin."""
+    c = face.centre
+    half = max(face.box[2] - face.box[0], face.box[3] - face.box[1]) * (0.5 + margin)
+    return np.array([c + [-half, -half], c + [-half, half], c + [half, half]])
+
+
+def _ffhq_points(face: Face) -> np.ndarray:
+    """FFHQ's alignment recipe (eye and mouth centres) applied to MTCNN's 5 landmarks."""
+    eye_l, eye_r, _, mouth_l, mouth_r = face.landmarks
+    eye_avg, mouth_avg = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+    eye_to_eye, eye_to_mouth = eye_r - eye_l, mouth_avg - eye_avg
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.array([-x[1], x[0]])
+    c = eye_avg + eye_to_mouth * 0.1
+    return np.array([c - x - y, c - x + y, c + x + y])
+
+
+def _centre_points(shape: tuple) -> np.ndarray:
+    h, w = shape[:2]
+    side = min(h, w)
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    return np.array([[x0, y0], [x0, y0 + side], [x0 + side, y0 + side]])
+
+
+def crop_transform(face: Face | None, frame_shape: tuple, spec: CropSpec) -> np.ndarray:
+    """2x3 affine matrix from frame pixels to the spec.size x spec.size crop."""
+    if face is None:
+        src = _centre_points(frame_shape)
+    elif spec.method == "ffhq":
+        src = _ffhq_points(face)
+    else:
+        src = _box_points(face, spec.margin)
+    s = spec.size
+    dst = np.array([[0, 0], [0, s], [s, s]], np.float32)
+    return cv2.getAffineTransform(src.astype(np.float32), dst)
+
+
+def crop_face(frame_bgr: np.ndarray, face: Face | None, spec: CropSpec) -> np.ndarray:
+    """(size, size, 3) RGB uint8 crop; black outside the frame; centre crop when face is None."""
+    m = crop_transform(face, frame_bgr.shape, spec)
+    if _scale(m) < 0.5:  # a face much larger than the crop: area-average first so the warp cannot alias
+        frame_bgr, m = _shrink(frame_bgr, m)
+    crop = cv2.warpAffine(frame_bgr, m, (spec.size, spec.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+def _scale(m: np.ndarray) -> float:
+    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+def _shrink(frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frame shrunk by an integer factor with INTER_AREA, and the matrix adjusted to match."""
+    factor = int(1 / _scale(m))
+    h, w = frame_bgr.shape[:2]
+    size = (max(1, w // factor), max(1, h // factor))
+    small = cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+    adjusted = m.copy()
+    adjusted[:, 0] *= w / size[0]
+    adjusted[:, 1] *= h / size[1]
+    return small, adjusted
+
+
+# ---- model inputs --------------------------------------------------------------------------
+
+def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32 normalised (resized if needed)."""
+    images = np.asarray(images_rgb)
+    if images.shape[1:3] != (norm.size, norm.size):
+        images = np.stack([cv2.resize(im, (norm.size, norm.size), interpolation=cv2.INTER_AREA) for im in images])
+    x = images.astype(np.float32) / 255.0
+    x = (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def style_input(crops_rgb: np.ndarray, norm: Normalization = STYLE_NORM) -> np.ndarray:
+    """Face crops -> pSp input (N, 3, 256, 256) in [-1, 1]."""
+    return normalize(crops_rgb, norm)
+
+
+def content_clip(crops_rgb: np.ndarray, norm: Normalization = CONTENT_NORM) -> np.ndarray:
+    """T face crops -> one slow_r50 clip (3, T, 112, 112), Kinetics-normalised, [C, T, H, W]."""
+    return np.ascontiguousarray(normalize(crops_rgb, norm).transpose(1, 0, 2, 3))
+
+
+def crop_sequence(frames_bgr: Sequence[np.ndarray], detections: Sequence[Sequence[Face]],
+                  spec: CropSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A whole sequence at once (training, offline checks): follow, smooth, crop.
+    Returns (N, size, size, 3) RGB crops and the (N,) face-found mask. The daemon does the same
+    steps frame by frame with the same functions."""
+    track = follow(detections, spec.select)
+    smoothed = smooth_track(track, spec.smoothing)
+    crops = np.stack([crop_face(f, face, spec) for f, face in zip(frames_bgr, smoothed)])
+    return crops, np.array([face is not None for face in track])
