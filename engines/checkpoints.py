@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engines.errors import DfwatchError
 from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
@@ -24,7 +25,7 @@ PSP_PROBE = "encoder.body.0.res_layer.1.weight"
 SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
 
 
-class CheckpointError(Exception):
+class CheckpointError(DfwatchError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 

@@ -11,13 +11,14 @@ import sys
 from importlib.metadata import entry_points
 
 from engines.config import ConfigError, load_config
+from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
 ORDER = ["demo", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config"]
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
+class UserError(DfwatchError):
     """A problem the user can fix; the message is one line that says what and how."""
 
     def __init__(self, message: str, exit_code: int = 1):
@@ -91,14 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    prog = f"dfwatch {args.command}"
+    actions = [v for k, v in vars(args).items() if k.endswith("_command") and isinstance(v, str)]
+    prog = " ".join(["dfwatch", args.command, *actions])
     try:
         return int(args.handler(args) or 0)
     except ConfigError as e:
         for line in e.problems:
             print(f"{prog}: configuration error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    except UserError as e:
+    except DfwatchError as e:  # UserError, CheckpointError, BundleError, ...
         print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from engines.errors import DfwatchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "DFWATCH__"
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class ConfigError(Exception):
+class ConfigError(DfwatchError):
     """One or more configuration problems; `str()` is one line per problem, ready to print."""
+    exit_code = 2
 
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))

@@ -68,3 +68,31 @@ def official_checkpoints(tmp_path_factory, make_checkpoint, shared):
 
     checkpoint.digest = lambda kind, seed=0: (checkpoint(kind, seed), made[(kind, seed)][1])[1]
     return checkpoint
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, official_checkpoints) -> Path:
+    """A bundle from the seed-0 official-format checkpoints with a fresh (untrained) head,
+    exported to ONNX. Session-wide and read-only: copy it before changing anything."""
+    from engines.bundle import assemble
+    from engines.export import export_bundle
+
+    root = tmp_path_factory.mktemp("bundle") / "seed0"
+    assemble(root, official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0))
+    export_bundle(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def franck_frames(footage):
+    """The first 64 frames of franck.mp4 (BGR), decoded with OpenCV."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(footage / "franck.mp4"), cv2.CAP_FFMPEG)
+    frames = []
+    while len(frames) < 64:
+        ok, frame = cap.read()
+        assert ok, "franck.mp4 ended early"
+        frames.append(frame)
+    cap.release()
+    return frames

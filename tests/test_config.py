@@ -118,6 +118,6 @@ def test_config_check_command(tmp_path):
     bad.write_text("window:\n  strid: 4\n")
     r = subprocess.run(DFWATCH + ["config", "check", str(bad)], capture_output=True, text=True, env=env)
     assert r.returncode == 2
-    assert r.stderr == (f"dfwatch config: configuration error: {bad}: unknown key 'strid' in section "
+    assert r.stderr == (f"dfwatch config check: configuration error: {bad}: unknown key 'strid' in section "
                         "'window' (known: stride, min_face_fraction, evict_after)\n")
     assert "Traceback" not in r.stderr

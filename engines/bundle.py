@@ -1,0 +1,281 @@
+"""Model bundles: a directory with `manifest.json` and the weight files the daemon loads.
+
+The manifest carries everything a model needs besides its weights — configs, input sizes,
+normalisation constants, the face-crop method, window length, analysis frame rate, style levels,
+decision threshold, training provenance — plus the sha256 of every file, so the daemon sees the
+same pixels the model was trained on and refuses a bundle that was changed behind its back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engines import __version__
+from engines.checkpoints import (CheckpointError, check_state_dict, expected_shapes, load_head,
+                                 load_psp_encoder, load_slow_r50, read_checkpoint, save_head)
+from engines.errors import DfwatchError
+from engines.models.psp import PSPStyleEncoder
+from engines.models.r3d import SlowR50
+from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
+from engines.preprocess import CONTENT_NORM, STYLE_NORM, CropSpec, Normalization
+
+MANIFEST = "manifest.json"
+FORMAT = "dfwatch-bundle"
+FORMAT_VERSION = 1
+STYLE_FILE, CONTENT_FILE, HEAD_FILE = "style_encoder.pt", "content_trunk.pt", "head.pt"
+STYLE_ENCODER_FORMAT = "dfwatch-style-encoder"
+PARTS = ("style", "content", "head")
+REQUIRED = ("format", "format_version", "id", "created_at", "code_version", "family", "trained", "window",
+            "threshold", "crop", "style", "content", "head", "files")
+DEFAULT_FPS = 3.0  # seed method: 32 frames uniformly over a ~10 s clip; training export records the real spacing
+
+
+class BundleError(DfwatchError):
+    """A bundle that cannot be used; the message names the file and how to fix it."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(root: Path, relpath: str) -> dict:
+    path = root / relpath
+    return {"path": relpath, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+@dataclass
+class Bundle:
+    """A validated bundle on disk. `manifest` is the parsed manifest.json."""
+    root: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.manifest["trained"])
+
+    @property
+    def frames(self) -> int:
+        return int(self.manifest["window"]["frames"])
+
+    @property
+    def clip_frames(self) -> int:
+        return int(self.manifest["window"]["clip_frames"])
+
+    @property
+    def fps(self) -> float:
+        return float(self.manifest["window"]["fps"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(self.manifest["style"]["levels"])
+
+    @property
+    def crop(self) -> CropSpec:
+        return CropSpec(**self.manifest["crop"])
+
+    @property
+    def style_norm(self) -> Normalization:
+        return _norm(self.manifest["style"]["normalization"])
+
+    @property
+    def content_norm(self) -> Normalization:
+        return _norm(self.manifest["content"]["normalization"])
+
+    @property
+    def head_config(self) -> StyleGRUConfig:
+        return StyleGRUConfig.from_dict(self.manifest["head"]["config"])
+
+    def path(self, part: str) -> Path:
+        return self.root / self.manifest["files"][part]["path"]
+
+    def onnx_path(self, part: str) -> Path | None:
+        entry = self.manifest.get("onnx", {}).get(part)
+        return self.root / entry["path"] if entry else None
+
+    # -- the torch modules -------------------------------------------------------------------
+    def style_encoder(self) -> PSPStyleEncoder:
+        return load_style_encoder(self.path("style"))
+
+    def content_trunk(self) -> SlowR50:
+        return load_slow_r50(self.path("content"))
+
+    def head(self) -> StyleGRUHead:
+        return load_head(self.path("head"))
+
+
+def _norm(d: dict) -> Normalization:
+    return Normalization(int(d["size"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+# ---- the level-pruned style encoder file ---------------------------------------------------
+
+def save_style_encoder(path: Path, model: PSPStyleEncoder, source: dict) -> None:
+    """Only the levels the bundle uses (a level-9 encoder is 46 M of pSp's 267 M parameters)."""
+    torch.save({"format": STYLE_ENCODER_FORMAT, "version": 1, "levels": list(model.levels),
+                "start_from_latent_avg": model.start_from_latent_avg, "source": source,
+                "state_dict": model.state_dict()}, path)
+
+
+def load_style_encoder(path: Path) -> PSPStyleEncoder:
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != STYLE_ENCODER_FORMAT:
+        raise CheckpointError(f"{path}: not a dfwatch style-encoder file; bundles are made by "
+                              "'dfwatch engines bundle' or 'dfwatch train export'")
+    levels, avg = tuple(ckpt["levels"]), bool(ckpt["start_from_latent_avg"])
+    check_state_dict(ckpt["state_dict"], expected_shapes(lambda: PSPStyleEncoder(levels, avg)), "style encoder", path)
+    model = PSPStyleEncoder(levels, avg)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval()
+
+
+# ---- assembling ----------------------------------------------------------------------------
+
+def new_head(cfg: StyleGRUConfig, seed: int = 0) -> StyleGRUHead:
+    """A freshly initialised head (deterministic for a seed): bundles without a trained head."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return StyleGRUHead(cfg).eval()
+
+
+def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: tuple[int, ...] = (9,),
+             frames: int = 32, clip_frames: int = 16, fps: float = DEFAULT_FPS, threshold: float = 0.5,
+             crop: CropSpec = CropSpec(), bundle_id: str | None = None, training: dict | None = None,
+             head_config: StyleGRUConfig | None = None, trust: bool = False) -> Bundle:
+    """Writes a bundle from official checkpoints (and a trained head, if any) and validates it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()  # a half-written bundle must never validate
+    encoder = load_psp_encoder(psp, levels, trust=trust)
+    save_style_encoder(out / STYLE_FILE, encoder, {"file": Path(psp).name, "sha256": sha256_file(Path(psp))})
+    trunk = load_slow_r50(r3d, trust=trust)
+    torch.save({"model_state": trunk.state_dict()}, out / CONTENT_FILE)
+    if head is not None:
+        head_model = load_head(head, trust=trust)
+    else:
+        cfg = head_config or StyleGRUConfig(frames=frames, style_levels=len(encoder.levels),
+                                            content_tokens=frames // clip_frames)
+        head_model = new_head(cfg)
+    _check_head_fits(head_model.cfg, len(encoder.levels), frames, clip_frames)
+    save_head(out / HEAD_FILE, head_model)
+    files = {part: file_entry(out, name) for part, name in
+             zip(PARTS, (STYLE_FILE, CONTENT_FILE, HEAD_FILE))}
+    trained = head is not None
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "id": bundle_id or f"stylegru-{'trained' if trained else 'untrained'}-{files['head']['sha256'][:8]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": __version__, "family": "stylegru", "trained": trained,
+        "window": {"frames": frames, "clip_frames": clip_frames, "fps": fps},
+        "threshold": threshold, "crop": crop.to_dict(),
+        "style": {"levels": list(encoder.levels), "normalization": STYLE_NORM.to_dict(),
+                  "start_from_latent_avg": encoder.start_from_latent_avg, "input": [3, 256, 256]},
+        "content": {"normalization": CONTENT_NORM.to_dict(), "input": [3, clip_frames, 112, 112],
+                    "feature_dim": 2048},
+        "head": {"config": head_model.cfg.to_dict()},
+        "training": training or None,
+        "sources": {"psp": Path(psp).name, "r3d": Path(r3d).name, "head": Path(head).name if head else None},
+        "files": files,
+    }
+    write_manifest(out, manifest)
+    return load_bundle(out)
+
+
+def _check_head_fits(cfg: StyleGRUConfig, levels: int, frames: int, clip_frames: int) -> None:
+    expected = (frames, levels, frames // clip_frames)
+    found = (cfg.frames, cfg.style_levels, cfg.content_tokens)
+    if expected != found:
+        raise BundleError(f"the head expects (frames, style levels, clips) = {found} but the bundle has "
+                          f"{expected}; pass matching --levels/--frames or a matching head")
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp.replace(root / MANIFEST)
+
+
+# ---- loading and validation ----------------------------------------------------------------
+
+def load_bundle(root: str | Path, verify: bool = True, check_onnx: bool = True) -> Bundle:
+    """Reads and validates a bundle: format, version, required fields, files and checksums
+    (ONNX files too unless `check_onnx` is false, as when they are about to be re-exported)."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        hint = "no such directory" if not root.exists() else f"no {MANIFEST} in it"
+        raise BundleError(f"{root}: not a model bundle ({hint}); create one with 'dfwatch engines bundle' "
+                          "or 'dfwatch demo'")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e}); re-create the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a dfwatch bundle manifest (format is not '{FORMAT}')")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format version {version} is newer than this dfwatch "
+                          f"({__version__}) reads ({FORMAT_VERSION}); upgrade dfwatch or re-create the bundle")
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing:
+        raise BundleError(f"{path}: manifest lacks required fields: {', '.join(missing)}; re-create the bundle")
+    for part in PARTS:
+        if part not in manifest["files"]:
+            raise BundleError(f"{path}: manifest lists no '{part}' file; re-create the bundle")
+    if verify:
+        entries = {p: manifest["files"][p] for p in PARTS}
+        if check_onnx:
+            entries.update({f"ONNX {p}": e for p, e in manifest.get("onnx", {}).items()})
+        for part, entry in entries.items():
+            _verify_file(root, part, entry)
+    return Bundle(root, manifest)
+
+
+def _verify_file(root: Path, part: str, entry: dict) -> None:
+    path = root / entry["path"]
+    if not path.is_file():
+        raise BundleError(f"{path}: missing ({part} file of the bundle); re-create the bundle "
+                          "('dfwatch engines bundle', or 'dfwatch engines export' for ONNX files)")
+    if sha256_file(path) != entry["sha256"]:
+        raise BundleError(f"{path}: modified since the bundle was made (sha256 differs from the manifest); "
+                          "re-create the bundle rather than editing its files")
+
+
+def describe(bundle: Bundle) -> str:
+    """Human-readable summary for `dfwatch engines info`."""
+    m = bundle.manifest
+    head = bundle.head_config
+    lines = [
+        f"bundle {bundle.id}  ({bundle.root})",
+        f"  family {m['family']}, {'TRAINED' if bundle.trained else 'UNTRAINED head: scores mean nothing'}, "
+        f"created {m['created_at']} by dfwatch {m['code_version']}",
+        f"  window {bundle.frames} frames at {bundle.fps:g} fps, content clips of {bundle.clip_frames}, "
+        f"threshold {bundle.threshold:g}",
+        f"  style levels {list(bundle.levels)}, crop {m['crop']['method']} (margin {m['crop']['margin']:g}, "
+        f"{m['crop']['size']} px), head GRU {head.gru_layers}x{head.gru_hidden}"
+        f"{' bidirectional' if head.bidirectional else ''}, width {head.width}",
+    ]
+    for part, entry in {**m["files"], **{f"onnx:{k}": v for k, v in m.get("onnx", {}).items()}}.items():
+        lines.append(f"  {part:<14} {entry['path']:<28} {entry['bytes'] / 1e6:8.1f} MB  sha256 {entry['sha256'][:16]}")
+    if m.get("training"):
+        metrics = m["training"].get("metrics", {})
+        lines.append("  training: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                for k, v in metrics.items()))
+    return "\n".join(lines)
