@@ -1,7 +1,10 @@
 """`dfwatch run | capture | infer | watch | demo | bench`: the daemon's commands."""
 from __future__ import annotations
 
-from engines.cli import common_options, not_yet
+import argparse
+import signal
+
+from engines.cli import UserError, common_options, not_yet, setup
 
 
 def _stream_options(p) -> None:
@@ -14,21 +17,22 @@ def register_run(sub) -> None:
     p = sub.add_parser("run", parents=[common_options()],
                        help="supervise the inference process and one capture process per stream")
     _stream_options(p)
-    p.set_defaults(handler=not_yet(5, "dfwatch run"))
+    p.set_defaults(handler=_run)
 
 
 def register_capture(sub) -> None:
     p = sub.add_parser("capture", parents=[common_options()],
                        help="read one stream and push its frames to the inference process")
     _stream_options(p)
-    p.set_defaults(handler=not_yet(5, "dfwatch capture"))
+    p.add_argument("--fps", type=float, help="analysis frames per second (default: capture.fps, else the bundle's)")
+    p.set_defaults(handler=_capture)
 
 
 def register_infer(sub) -> None:
     p = sub.add_parser("infer", parents=[common_options()],
                        help="the inference process: rolling windows, models, verdicts on PUB")
     _stream_options(p)
-    p.set_defaults(handler=not_yet(5, "dfwatch infer"))
+    p.set_defaults(handler=_infer)
 
 
 def register_watch(sub) -> None:
@@ -36,13 +40,17 @@ def register_watch(sub) -> None:
     p.add_argument("--stream", help="only this stream")
     p.add_argument("--json", action="store_true", help="JSON lines even on a TTY")
     p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
-    p.set_defaults(handler=not_yet(5, "dfwatch watch"))
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
+    p.add_argument("--count", type=int, help="exit after this many verdicts")
+    p.set_defaults(handler=_watch)
 
 
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", parents=[common_options()],
                        help="run the daemon on sample footage with a demo bundle (no weights needed)")
-    p.set_defaults(handler=not_yet(5, "dfwatch demo"))
+    p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
+    p.set_defaults(handler=_demo)
 
 
 def register_bench(sub) -> None:
@@ -50,3 +58,142 @@ def register_bench(sub) -> None:
                        help="measure per-stage and end-to-end throughput against this machine's limits")
     p.add_argument("--quick", action="store_true", help="a run under 3 minutes")
     p.set_defaults(handler=not_yet(7, "dfwatch bench"))
+
+
+# ---- shared pieces -------------------------------------------------------------------------
+
+def daemon_config(args: argparse.Namespace, role: str):
+    """Configuration with the command line's --bundle and --stream applied; logging set up."""
+    from engines.config import with_streams
+
+    config = setup(args, role)
+    if getattr(args, "bundle", None):
+        config = config.model_copy(update={"model": config.model.model_copy(update={"bundle": args.bundle})})
+    specs = [s for s in getattr(args, "streams", []) if "=" in s]
+    return with_streams(config, specs) if specs else config
+
+
+def require_bundle(config) -> str:
+    if not config.model.bundle:
+        raise UserError("no model bundle: pass --bundle DIR or set model.bundle (make one with "
+                        "'dfwatch engines bundle', or try 'dfwatch demo')")
+    from engines.manifest import read_manifest
+
+    read_manifest(config.model.bundle)  # a clear error now rather than in a child
+    return config.model.bundle
+
+
+def on_stop(callback) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: callback())
+
+
+def passthrough(args: argparse.Namespace) -> list[str]:
+    """Command-line options a child process must see as well."""
+    out = []
+    if args.config:
+        out += ["--config", args.config]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.log_level:
+        out += ["--log-level", args.log_level]
+    if args.log_format:
+        out += ["--log-format", args.log_format]
+    return out
+
+
+# ---- handlers ------------------------------------------------------------------------------
+
+def _capture(args: argparse.Namespace) -> int:
+    import cv2
+
+    from daemon.capture import Capture
+    from daemon.endpoints import resolve
+    from engines.logs import bind
+
+    config = daemon_config(args, "capture")
+    if len(args.streams) != 1:
+        raise UserError("capture takes exactly one --stream NAME=SOURCE (or --stream NAME from the configuration)")
+    name = args.streams[0].partition("=")[0]
+    stream = next((s for s in config.streams if s.name == name), None)
+    if stream is None:
+        raise UserError(f"stream '{name}' is not configured: use --stream {name}=SOURCE")
+    bind(stream=name)
+    fps = args.fps or config.capture.fps
+    if fps is None:
+        from engines.manifest import read_manifest
+
+        fps = float(read_manifest(require_bundle(config))["window"]["fps"])
+    overrides = {k: v for k, v in (("pace", stream.pace), ("loop", stream.loop)) if v is not None}
+    settings = config.capture.model_copy(update=overrides)
+    cv2.setNumThreads(1)
+    capture = Capture(name, stream.source, settings, fps, resolve(config.endpoints).frames, config.endpoints.send_hwm)
+    on_stop(capture.stop.set)
+    return capture.run()
+
+
+def _infer(args: argparse.Namespace) -> int:
+    config = daemon_config(args, "infer")
+    bundle_dir = require_bundle(config)
+    from daemon import notify
+    from daemon.endpoints import resolve
+    from daemon.inference import InferenceServer
+    from engines.bundle import load_bundle
+    from engines.offline import stream_analysis
+    from engines.preprocess import DetectorSettings, FaceDetector
+    from engines.runners import open_runners
+    from engines.trt import TensorRTSettings
+
+    bundle = load_bundle(bundle_dir)
+    m = config.model
+
+    def building(part: str) -> None:
+        notify.to_supervisor("EXTEND_TIMEOUT_USEC=600000000")  # a TensorRT build takes minutes
+        from engines.logs import get_logger
+
+        get_logger().info("building TensorRT engine", part=part)
+
+    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, TensorRTSettings.from_config(config.tensorrt),
+                                   on_build=building)
+    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
+    server = InferenceServer(config, bundle, runners, choice.backend, detector, resolve(config.endpoints, create=True),
+                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction))
+    on_stop(server.stop.set)
+    return server.run()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from daemon.endpoints import resolve
+    from daemon.supervisor import Supervisor, child_argv
+    from engines.logs import get_logger
+
+    config = daemon_config(args, "run")
+    bundle_dir = require_bundle(config)
+    common = passthrough(args) + ["--bundle", bundle_dir]
+    cli_streams = {s.partition("=")[0]: s for s in args.streams}
+    captures = {s.name: child_argv("capture", common + ["--stream", cli_streams.get(s.name, s.name)])
+                for s in config.streams}
+    if not captures:
+        get_logger().warning("no streams configured: only remote capture processes can feed this daemon")
+    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures,
+                            resolve(config.endpoints, create=True))
+    return supervisor.run()
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from daemon.endpoints import resolve
+    from daemon.watch import watch
+
+    config = setup(args, "watch")
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    try:
+        return watch(endpoint, args.stream, args.json, args.timeout, args.count)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    config = setup(args, "demo")
+    return run_demo(config, args)

@@ -27,6 +27,7 @@ import numpy as np
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_SIDE = 8192                      # pixels per side
+MIN_SIDE = 16                        # smaller frames cannot hold a face worth analysing
 MAX_FRAME_BYTES = 4096 * 4096 * 3    # 48 MiB: refuse anything larger before allocating
 MAX_PAYLOAD_BYTES = 1 << 20          # verdict / status maps
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -36,7 +37,7 @@ VERDICT_TOPIC = b"verdict."
 STATUS_TOPIC = b"status"
 
 REASONS = ("bad_parts", "bad_header", "bad_version", "bad_kind", "bad_field", "bad_stream",
-           "bad_format", "too_large", "size_mismatch")
+           "bad_format", "too_large", "too_small", "size_mismatch")
 
 
 class ProtocolError(ValueError):
@@ -160,6 +161,8 @@ class Frame:
         if width > MAX_SIDE or height > MAX_SIDE or width * height * 3 > MAX_FRAME_BYTES:
             raise ProtocolError("too_large", f"{width}x{height} exceeds the {MAX_SIDE}-pixel side / "
                                              f"{MAX_FRAME_BYTES}-byte frame limit")
+        if width < MIN_SIDE or height < MIN_SIDE:
+            raise ProtocolError("too_small", f"{width}x{height} is below the {MIN_SIDE}-pixel minimum side")
         pixels = _as_buffer(parts[1])
         if pixels.nbytes != width * height * 3:
             raise ProtocolError("size_mismatch", f"{pixels.nbytes} pixel bytes for {width}x{height} bgr24 "

@@ -7,7 +7,6 @@ same pixels the model was trained on and refuses a bundle that was changed behin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,33 +17,16 @@ import torch
 from engines import __version__
 from engines.checkpoints import (CheckpointError, check_state_dict, expected_shapes, load_head,
                                  load_psp_encoder, load_slow_r50, read_checkpoint, save_head)
-from engines.errors import DfwatchError
+from engines.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, PARTS, BundleError, read_manifest,
+                              sha256_file, verify_file)
 from engines.models.psp import PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 from engines.preprocess import CONTENT_NORM, STYLE_NORM, CropSpec, Normalization
 
-MANIFEST = "manifest.json"
-FORMAT = "dfwatch-bundle"
-FORMAT_VERSION = 1
 STYLE_FILE, CONTENT_FILE, HEAD_FILE = "style_encoder.pt", "content_trunk.pt", "head.pt"
 STYLE_ENCODER_FORMAT = "dfwatch-style-encoder"
-PARTS = ("style", "content", "head")
-REQUIRED = ("format", "format_version", "id", "created_at", "code_version", "family", "trained", "window",
-            "threshold", "crop", "style", "content", "head", "files")
 DEFAULT_FPS = 3.0  # seed method: 32 frames uniformly over a ~10 s clip; training export records the real spacing
-
-
-class BundleError(DfwatchError):
-    """A bundle that cannot be used; the message names the file and how to fix it."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(root: Path, relpath: str) -> dict:
@@ -157,12 +139,19 @@ def new_head(cfg: StyleGRUConfig, seed: int = 0) -> StyleGRUHead:
 def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: tuple[int, ...] = (9,),
              frames: int = 32, clip_frames: int = 16, fps: float = DEFAULT_FPS, threshold: float = 0.5,
              crop: CropSpec = CropSpec(), bundle_id: str | None = None, training: dict | None = None,
-             head_config: StyleGRUConfig | None = None, trust: bool = False) -> Bundle:
-    """Writes a bundle from official checkpoints (and a trained head, if any) and validates it."""
+             head_config: StyleGRUConfig | None = None, trust: bool = False, style_size: int = 256,
+             content_size: int = 112) -> Bundle:
+    """Writes a bundle from official checkpoints (and a trained head, if any) and validates it.
+
+    `style_size`/`content_size` other than the published 256/112 are for fast tests only: the
+    networks accept them, but the published weights were trained at 256/112."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).exists():
         (out / MANIFEST).unlink()  # a half-written bundle must never validate
+    crop = CropSpec(**{**crop.to_dict(), "size": style_size})
+    style_norm = Normalization(style_size, STYLE_NORM.mean, STYLE_NORM.std)
+    content_norm = Normalization(content_size, CONTENT_NORM.mean, CONTENT_NORM.std)
     encoder = load_psp_encoder(psp, levels, trust=trust)
     save_style_encoder(out / STYLE_FILE, encoder, {"file": Path(psp).name, "sha256": sha256_file(Path(psp))})
     trunk = load_slow_r50(r3d, trust=trust)
@@ -185,9 +174,9 @@ def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: 
         "code_version": __version__, "family": "stylegru", "trained": trained,
         "window": {"frames": frames, "clip_frames": clip_frames, "fps": fps},
         "threshold": threshold, "crop": crop.to_dict(),
-        "style": {"levels": list(encoder.levels), "normalization": STYLE_NORM.to_dict(),
-                  "start_from_latent_avg": encoder.start_from_latent_avg, "input": [3, 256, 256]},
-        "content": {"normalization": CONTENT_NORM.to_dict(), "input": [3, clip_frames, 112, 112],
+        "style": {"levels": list(encoder.levels), "normalization": style_norm.to_dict(),
+                  "start_from_latent_avg": encoder.start_from_latent_avg, "input": [3, style_size, style_size]},
+        "content": {"normalization": content_norm.to_dict(), "input": [3, clip_frames, content_size, content_size],
                     "feature_dim": 2048},
         "head": {"config": head_model.cfg.to_dict()},
         "training": training or None,
@@ -218,44 +207,14 @@ def load_bundle(root: str | Path, verify: bool = True, check_onnx: bool = True) 
     """Reads and validates a bundle: format, version, required fields, files and checksums
     (ONNX files too unless `check_onnx` is false, as when they are about to be re-exported)."""
     root = Path(root)
-    path = root / MANIFEST
-    if not path.is_file():
-        hint = "no such directory" if not root.exists() else f"no {MANIFEST} in it"
-        raise BundleError(f"{root}: not a model bundle ({hint}); create one with 'dfwatch engines bundle' "
-                          "or 'dfwatch demo'")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e}); re-create the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: not a dfwatch bundle manifest (format is not '{FORMAT}')")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format version {version} is newer than this dfwatch "
-                          f"({__version__}) reads ({FORMAT_VERSION}); upgrade dfwatch or re-create the bundle")
-    missing = [k for k in REQUIRED if k not in manifest]
-    if missing:
-        raise BundleError(f"{path}: manifest lacks required fields: {', '.join(missing)}; re-create the bundle")
-    for part in PARTS:
-        if part not in manifest["files"]:
-            raise BundleError(f"{path}: manifest lists no '{part}' file; re-create the bundle")
+    manifest = read_manifest(root)
     if verify:
         entries = {p: manifest["files"][p] for p in PARTS}
         if check_onnx:
             entries.update({f"ONNX {p}": e for p, e in manifest.get("onnx", {}).items()})
         for part, entry in entries.items():
-            _verify_file(root, part, entry)
+            verify_file(root, part, entry)
     return Bundle(root, manifest)
-
-
-def _verify_file(root: Path, part: str, entry: dict) -> None:
-    path = root / entry["path"]
-    if not path.is_file():
-        raise BundleError(f"{path}: missing ({part} file of the bundle); re-create the bundle "
-                          "('dfwatch engines bundle', or 'dfwatch engines export' for ONNX files)")
-    if sha256_file(path) != entry["sha256"]:
-        raise BundleError(f"{path}: modified since the bundle was made (sha256 differs from the manifest); "
-                          "re-create the bundle rather than editing its files")
 
 
 def describe(bundle: Bundle) -> str:

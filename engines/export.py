@@ -30,9 +30,11 @@ def example_inputs(bundle: Bundle, part: str, batch: int = 2) -> tuple[torch.Ten
     """Inputs of the right shapes (batch 2 so that tracing cannot specialise the batch to 1)."""
     g = torch.Generator().manual_seed(0)
     if part == "style":
-        return (torch.rand(batch, 3, 256, 256, generator=g) * 2 - 1,)
+        s = bundle.style_norm.size
+        return (torch.rand(batch, 3, s, s, generator=g) * 2 - 1,)
     if part == "content":
-        return (torch.randn(batch, 3, bundle.clip_frames, 112, 112, generator=g),)
+        s = bundle.content_norm.size
+        return (torch.randn(batch, 3, bundle.clip_frames, s, s, generator=g),)
     cfg = bundle.head_config
     return (torch.randn(batch, cfg.frames, cfg.style_levels, cfg.style_dim, generator=g),
             torch.randn(batch, cfg.content_tokens, cfg.content_dim, generator=g))

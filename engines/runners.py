@@ -134,7 +134,7 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
 
 
 def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int = 0,
-                 trt_settings=None) -> tuple[dict[str, Runner], BackendChoice]:
+                 trt_settings=None, on_build=None) -> tuple[dict[str, Runner], BackendChoice]:
     """A runner per part for the bundle, on the chosen backend."""
     choice = choose_backend(backend, device, bundle)
     torch.set_num_threads(thread_count(threads))
@@ -147,5 +147,5 @@ def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", th
     else:
         from engines.trt import open_tensorrt_runners
 
-        runners = open_tensorrt_runners(bundle, trt_settings)
+        runners = open_tensorrt_runners(bundle, trt_settings, on_build)
     return runners, choice

@@ -75,8 +75,8 @@ def input_profiles(bundle: Bundle, part: str, settings: TensorRTSettings) -> dic
     """Input name -> (min, opt, max) shapes; only the batch dimension varies."""
     cfg = bundle.head_config
     shapes = {
-        "style": {"images": (3, 256, 256)},
-        "content": {"clips": (3, bundle.clip_frames, 112, 112)},
+        "style": {"images": (3, bundle.style_norm.size, bundle.style_norm.size)},
+        "content": {"clips": (3, bundle.clip_frames, bundle.content_norm.size, bundle.content_norm.size)},
         "head": {"style": (cfg.frames, cfg.style_levels, cfg.style_dim),
                  "content": (cfg.content_tokens, cfg.content_dim)},
     }[part]
@@ -247,6 +247,6 @@ class TensorRTRunner:
         return result.numpy()
 
 
-def open_tensorrt_runners(bundle: Bundle, settings: TensorRTSettings | None = None) -> dict:
-    paths = ensure_engines(bundle, settings or TensorRTSettings())
+def open_tensorrt_runners(bundle: Bundle, settings: TensorRTSettings | None = None, on_build=None) -> dict:
+    paths = ensure_engines(bundle, settings or TensorRTSettings(), on_build=on_build)
     return {part: TensorRTRunner(part, path) for part, path in paths.items()}

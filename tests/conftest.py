@@ -96,3 +96,20 @@ def franck_frames(footage):
         frames.append(frame)
     cap.release()
     return frames
+
+
+SMALL = dict(frames=8, clip_frames=4, style_size=128, content_size=64, fps=4.0)
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory, official_checkpoints) -> Path:
+    """A fast bundle for daemon tests: the seed-0 official-format weights with small inputs
+    (T = 8 frames, 4-frame clips, 128-px style and 64-px content inputs), exported to ONNX."""
+    from engines.bundle import assemble
+    from engines.export import export_bundle
+
+    root = tmp_path_factory.mktemp("small") / "bundle"
+    assemble(root, official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0), bundle_id="test-small",
+             **SMALL)
+    export_bundle(root)
+    return root

@@ -14,14 +14,14 @@ from daemon.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, CaptureStats, E
                              ProtocolError, Status, Verdict, decode_capture)
 
 
-def make_frame(h=4, w=6, seq=7, stream="cam-1") -> Frame:
+def make_frame(h=16, w=24, seq=7, stream="cam-1") -> Frame:
     pixels = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
     return Frame(stream=stream, seq=seq, t_capture=1700000000.25, t_mono=12.5, pixels=pixels, pos_ms=40.0)
 
 
 def header(**fields) -> bytes:
     base = {"v": PROTOCOL_VERSION, "kind": "frame", "stream": "s", "seq": 0, "t_capture": 1.0,
-            "t_mono": 1.0, "width": 2, "height": 2, "format": "bgr24"}
+            "t_mono": 1.0, "width": 16, "height": 16, "format": "bgr24"}
     base.update(fields)
     return msgpack.packb({k: v for k, v in base.items() if v is not ...})
 
@@ -39,7 +39,7 @@ def test_frame_round_trip_keeps_pixels_and_stamps():
     g = decode_capture([bytes(p) for p in f.encode()])
     assert isinstance(g, Frame)
     assert (g.stream, g.seq, g.t_capture, g.t_mono, g.pos_ms, g.width, g.height) == \
-           ("cam-1", 7, 1700000000.25, 12.5, 40.0, 6, 4)
+           ("cam-1", 7, 1700000000.25, 12.5, 40.0, 24, 16)
     np.testing.assert_array_equal(g.pixels, f.pixels)
     assert not g.pixels.flags.writeable  # a view on the received buffer, never mutated
 
@@ -64,25 +64,26 @@ def test_verdict_and_status_round_trip():
 
 
 @pytest.mark.parametrize("parts, reason", [
-    ([header(v=2), b"x" * 12], "bad_version"),
-    ([header(v=...), b"x" * 12], "bad_header"),
-    ([b"\xc1garbage", b"x" * 12], "bad_header"),
+    ([header(v=2), b"x" * 768], "bad_version"),
+    ([header(v=...), b"x" * 768], "bad_header"),
+    ([b"\xc1garbage", b"x" * 768], "bad_header"),
     ([msgpack.packb([1, 2]), b""], "bad_header"),
     ([b"\x80" + b"\x00" * MAX_HEADER_BYTES, b""], "too_large"),
     ([header(kind="jpeg-frame"), b""], "bad_kind"),
-    ([header(stream="no spaces"), b"x" * 12], "bad_stream"),
-    ([header(stream=5), b"x" * 12], "bad_stream"),
-    ([header(format="rgb48"), b"x" * 12], "bad_format"),
+    ([header(stream="no spaces"), b"x" * 768], "bad_stream"),
+    ([header(stream=5), b"x" * 768], "bad_stream"),
+    ([header(format="rgb48"), b"x" * 768], "bad_format"),
     ([header(width=100000, height=100000), b""], "too_large"),
     ([header(width=5000, height=5000), b""], "too_large"),
     ([header(width=0), b""], "bad_field"),
-    ([header(width=True), b"x" * 12], "bad_field"),
-    ([header(seq=-1), b"x" * 12], "bad_field"),
-    ([header(t_capture=float("nan")), b"x" * 12], "bad_field"),
-    ([header(t_mono="now"), b"x" * 12], "bad_field"),
-    ([header(), b"x" * 11], "size_mismatch"),
+    ([header(width=True), b"x" * 768], "bad_field"),
+    ([header(seq=-1), b"x" * 768], "bad_field"),
+    ([header(t_capture=float("nan")), b"x" * 768], "bad_field"),
+    ([header(t_mono="now"), b"x" * 768], "bad_field"),
+    ([header(width=8, height=8), b"x" * 192], "too_small"),
+    ([header(), b"x" * 767], "size_mismatch"),
     ([header()], "bad_parts"),
-    ([header(), b"x" * 12, b"extra"], "bad_parts"),
+    ([header(), b"x" * 768, b"extra"], "bad_parts"),
     ([], "bad_parts"),
     ("not a list", "bad_parts"),
     ([header(), 12], "bad_parts"),
@@ -152,7 +153,7 @@ def test_random_bytes_never_escape_as_other_errors(a, b):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 64), st.integers(1, 64), st.integers(0, 2**40),
+@given(st.integers(16, 64), st.integers(16, 64), st.integers(0, 2**40),
        st.floats(0, 2e9, allow_nan=False), st.text("abcXYZ019_.-", min_size=1, max_size=64))
 def test_frame_round_trip_property(h, w, seq, t, name):
     px = np.random.default_rng(seq % 1000).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -1,0 +1,320 @@
+"""`dfwatch capture`: one process per stream — read, sample, stamp, push; never block, never grow.
+
+Opens the source with OpenCV (FFmpeg backend with open/read timeouts for URLs and files, the
+default backend for webcams), keeps frames at the analysis rate, bounds their size, stamps them
+and sends them with a non-blocking PUSH: when the inference process is slow or down the frame is
+dropped here and counted. A watchdog thread (with its own socket) reports counters every second,
+declares a stall when no frame arrived for `stall_timeout` seconds — even while OpenCV is still
+blocked — and kills the process if the read loop hangs, so the supervisor restarts it. Lost
+sources are reopened with capped exponential backoff. A file that ends sends end-of-stream and
+exits 0. This module imports neither torch nor model code.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zmq
+
+from daemon.protocol import CaptureStats, EndOfStream, Frame
+from engines.errors import DfwatchError
+from engines.logs import get_logger
+
+log = get_logger()
+# RTSP over TCP: UDP (FFmpeg's default) loses packets through NAT and firewalls
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+
+
+class SourceError(DfwatchError):
+    """A source that cannot be opened; the message says which and what to check."""
+
+
+# ---- sources -------------------------------------------------------------------------------
+
+def parse_source(source: str | int) -> str | int:
+    """A webcam index (int; digit strings converted, negatives refused), a URL, or a file path."""
+    if isinstance(source, int) or (isinstance(source, str) and source.lstrip("-").isdigit()):
+        index = int(source)
+        if index < 0:
+            raise SourceError(f"webcam index {index} is invalid: use 0, 1, ... (a negative index crashes OpenCV)")
+        return index
+    if source.startswith(URL_SCHEMES):
+        return source
+    if "://" in source:
+        raise SourceError(f"unsupported source URL '{source}': use rtsp://, rtsps://, http:// or https://")
+    if not Path(source).is_file():
+        raise SourceError(f"no such video file: {source}")
+    return source
+
+
+def kind(source: str | int) -> str:
+    return "webcam" if isinstance(source, int) else "url" if source.startswith(URL_SCHEMES) else "file"
+
+
+def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int) -> cv2.VideoCapture:
+    """Opens a source; timeouts go to the constructor (setting them after opening does nothing)."""
+    if isinstance(source, int):
+        cap = cv2.VideoCapture(source)
+    else:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
+        if hasattr(cv2, "CAP_PROP_N_THREADS"):
+            params += [cv2.CAP_PROP_N_THREADS, 1]  # one decode thread per stream: never more busy threads than cores
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = {"webcam": f"webcam {source}", "url": f"stream {source}", "file": f"video file {source}"}[kind(source)]
+        hint = {"webcam": "is the camera connected and free?",
+                "url": "check the address, port and credentials, and that the camera is up",
+                "file": "is it a video OpenCV/FFmpeg can decode?"}[kind(source)]
+        raise SourceError(f"cannot open {what}: {hint}")
+    return cap
+
+
+def fit_size(frame: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    scale = min(1.0, max_width / w, max_height / h)
+    if scale >= 1.0:
+        return frame
+    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+class Sampler:
+    """Keeps frames at `fps` on a time axis (file position or monotonic time): the same file
+    always yields the same frames."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps
+        self.next_t: float | None = None
+
+    def keep(self, t: float) -> bool:
+        if self.next_t is None or t < self.next_t - 1.0:  # first frame, or the time axis restarted
+            self.next_t = t
+        if t + 1e-6 < self.next_t:
+            return False
+        self.next_t += self.period
+        if self.next_t < t:  # fell behind (a gap in the source): realign rather than burst
+            self.next_t = t + self.period
+        return True
+
+
+def backoff(failures: int, initial: float, cap: float) -> float:
+    return min(cap, initial * 2 ** max(0, failures - 1))
+
+
+# ---- the capture loop ----------------------------------------------------------------------
+
+@dataclass
+class Counters:
+    frames_read: int = 0
+    frames_sent: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    state: str = "connecting"
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class Capture:
+    def __init__(self, name: str, source: str | int, settings, fps: float, endpoint: str, send_hwm: int,
+                 opener=open_video, context: zmq.Context | None = None):
+        self.name, self.source, self.settings, self.fps = name, parse_source(source), settings, fps
+        self.kind = kind(self.source)
+        self.endpoint, self.send_hwm, self.opener = endpoint, send_hwm, opener
+        self.context = context or zmq.Context.instance()
+        self.counters = Counters()
+        self.stop = threading.Event()
+        self.last_frame = time.monotonic()
+        self.last_progress = time.monotonic()
+        self.stalled = False
+        self.seq = 0
+
+    # -- sockets ------------------------------------------------------------------------------
+    def _push_socket(self) -> zmq.Socket:
+        s = self.context.socket(zmq.PUSH)
+        s.setsockopt(zmq.SNDHWM, self.send_hwm)
+        s.setsockopt(zmq.LINGER, 1000)  # let a final end-of-stream go out, briefly
+        s.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a connected peer: inference down -> drop, not buffer
+        s.connect(self.endpoint)
+        return s
+
+    def _stats(self) -> CaptureStats:
+        c = self.counters
+        return CaptureStats(self.name, c.frames_read, c.frames_sent, c.reconnects, c.stalls, dict(c.dropped), c.state)
+
+    # -- watchdog thread ----------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        sock = self._push_socket()
+        s = self.settings
+        hang_limit = max(30.0, 3 * s.stall_timeout + (s.open_timeout_ms + s.read_timeout_ms) / 1000)
+        last_stats = 0.0
+        try:
+            while not self.stop.wait(0.2):
+                now = time.monotonic()
+                report = now - last_stats >= 1.0
+                if self.counters.state not in ("blocked", "ended") and not self.stalled and \
+                        now - self.last_frame > s.stall_timeout:
+                    self.stalled = True
+                    self.counters.stalls += 1
+                    log.warning("stream stalled: no frame, reopening", seconds=round(now - self.last_frame, 1))
+                    report = True
+                if now - self.last_progress > hang_limit:
+                    log.error("capture loop hung inside OpenCV; exiting so the supervisor restarts it",
+                              seconds=round(now - self.last_progress, 1))
+                    os._exit(3)
+                if report:
+                    _send_nowait(sock, self._stats().encode())
+                    last_stats = now
+        finally:
+            _send_nowait(sock, self._stats().encode())
+            sock.close()
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Runs until stopped (exit 0), the file ends (exit 0) or the source fails to open (raises)."""
+        s = self.settings
+        cap = self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)  # the first open must work
+        log.info("opened", source=str(self.source), kind=self.kind, fps=self.fps)
+        sock = self._push_socket()
+        watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
+        self.counters.state = "running"
+        self.last_frame = time.monotonic()
+        watchdog.start()
+        try:
+            return self._loop(cap, sock)
+        finally:
+            self.stop.set()
+            watchdog.join(timeout=2)
+            cap.release()
+            sock.close()
+
+    def _loop(self, cap: cv2.VideoCapture, sock: zmq.Socket) -> int:
+        sampler = Sampler(self.fps)
+        clock = _FileClock() if self.kind == "file" else None
+        while not self.stop.is_set():
+            self.last_progress = time.monotonic()
+            if self.stalled:
+                cap = self._reopen(cap, reason="stall")
+                continue
+            if not cap.grab():
+                if self.kind == "file":
+                    if not self.settings.loop:
+                        return self._end(sock)
+                    cap = self._reopen(cap, reason="loop")
+                    clock.restart()
+                    continue
+                log.warning("read failed: source lost, reconnecting")
+                cap = self._reopen(cap, reason="lost")
+                continue
+            now = time.monotonic()
+            self.last_frame, self.stalled = now, False
+            self.counters.frames_read += 1
+            pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC) if clock else None
+            t_axis = clock.axis(pos_ms) if clock else now
+            if not sampler.keep(t_axis):
+                continue
+            if clock and self.settings.pace:
+                clock.wait_until(t_axis, self.stop)
+            ok, frame = cap.retrieve()
+            if not ok or frame is None:
+                self.counters.drop("decode_error")
+                continue
+            self._send(sock, fit_size(frame, self.settings.max_width, self.settings.max_height), pos_ms)
+        return 0
+
+    def _send(self, sock: zmq.Socket, pixels: np.ndarray, pos_ms: float | None) -> None:
+        msg = Frame(self.name, self.seq, time.time(), time.monotonic(), pixels, pos_ms).encode()
+        if self.kind == "file" and not self.settings.pace:
+            sent = self._send_blocking(sock, msg)  # as fast as the consumer takes
+        else:
+            sent = _send_nowait(sock, msg)
+        if sent:
+            self.seq += 1
+            self.counters.frames_sent += 1
+        else:
+            self.counters.drop("queue_full")
+
+    def _send_blocking(self, sock: zmq.Socket, msg: list) -> bool:
+        self.counters.state = "blocked"
+        try:
+            while not self.stop.is_set():
+                self.last_progress = time.monotonic()
+                if sock.poll(200, zmq.POLLOUT) and _send_nowait(sock, msg):
+                    return True
+            return False
+        finally:
+            self.counters.state = "running"
+            self.last_frame = time.monotonic()
+
+    def _end(self, sock: zmq.Socket) -> int:
+        self.counters.state = "ended"
+        _send_nowait(sock, EndOfStream(self.name, self.seq - 1).encode())
+        log.info("end of file: stream ended", frames_sent=self.counters.frames_sent)
+        return 0
+
+    def _reopen(self, cap: cv2.VideoCapture, reason: str) -> cv2.VideoCapture:
+        """Reopens with capped exponential backoff until it works or we are stopped."""
+        cap.release()
+        failures = 0
+        s = self.settings
+        while not self.stop.is_set():
+            if reason != "loop" or failures:
+                self.counters.state = "backoff"
+                delay = backoff(failures + 1, s.reconnect_initial, s.reconnect_max)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not self.stop.is_set():
+                    self.last_progress = time.monotonic()
+                    self.stop.wait(0.1)
+            self.counters.state = "connecting"
+            self.last_progress = time.monotonic()
+            try:
+                cap = self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)
+            except SourceError as e:
+                failures += 1
+                log.warning("reopen failed", error=str(e), attempt=failures)
+                continue
+            if reason != "loop":
+                self.counters.reconnects += 1
+                log.info("reconnected", after=reason, attempts=failures + 1)
+            self.counters.state = "running"
+            self.last_frame, self.stalled = time.monotonic(), False
+            return cap
+        return cap
+
+
+class _FileClock:
+    """Maps file positions to one time axis across loops, and paces reading to real time."""
+
+    def __init__(self):
+        self.offset = 0.0
+        self.last = 0.0
+        self.start: float | None = None
+
+    def axis(self, pos_ms: float) -> float:
+        self.last = self.offset + pos_ms / 1000.0
+        return self.last
+
+    def restart(self) -> None:
+        self.offset = self.last + 1e-3
+
+    def wait_until(self, t: float, stop: threading.Event) -> None:
+        if self.start is None:
+            self.start = time.monotonic() - t
+        delay = self.start + t - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+
+
+def _send_nowait(sock: zmq.Socket, parts: list) -> bool:
+    try:
+        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.Again:
+        return False

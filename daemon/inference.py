@@ -1,0 +1,285 @@
+"""`dfwatch infer`: one process owns the models and every stream's rolling window.
+
+One bound PULL socket takes frames from all capture processes. Each stream has a
+`StreamAnalysis` (engines/analysis.py) that says which model work its frames need; this loop
+batches that work across streams (at most `max_batch` items, waiting at most `max_wait_ms` to
+fill a batch), publishes a verdict per window on PUB topic `verdict.<stream>` and a status
+message every second on `status`. Model calls are per-sample computations, so batching never
+mixes streams' results. Invalid messages are counted by reason and never stop the loop.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from daemon import notify
+from daemon.endpoints import Endpoints
+from daemon.protocol import CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
+from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
+from engines.logs import get_logger
+
+log = get_logger()
+MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
+WATCHDOG_INTERVAL = 1.0    # seconds between WATCHDOG=1 pings to the supervisor
+
+
+@dataclass
+class StreamState:
+    name: str
+    analysis: StreamAnalysis
+    frames_in: int = 0
+    analysed: int = 0
+    windows: int = 0
+    window_offset: int = 0       # windows of earlier sessions (a restarted capture), for consecutive ids
+    last_seq: int = -1
+    last_seen: float = field(default_factory=time.monotonic)
+    dropped: dict[str, int] = field(default_factory=dict)
+    capture: CaptureStats | None = None
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def status(self, now: float) -> dict:
+        c = self.capture
+        dropped = dict(c.dropped) if c else {}
+        for reason, n in self.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        ended = self.analysis.ended
+        return {"frames_in": self.frames_in, "analysed": self.analysed, "windows": self.windows,
+                "dropped": dropped, "reconnects": c.reconnects if c else 0, "stalls": c.stalls if c else 0,
+                "last_frame_age_s": round(now - self.last_seen, 3), "queue_depth": self.analysis.backlog,
+                "state": "ended" if ended else (c.state if c else "running")}
+
+
+class InferenceServer:
+    def __init__(self, config, bundle, runners: dict, backend: str, detector, endpoints: Endpoints,
+                 new_analysis, context: zmq.Context | None = None):
+        self.config, self.bundle, self.runners, self.backend = config, bundle, runners, backend
+        self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
+        self.context = context or zmq.Context.instance()
+        self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
+        self.max_batch = config.inference.max_batch
+        self.max_wait = config.inference.max_wait_ms / 1000
+        self.max_backlog = max(2 * config.window.stride, 2 * self.max_batch, 16)
+        self.streams: dict[str, StreamState] = {}
+        self.invalid: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self._last_invalid_log: dict[str, float] = {}
+
+    # -- sockets ------------------------------------------------------------------------------
+    def _bind(self) -> tuple[zmq.Socket, zmq.Socket]:
+        e = self.config.endpoints
+        pull = self.context.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, e.recv_hwm)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.bind(self.endpoints.frames)
+        pub = self.context.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, e.pub_hwm)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(self.endpoints.verdicts)
+        return pull, pub
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        pull, pub = self._bind()
+        self.pub = pub
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        log.info("serving", frames=self.endpoints.frames, verdicts=self.endpoints.verdicts, model=self.bundle.id,
+                 backend=self.backend, trained=self.bundle.trained)
+        notify.to_supervisor("READY=1")
+        next_status = time.monotonic()
+        last_ping = 0.0
+        try:
+            while not self.stop.is_set():
+                timeout = 0 if self._has_work() else 100
+                if poller.poll(timeout):
+                    self._receive(pull)
+                self._fill_batches(pull, poller)
+                self.process()
+                now = time.monotonic()
+                if now >= next_status:
+                    self._publish_status(now)
+                    self._evict(now)
+                    next_status = now + self.config.inference.status_interval
+                if now - last_ping >= WATCHDOG_INTERVAL:
+                    notify.to_supervisor("WATCHDOG=1")  # only from here: a hung model call stops the pings
+                    last_ping = now
+        finally:
+            pull.close()
+            pub.close()
+        return 0
+
+    def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
+        """Waits up to max_wait for more frames while the pending style work is below a batch."""
+        deadline = time.monotonic() + self.max_wait
+        while len(self._pending_style()) < self.max_batch and time.monotonic() < deadline:
+            if not poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                break
+            self._receive(pull)
+
+    def _receive(self, pull: zmq.Socket) -> None:
+        for _ in range(MAX_RECEIVE):
+            try:
+                parts = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                message = decode_capture(parts)
+            except ProtocolError as e:
+                self._count_invalid(e)
+                continue
+            self._dispatch(message)
+
+    def _count_invalid(self, e: ProtocolError) -> None:
+        self.invalid[e.reason] = self.invalid.get(e.reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last_invalid_log.get(e.reason, -1e9) > 10:  # one line per reason per 10 s
+            log.warning("invalid message dropped", reason=e.reason, detail=e.detail, count=self.invalid[e.reason])
+            self._last_invalid_log[e.reason] = now
+
+    def _stream(self, name: str) -> StreamState:
+        if name not in self.streams:
+            self.streams[name] = StreamState(name, self.new_analysis())
+            log.info("new stream", stream=name)
+        state = self.streams[name]
+        state.last_seen = time.monotonic()
+        return state
+
+    def _dispatch(self, message) -> None:
+        if isinstance(message, CaptureStats):
+            self._stream(message.stream).capture = message
+            return
+        state = self._stream(message.stream)
+        if isinstance(message, EndOfStream):
+            state.analysis.end()
+            log.info("end of stream", stream=state.name, last_seq=message.seq)
+            return
+        self._on_frame(state, message)
+
+    def _on_frame(self, state: StreamState, frame: Frame) -> None:
+        if frame.seq <= state.last_seq or state.analysis.ended:  # the capture process restarted
+            log.info("stream restarted", stream=state.name, seq=frame.seq, previous=state.last_seq)
+            self._new_session(state)
+        state.last_seq = frame.seq
+        state.frames_in += 1
+        if state.analysis.backlog >= self.max_backlog:
+            state.drop("backlog")  # this process cannot keep up; the sender drops next (queue_full)
+            return
+        state.analysis.add_frame(frame.pixels, frame.seq, frame.t_capture, frame.t_mono)
+
+    def _new_session(self, state: StreamState) -> None:
+        state.window_offset = state.windows
+        state.analysis = self.new_analysis()
+
+    # -- model work, batched across streams ---------------------------------------------------
+    def _has_work(self) -> bool:
+        return any(s.analysis.needs_detection() or s.analysis.needs_style() or s.analysis.needs_content()
+                   or s.analysis.has_ready_window() for s in self.streams.values())
+
+    def _pending_style(self) -> list[tuple[StreamState, FrameRecord]]:
+        items = [(s, r) for s in self.streams.values() for r in s.analysis.needs_style()]
+        return sorted(items, key=lambda item: item[1].t_mono)
+
+    def process(self) -> bool:
+        """One round of every stage; True if any model ran."""
+        worked = self._detect()
+        worked |= self._heads()           # cheap and it publishes: first
+        worked |= self._styles()
+        worked |= self._contents()
+        worked |= self._heads()
+        return worked
+
+    def _guarded(self, stage: str, streams: list[StreamState], fn) -> bool:
+        """Runs a stage; a failing model call drops the streams' windows, never the process."""
+        try:
+            fn()
+            return True
+        except Exception:
+            log.exception("model call failed; resetting the streams involved", stage=stage,
+                          streams=sorted({s.name for s in streams}))
+            for s in set(streams):
+                s.drop("model_error")
+                self._new_session(s)
+            return False
+
+    def _detect(self) -> bool:
+        items = sorted(((s, r) for s in self.streams.values() for r in s.analysis.needs_detection()),
+                       key=lambda item: item[1].t_mono)[: 2 * self.max_batch]
+        if not items:
+            return False
+
+        def run():
+            faces = self.detector.detect([r.pixels for _, r in items])
+            for (s, r), found in zip(items, faces):
+                s.analysis.set_detections(r, found)
+        return self._guarded("detect", [s for s, _ in items], run)
+
+    def _styles(self) -> bool:
+        items = self._pending_style()[: self.max_batch]
+        if not items:
+            return False
+
+        def run():
+            codes = self.runners["style"].run(np.stack([s.analysis.style_input(r) for s, r in items]))
+            for (s, r), code in zip(items, codes):
+                s.analysis.set_style(r, code)
+                s.analysed += 1
+        return self._guarded("style", [s for s, _ in items], run)
+
+    def _contents(self) -> bool:
+        items = [(s, key) for s in self.streams.values() for key in s.analysis.needs_content()][: self.max_batch]
+        if not items:
+            return False
+
+        def run():
+            feats = self.runners["content"].run(np.stack([s.analysis.clip_input(k) for s, k in items]))
+            for (s, k), f in zip(items, feats):
+                s.analysis.set_content(k, f)
+        return self._guarded("content", [s for s, _ in items], run)
+
+    def _heads(self) -> bool:
+        items = [(s, w) for s in self.streams.values() for w in s.analysis.ready_windows()][: self.max_batch]
+        if not items:
+            return False
+
+        def run():
+            scored = [(s, w) for s, w in items if w.enough_faces]
+            scores = {}
+            if scored:
+                probs = self.runners["head"].run(np.stack([w.style for _, w in scored]),
+                                                 np.stack([w.content for _, w in scored]))
+                scores = {id(w): float(p) for (_, w), p in zip(scored, probs)}
+            for s, w in items:
+                self._publish_verdict(s, w, scores.get(id(w)))
+                s.analysis.window_done(w)
+        return self._guarded("head", [s for s, _ in items], run)
+
+    # -- publishing ---------------------------------------------------------------------------
+    def _publish_verdict(self, state: StreamState, w: WindowInputs, score: float | None) -> None:
+        label = "no_face" if score is None else ("fake" if score >= self.threshold else "real")
+        verdict = Verdict(stream=state.name, window=state.window_offset + w.window, seq_first=w.seq_first,
+                          seq_last=w.seq_last, t_first=w.t_first, t_last=w.t_last, score=score, label=label,
+                          threshold=self.threshold, faces=w.faces, frames=w.frames, model=self.bundle.id,
+                          backend=self.backend, latency_ms=max(0.0, (time.time() - w.t_last) * 1000),
+                          untrained=not self.bundle.trained)
+        state.windows += 1
+        self.pub.send_multipart(verdict.encode(), flags=zmq.NOBLOCK)  # PUB drops for slow subscribers
+        log.info("verdict", stream=state.name, window=verdict.window, label=label,
+                 score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))
+
+    def _publish_status(self, now: float) -> None:
+        status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
+                        backend=self.backend, streams={n: s.status(now) for n, s in self.streams.items()},
+                        invalid=dict(self.invalid))
+        self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
+
+    def _evict(self, now: float) -> None:
+        for name in [n for n, s in self.streams.items() if now - s.last_seen > self.config.window.evict_after]:
+            log.info("stream silent; evicted from memory", stream=name)
+            del self.streams[name]

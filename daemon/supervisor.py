@@ -1,0 +1,149 @@
+"""`dfwatch run`: start the inference process and one capture process per stream; keep them up.
+
+A crashed child is restarted with exponential backoff; after `max_crashes` crashes within
+`crash_window` seconds the supervisor gives up on it loudly (on the inference process: stops
+everything and exits 1, so systemd's Restart= takes over; on a capture process: that stream
+stays down, the others keep running). A capture that exits 0 has finished its file and is not
+restarted. SIGTERM/SIGINT stop everything within `stop_timeout` seconds, exit code 0.
+
+systemd: this is the service's main process. It relays the inference process's READY=1 (models
+loaded), WATCHDOG=1 (sent only by the inference loop) and EXTEND_TIMEOUT_USEC (engine builds)
+to $NOTIFY_SOCKET, and sends STOPPING=1 on shutdown.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from daemon import notify
+from daemon.endpoints import Endpoints
+from engines.logs import get_logger
+
+log = get_logger()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the supervisor dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str                    # "infer" or "capture:<stream>"
+    argv: list[str]
+    env: dict | None = None
+    proc: subprocess.Popen | None = None
+    crashes: deque = field(default_factory=deque)
+    restart_at: float | None = None
+    done: bool = False           # finished (a file ended) or given up: not restarted
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Supervisor:
+    def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints):
+        self.settings = settings
+        self.endpoints = endpoints
+        env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
+        self.children = [Child("infer", infer_argv, env)] + [Child(f"capture:{n}", a) for n, a in captures.items()]
+        self.stopping = False
+        self.ready_sent = False
+        self.exit_code = 0
+
+    def _start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+        child.restart_at = None
+        log.info("started", child=child.name, pid=child.proc.pid)
+
+    def _on_exit(self, child: Child, now: float) -> None:
+        code = child.proc.returncode
+        child.proc = None
+        if child.name.startswith("capture:") and code == 0:
+            log.info("capture finished (end of file)", child=child.name)
+            child.done = True
+            return
+        s = self.settings
+        child.crashes.append(now)
+        while child.crashes and now - child.crashes[0] > s.crash_window:
+            child.crashes.popleft()
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if len(child.crashes) >= s.max_crashes:
+            log.error(f"giving up on {child.name}: {len(child.crashes)} crashes within {s.crash_window:g} s "
+                      f"(last: {how}); see its log lines above", child=child.name)
+            child.done = True
+            if child.name == "infer":
+                self.exit_code = 1
+                self.stopping = True
+            return
+        delay = min(s.restart_max, s.restart_initial * 2 ** (len(child.crashes) - 1))
+        child.restart_at = now + delay
+        log.warning("child crashed; restarting", child=child.name, reason=how, restart_in_s=delay,
+                    crashes=len(child.crashes))
+
+    def _relay(self, relay: notify.Relay) -> None:
+        for message in relay.receive():
+            if message == "READY=1":
+                if not self.ready_sent:
+                    notify.send("READY=1")
+                    self.ready_sent = True
+                    log.info("ready: models loaded, serving")
+            elif message == "WATCHDOG=1" or message.startswith("EXTEND_TIMEOUT_USEC="):
+                notify.send(message)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        relay = notify.Relay(self.endpoints.notify)
+        try:
+            for child in self.children:
+                self._start(child)
+            while not self.stopping:
+                self._relay(relay)
+                now = time.monotonic()
+                for child in self.children:
+                    if child.proc is not None and child.proc.poll() is not None:
+                        self._on_exit(child, now)
+                    if child.restart_at is not None and now >= child.restart_at and not self.stopping:
+                        self._start(child)
+                time.sleep(0.1)
+        finally:
+            self._shutdown()
+            relay.close()
+        return self.exit_code
+
+    def _on_signal(self, signum, frame) -> None:
+        if not self.stopping:
+            log.info("stopping", signal=signal.Signals(signum).name)
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        notify.send("STOPPING=1")
+        running = [c for c in self.children if c.running]
+        for c in running:
+            c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + max(0.5, self.settings.stop_timeout - 0.5)
+        for c in running:
+            try:
+                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("child did not stop in time; killing it", child=c.name)
+                c.proc.kill()
+                c.proc.wait()
+        log.info("stopped")
+
+
+def child_argv(command: str, args_for_child: list[str]) -> list[str]:
+    """The command line of a child: this interpreter running the dfwatch CLI."""
+    return [sys.executable, "-m", "engines.cli", command, *args_for_child]

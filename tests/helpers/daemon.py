@@ -1,0 +1,96 @@
+"""Running the real daemon in tests: processes, sockets and waiting for what they publish."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from daemon.protocol import STATUS_TOPIC, VERDICT_TOPIC, ProtocolError, Status, Verdict
+
+DFWATCH = [sys.executable, "-m", "engines.cli"]
+
+
+def daemon_env(runtime_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH__") and k != "NOTIFY_SOCKET"}
+    env["DFWATCH__ENDPOINTS__RUNTIME_DIR"] = str(runtime_dir)
+    env["DFWATCH__LOGGING__FORMAT"] = "json"
+    env.update(extra)
+    return env
+
+
+def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen(DFWATCH + command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def children(pid: int) -> dict[int, str]:
+    """Direct child pids of `pid` -> their command lines."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def child_pid(pid: int, word: str) -> int | None:
+    return next((p for p, cmd in children(pid).items() if f" {word} " in f" {cmd} "), None)
+
+
+class Subscriber:
+    """A SUB socket on the daemon's verdict endpoint that keeps what it receives."""
+
+    def __init__(self, endpoint: str, topic: bytes = b""):
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self.sock.connect(endpoint)
+        self.verdicts: list[Verdict] = []
+        self.statuses: list[Status] = []
+
+    def pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.sock.poll(int(left * 1000) + 1):
+                return
+            parts = self.sock.recv_multipart()
+            try:
+                if parts[0] == STATUS_TOPIC:
+                    self.statuses.append(Status.decode(parts))
+                elif parts[0].startswith(VERDICT_TOPIC):
+                    self.verdicts.append(Verdict.decode(parts))
+            except ProtocolError:
+                raise AssertionError(f"the daemon published an invalid message: {parts[:1]}")
+
+    def wait_for(self, condition, timeout: float, what: str, log: Path | None = None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition(self)
+            if result:
+                return result
+            self.pump(0.25)
+        tail = log.read_text()[-3000:] if log and log.exists() else ""
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n--- daemon log tail ---\n{tail}")
+
+    def of(self, stream: str) -> list[Verdict]:
+        return [v for v in self.verdicts if v.stream == stream]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,285 @@
+"""The daemon end to end, with real processes, real ZeroMQ sockets and real footage.
+
+Uses a bundle with small inputs (T = 8, stride 2) so that a 2-core CI machine keeps up."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from conftest import SMALL
+from daemon.protocol import PROTOCOL_VERSION, EndOfStream, Frame
+from helpers.daemon import DFWATCH, Subscriber, child_pid, children, daemon_env, start, stop
+
+T, STRIDE = SMALL["frames"], 2
+RUN_SETTINGS = ["--set", f"window.stride={STRIDE}", "--set", "capture.fps=2"]
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    return d
+
+
+def endpoint(runtime, name="verdicts") -> str:
+    return f"ipc://{runtime}/{name}"
+
+
+def check_window_sequence(verdicts, stream):
+    vs = [v for v in verdicts if v.stream == stream]
+    windows = [v.window for v in vs]
+    assert windows == list(range(windows[0], windows[0] + len(windows))), f"window ids not consecutive: {windows}"
+    for v in vs:
+        assert v.seq_last - v.seq_first + 1 == T
+        assert v.faces == v.frames == T and v.label in ("fake", "real") and 0 < v.score < 1
+        assert v.model == "test-small" and v.untrained and v.backend == "onnxruntime"
+        assert 0 < v.t_last - v.t_first < 2 * (T - 1) / 2  # T-1 frame gaps at 2 fps (paced)
+        assert 0 <= v.latency_ms < 30_000
+    for a, b in zip(vs, vs[1:]):
+        assert b.seq_last - a.seq_last == STRIDE and b.t_last > a.t_last
+
+
+def test_run_two_streams_end_to_end(small_bundle, footage, runtime, tmp_path):
+    log = tmp_path / "daemon.log"
+    env = daemon_env(runtime)
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"a={footage / 'franck.mp4'}",
+                  "--stream", f"b={footage / 'franck.mp4'}", *RUN_SETTINGS], env, log)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: len(s.of("a")) >= 4 and len(s.of("b")) >= 4, 120, "4 verdicts per stream", log)
+        for stream in ("a", "b"):
+            check_window_sequence(sub.verdicts, stream)
+        import subprocess
+
+        watch = subprocess.run(DFWATCH + ["watch", "--json", "--count", "2", "--stream", "b", "--timeout", "10"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert watch.returncode == 0, watch.stderr
+        lines = [__import__("json").loads(line) for line in watch.stdout.splitlines()]
+        assert len(lines) == 2 and all(v["stream"] == "b" for v in lines)
+        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("analysed"),
+                              10, "status") and sub.statuses[-1]
+        assert status.streams["a"]["frames_in"] >= T and status.model == "test-small"
+    finally:
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_sigterm_stops_everything_within_5_s(small_bundle, footage, runtime, tmp_path):
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"a={footage / 'franck.mp4'}", *RUN_SETTINGS],
+                 daemon_env(runtime), log)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: s.statuses, 60, "the first status message", log)
+        kids = list(children(proc.pid))
+        assert len(kids) == 2
+        start_stop = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - start_stop < 5
+        time.sleep(0.2)
+        assert not [p for p in kids if os.path.exists(f"/proc/{p}") and "zombie" not in _state(p)]
+    finally:
+        sub.close()
+        stop(proc)
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/status").read().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone"
+
+
+def test_inference_killed_is_restarted_and_captures_keep_running(small_bundle, footage, runtime, tmp_path):
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"a={footage / 'franck.mp4'}", *RUN_SETTINGS,
+                  "--set", "supervisor.restart_initial=0.2"], daemon_env(runtime), log)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: s.of("a"), 90, "a first verdict", log)
+        infer, capture = child_pid(proc.pid, "infer"), child_pid(proc.pid, "capture")
+        os.kill(infer, signal.SIGKILL)
+        sub.verdicts.clear()
+        sub.wait_for(lambda s: len(s.of("a")) >= 2, 90, "verdicts after the restart", log)
+        assert child_pid(proc.pid, "infer") not in (None, infer)
+        assert child_pid(proc.pid, "capture") == capture  # the capture process was never touched
+        assert "child crashed; restarting" in log.read_text()
+    finally:
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_notify_messages_arrive_in_order(small_bundle, footage, runtime, tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(60)
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"a={footage / 'franck.mp4'}", *RUN_SETTINGS],
+                 daemon_env(runtime, NOTIFY_SOCKET=str(path)), log)
+    messages = []
+    try:
+        while "WATCHDOG=1" not in messages:
+            messages.append(sock.recv(4096).decode())
+        assert messages[0] == "READY=1", messages
+        proc.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(4096).decode())
+        assert proc.wait(timeout=10) == 0
+    finally:
+        sock.close()
+        stop(proc)
+    assert messages.index("READY=1") < messages.index("WATCHDOG=1") < messages.index("STOPPING=1")
+    assert set(messages) <= {"READY=1", "WATCHDOG=1", "STOPPING=1"}
+
+
+def test_missing_bundle_is_one_clear_line(runtime, tmp_path):
+    import subprocess
+
+    r = subprocess.run(DFWATCH + ["run", "--stream", "a=x.mp4"], env=daemon_env(runtime), capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and r.stderr.startswith("dfwatch run: no model bundle: pass --bundle DIR")
+    r = subprocess.run(DFWATCH + ["infer", "--bundle", str(tmp_path / "nope")], env=daemon_env(runtime),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "not a model bundle (no such directory)" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_watch_with_nothing_publishing(runtime):
+    import subprocess
+
+    r = subprocess.run(DFWATCH + ["watch", "--timeout", "1"], env=daemon_env(runtime), capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"dfwatch watch: nothing is publishing on ipc://{runtime}/verdicts (waited 1 s)")
+
+
+# ---- the inference process alone, fed by the test acting as capture processes ---------------
+
+@pytest.fixture
+def infer(small_bundle, runtime, tmp_path):
+    log = tmp_path / "infer.log"
+    proc = start(["infer", "--bundle", str(small_bundle), "--set", f"window.stride={STRIDE}",
+                  "--set", "inference.status_interval=0.5"], daemon_env(runtime), log)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.setsockopt(zmq.SNDHWM, 100_000)
+    push.connect(endpoint(runtime, "frames"))
+    sub = Subscriber(endpoint(runtime))
+    sub.wait_for(lambda s: s.statuses, 60, "the inference process to serve", log)
+    yield proc, push, sub, log
+    sub.close()
+    push.close()
+    assert stop(proc) == 0
+
+
+def frames_of(franck_frames, start, n, stream, seq0=0):
+    return [Frame(stream, seq0 + i, 1000.0 + i / 2, 10.0 + i / 2, franck_frames[start + i]) for i in range(n)]
+
+
+def test_verdict_equals_the_offline_score_of_the_same_frames(infer, small_bundle, franck_frames):
+    from engines.bundle import load_bundle
+    from engines.offline import score_frames
+    from engines.preprocess import FaceDetector
+    from engines.runners import open_runners
+
+    proc, push, sub, log = infer
+    a = frames_of(franck_frames, 0, 14, "a")
+    b = frames_of(franck_frames, 30, 14, "b")  # another stream interleaved: batching must not leak
+    for fa, fb in zip(a, b):
+        push.send_multipart(fa.encode())
+        push.send_multipart(fb.encode())
+    push.send_multipart(EndOfStream("a", 13).encode())
+    push.send_multipart(EndOfStream("b", 13).encode())
+    sub.wait_for(lambda s: len(s.of("a")) >= 4 and len(s.of("b")) >= 4, 120, "verdicts for a and b", log)
+
+    bundle = load_bundle(small_bundle)
+    runners, _ = open_runners(bundle, "onnxruntime", "cpu")
+    offline = score_frames([(f.pixels, f.seq, f.t_capture, f.t_mono) for f in a], bundle, runners, FaceDetector(),
+                           stride=STRIDE)
+    served = {v.window: v for v in sub.of("a")}
+    assert [w.inputs.window for w in offline] == sorted(served)  # 0..3 regular + the final window at EOS
+    for w in offline:
+        v = served[w.inputs.window]
+        assert (v.seq_first, v.seq_last, v.t_first, v.t_last) == \
+               (w.inputs.seq_first, w.inputs.seq_last, w.inputs.t_first, w.inputs.t_last)
+        assert abs(v.score - w.score) < 1e-5, (v.window, v.score, w.score)
+    assert served[max(served)].seq_last == 13  # the end of stream still got its window
+
+
+def test_malformed_messages_are_counted_and_change_nothing(infer, franck_frames):
+    proc, push, sub, log = infer
+    rng = np.random.default_rng(0)
+    good = frames_of(franck_frames, 0, 14, "good")  # windows 0-2, plus the smoothing look-ahead
+    junk = []
+    for i in range(1000):
+        kind = i % 5
+        if kind == 0:
+            junk.append([rng.bytes(int(rng.integers(0, 200)))])
+        elif kind == 1:
+            junk.append([msgpack.packb({"v": PROTOCOL_VERSION, "kind": "frame", "stream": "evil", "seq": i,
+                                        "t_capture": 1.0, "t_mono": 1.0, "width": 64, "height": 64,
+                                        "format": "bgr24"}), b"\0" * 100])  # wrong size
+        elif kind == 2:
+            junk.append([msgpack.packb({"v": 99, "kind": "frame"}), b""])  # wrong version
+        elif kind == 3:
+            junk.append([msgpack.packb({"v": PROTOCOL_VERSION, "kind": "frame", "stream": "evil", "seq": i,
+                                        "t_capture": 1.0, "t_mono": 1.0, "width": 100000, "height": 100000,
+                                        "format": "bgr24"}), b""])  # huge dimensions
+        else:
+            junk.append([rng.bytes(8), rng.bytes(8), rng.bytes(8)])  # wrong part count
+    for i, frame in enumerate(good):
+        push.send_multipart(frame.encode())
+        for parts in junk[i * 70:(i + 1) * 70]:
+            push.send_multipart(parts)
+    for parts in junk[len(good) * 70:]:
+        push.send_multipart(parts)
+    status = sub.wait_for(lambda s: s.statuses and sum(s.statuses[-1].invalid.values()) >= 1000 and
+                          s.statuses[-1], 60, "1000 invalid messages counted", log)
+    assert sum(status.invalid.values()) == 1000
+    assert set(status.invalid) == {"bad_header", "size_mismatch", "bad_version", "too_large", "bad_parts"}
+    sub.wait_for(lambda s: len(s.of("good")) >= 3, 60, "verdicts for the valid stream", log)
+    assert [v.window for v in sub.of("good")][:3] == [0, 1, 2]
+    assert "evil" not in status.streams and proc.poll() is None
+
+
+def test_a_subscriber_that_never_reads_does_not_slow_others(infer, franck_frames):
+    proc, push, sub, log = infer
+    stuck = zmq.Context.instance().socket(zmq.SUB)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.setsockopt(zmq.SUBSCRIBE, b"")
+    stuck.connect(sub.sock.getsockopt_string(zmq.LAST_ENDPOINT))
+    try:
+        for frame in frames_of(franck_frames, 0, 22, "a"):  # windows 0-6, plus the smoothing look-ahead
+            push.send_multipart(frame.encode())
+        sub.wait_for(lambda s: len(s.of("a")) >= 7, 90, "all verdicts while another subscriber is stuck", log)
+        assert [v.window for v in sub.of("a")] == list(range(7))
+    finally:
+        stuck.close()
+
+
+def test_silent_streams_are_evicted(small_bundle, runtime, tmp_path, franck_frames):
+    log = tmp_path / "infer.log"
+    proc = start(["infer", "--bundle", str(small_bundle), "--set", "window.evict_after=1",
+                  "--set", "inference.status_interval=0.3"], daemon_env(runtime), log)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(endpoint(runtime, "frames"))
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: s.statuses, 60, "serving", log)
+        push.send_multipart(frames_of(franck_frames, 0, 1, "brief")[0].encode())
+        sub.wait_for(lambda s: s.statuses and "brief" in s.statuses[-1].streams, 20, "the stream in status", log)
+        sub.wait_for(lambda s: "brief" not in s.statuses[-1].streams, 20, "the stream evicted", log)
+        assert "stream silent; evicted from memory" in log.read_text()
+    finally:
+        sub.close()
+        push.close()
+        assert stop(proc) == 0
