@@ -17,18 +17,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
-import zmq
+# OpenCV's and FFmpeg's own console chatter would bury our one-line errors; our log says what
+# happened (set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself to debug a camera).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+# RTSP over TCP: UDP (FFmpeg's default) loses packets through NAT and firewalls
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+
+import cv2  # noqa: E402
+
+if os.environ["OPENCV_LOG_LEVEL"] == "ERROR":  # also when cv2 was imported before this module
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
 
 from daemon.protocol import CaptureStats, EndOfStream, Frame
 from engines.errors import DfwatchError
 from engines.logs import get_logger
 
 log = get_logger()
-# RTSP over TCP: UDP (FFmpeg's default) loses packets through NAT and firewalls
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+TIMELY_RUN = 3  # consecutive prompt frames that prove a source is live again
 
 
 class SourceError(DfwatchError):
@@ -198,11 +207,13 @@ class Capture:
     def _loop(self, cap: cv2.VideoCapture, sock: zmq.Socket) -> int:
         sampler = Sampler(self.fps)
         clock = _FileClock() if self.kind == "file" else None
+        timely = TIMELY_RUN
         while not self.stop.is_set():
             self.last_progress = time.monotonic()
             if self.stalled:
                 cap = self._reopen(cap, reason="stall")
                 continue
+            began = time.monotonic()
             if not cap.grab():
                 if self.kind == "file":
                     if not self.settings.loop:
@@ -214,7 +225,12 @@ class Capture:
                 cap = self._reopen(cap, reason="lost")
                 continue
             now = time.monotonic()
-            self.last_frame, self.stalled = now, False
+            # A frame OpenCV hands over only after its read timeout (and the few buffered ones right
+            # after it) is a decoder flushing old data from a hung source, not a live frame: only
+            # a run of timely frames resets the stall clock.
+            timely = timely + 1 if now - began < 0.8 * self.settings.read_timeout_ms / 1000 else 0
+            if timely >= TIMELY_RUN:
+                self.last_frame, self.stalled = now, False
             self.counters.frames_read += 1
             pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC) if clock else None
             t_axis = clock.axis(pos_ms) if clock else now
@@ -255,7 +271,9 @@ class Capture:
 
     def _end(self, sock: zmq.Socket) -> int:
         self.counters.state = "ended"
-        _send_nowait(sock, EndOfStream(self.name, self.seq - 1).encode())
+        eos = EndOfStream(self.name, self.seq - 1).encode()
+        if not (sock.poll(2000, zmq.POLLOUT) and _send_nowait(sock, eos)):  # worth a short wait: it closes a window
+            log.warning("end of stream not delivered (inference busy or down)")
         log.info("end of file: stream ended", frames_sent=self.counters.frames_sent)
         return 0
 

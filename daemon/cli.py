@@ -105,8 +105,6 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 # ---- handlers ------------------------------------------------------------------------------
 
 def _capture(args: argparse.Namespace) -> int:
-    import cv2
-
     from daemon.capture import Capture
     from daemon.endpoints import resolve
     from engines.logs import bind
@@ -126,6 +124,8 @@ def _capture(args: argparse.Namespace) -> int:
         fps = float(read_manifest(require_bundle(config))["window"]["fps"])
     overrides = {k: v for k, v in (("pace", stream.pace), ("loop", stream.loop)) if v is not None}
     settings = config.capture.model_copy(update=overrides)
+    import cv2
+
     cv2.setNumThreads(1)
     capture = Capture(name, stream.source, settings, fps, resolve(config.endpoints).frames, config.endpoints.send_hwm)
     on_stop(capture.stop.set)

