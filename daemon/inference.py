@@ -65,7 +65,9 @@ class InferenceServer:
         self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
         self.max_batch = config.inference.max_batch
         self.max_wait = config.inference.max_wait_ms / 1000
-        self.max_backlog = max(2 * config.window.stride, 2 * self.max_batch, 16)
+        # frames waiting for a model call, over all streams; past it we stop reading, the
+        # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the sender
+        self.max_backlog = 4 * self.max_batch
         self.streams: dict[str, StreamState] = {}
         self.invalid: dict[str, int] = {}
         self.started = time.monotonic()
@@ -99,7 +101,7 @@ class InferenceServer:
         try:
             while not self.stop.is_set():
                 timeout = 0 if self._has_work() else 100
-                if poller.poll(timeout):
+                if self._room() and poller.poll(timeout):
                     self._receive(pull)
                 self._fill_batches(pull, poller)
                 self.process()
@@ -119,13 +121,16 @@ class InferenceServer:
     def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
         """Waits up to max_wait for more frames while the pending style work is below a batch."""
         deadline = time.monotonic() + self.max_wait
-        while len(self._pending_style()) < self.max_batch and time.monotonic() < deadline:
+        while len(self._pending_style()) < self.max_batch and self._room() and time.monotonic() < deadline:
             if not poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 break
             self._receive(pull)
 
+    def _room(self) -> int:
+        return max(0, self.max_backlog - sum(s.analysis.pending_work for s in self.streams.values()))
+
     def _receive(self, pull: zmq.Socket) -> None:
-        for _ in range(MAX_RECEIVE):
+        for _ in range(min(MAX_RECEIVE, self._room())):
             try:
                 parts = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -170,9 +175,6 @@ class InferenceServer:
         state.last_seq = frame.seq
         state.last_frame = time.monotonic()
         state.frames_in += 1
-        if state.analysis.backlog >= self.max_backlog:
-            state.drop("backlog")  # this process cannot keep up; the sender drops next (queue_full)
-            return
         state.analysis.add_frame(frame.pixels, frame.seq, frame.t_capture, frame.t_mono)
 
     def _new_session(self, state: StreamState) -> None:

@@ -66,6 +66,7 @@ class WindowInputs:
     frames: int
     style: np.ndarray            # (T, levels, 512)
     content: np.ndarray          # (clips, 2048)
+    found: np.ndarray            # (T,) bool: the frame had a face (else the centre crop was used)
     enough_faces: bool
 
 
@@ -194,7 +195,7 @@ class StreamAnalysis:
             window=w, indices=indices, seq_first=recs[0].seq, seq_last=recs[-1].seq, t_first=recs[0].t_capture,
             t_last=recs[-1].t_capture, faces=faces, frames=len(distinct),
             style=np.stack([r.style for r in recs]), content=np.stack([self.clips[k] for k in keys]),
-            enough_faces=faces >= self.spec.min_face_fraction * len(distinct))
+            found=np.array([r.found for r in recs]), enough_faces=faces >= self.spec.min_face_fraction * len(distinct))
 
     def window_done(self, inputs: WindowInputs) -> None:
         """Marks a window published and forgets what no later window needs."""
@@ -212,6 +213,12 @@ class StreamAnalysis:
     def backlog(self) -> int:
         """Frames received but not yet style-encoded (the stream's queue in this process)."""
         return sum(1 for r in self.records.values() if r.style is None)
+
+    @property
+    def pending_work(self) -> int:
+        """Frames waiting for a model call (detection or style), not merely for later frames."""
+        return sum(1 for r in self.records.values()
+                   if (r.faces is None and r.pixels is not None) or (r.crop is not None and r.style is None))
 
     @property
     def finished(self) -> bool:

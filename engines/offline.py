@@ -33,19 +33,40 @@ def score_window(head_runner, inputs: WindowInputs) -> float | None:
     return float(head_runner.run(inputs.style[None], inputs.content[None])[0])
 
 
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, batch: int = 1,
+                  on_crop=None) -> list[WindowInputs]:
+    """Runs every pending detection, style and content call of one stream (in batches of
+    `batch`) and returns the windows that became ready, marking them done. `on_crop(record)`
+    sees each face crop before it is encoded (e.g. to keep calibration images)."""
+    pending = analysis.needs_detection()
+    if pending:
+        for record, faces in zip(pending, detector.detect([r.pixels for r in pending])):
+            analysis.set_detections(record, faces)
+    for chunk in _chunks(analysis.needs_style(), batch):
+        if on_crop:
+            for record in chunk:
+                on_crop(record)
+        codes = runners["style"].run(np.stack([analysis.style_input(r) for r in chunk]))
+        for record, code in zip(chunk, codes):
+            analysis.set_style(record, code)
+    for chunk in _chunks(analysis.needs_content(), batch):
+        feats = runners["content"].run(np.stack([analysis.clip_input(k) for k in chunk]))
+        for key, f in zip(chunk, feats):
+            analysis.set_content(key, f)
+    windows = analysis.ready_windows()
+    for w in windows:
+        analysis.window_done(w)
+    return windows
+
+
 def drain(analysis: StreamAnalysis, runners: dict, detector: FaceDetector) -> list[WindowScore]:
     """Runs every pending model call of one stream, one item at a time, and scores due windows."""
-    scores = []
-    for record in analysis.needs_detection():
-        analysis.set_detections(record, detector.detect([record.pixels])[0])
-    for record in analysis.needs_style():
-        analysis.set_style(record, runners["style"].run(analysis.style_input(record)[None])[0])
-    for key in analysis.needs_content():
-        analysis.set_content(key, runners["content"].run(analysis.clip_input(key)[None])[0])
-    for inputs in analysis.ready_windows():
-        scores.append(WindowScore(inputs, score_window(runners["head"], inputs)))
-        analysis.window_done(inputs)
-    return scores
+    return [WindowScore(w, score_window(runners["head"], w)) for w in ready_windows(analysis, runners, detector)]
 
 
 def score_frames(frames: Iterable[tuple[np.ndarray, int, float, float]], bundle: Bundle, runners: dict,

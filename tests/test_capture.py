@@ -202,3 +202,25 @@ def test_stats_report_the_senders_counters(pull):
     thread.join(5)
     stats = [m for m in msgs if isinstance(m, CaptureStats)][-1]
     assert stats.stream == "s" and stats.frames_read >= stats.frames_sent > 0 and stats.state == "running"
+
+
+def test_watch_table_shows_each_stream():
+    """The TTY view of `dfwatch watch` (rendered into a buffer)."""
+    import io
+
+    from daemon.protocol import Status, Verdict
+    from daemon.watch import Table
+
+    out = io.StringIO()
+    table = Table(out)
+    table.update(Status(t=1.0, uptime_s=12.0, model="demo-x", backend="onnxruntime",
+                        streams={"door": {"frames_in": 40, "analysed": 38, "dropped": {"queue_full": 2},
+                                          "state": "running"}, "desk": {"state": "backoff"}}))
+    table.update(Verdict("door", 3, 24, 55, 1.0, 2.0, 0.91, "fake", 0.5, 32, 32, "demo-x", "onnxruntime", 850.0,
+                         untrained=True))
+    screen = out.getvalue().rsplit("\x1b[2J", 1)[1]
+    assert "model demo-x (onnxruntime)" in screen
+    door = next(line for line in screen.splitlines() if line.startswith("door"))
+    assert "fake*" in door and "0.910" in door and "32/32" in door and "40/38/2" in door and "850ms" in door
+    assert next(line for line in screen.splitlines() if line.startswith("desk")).split()[1] == "waiting"
+    assert "untrained head" in screen

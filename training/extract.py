@@ -1,0 +1,178 @@
+"""`dfwatch train extract`: sample T frames per video, run the shared face pipeline and the
+style/content models once, and cache the head's inputs — one file per video.
+
+Frames are sampled uniformly over the whole video (the seed method); a video shorter than T is
+padded circularly by the same `StreamAnalysis` code the daemon uses at the end of a stream, so a
+cached window is exactly what the daemon computes for those frames. Cache files
+(`<cache>/<real|fake>/<name>-<hash>.npz`) carry a validity flag and provenance (source path,
+frame indices, face-found mask, model checksums). Extraction is resumable (valid entries made
+with the same models are skipped) and a video that cannot be read is recorded as invalid, never
+fatal. The next video is decoded in a thread while the models work on the current one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from engines.logs import get_logger
+from training.datasets import Video
+
+log = get_logger()
+
+
+@dataclass
+class Sampled:
+    frames: list[np.ndarray]
+    indices: list[int]
+    times: list[float]     # seconds into the video
+    error: str = ""
+
+
+def sample_indices(n_frames: int, t: int) -> list[int]:
+    """T indices uniformly over [0, n); all n frames when the video is shorter (padded later)."""
+    if n_frames <= 0:
+        return []
+    if n_frames < t:
+        return list(range(n_frames))
+    return [int(round(x)) for x in np.linspace(0, n_frames - 1, t)]
+
+
+def _frame_count(path: Path) -> tuple[int, float]:
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        return -1, 0.0
+    n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS) or 25.0
+    if n <= 0:  # no reliable count in the container: count by decoding
+        n = 0
+        while cap.grab():
+            n += 1
+    cap.release()
+    return n, fps
+
+
+def read_sampled(path: Path, t: int) -> Sampled:
+    """Decodes the sampled frames (sequentially: seeking is not frame-exact in every codec)."""
+    n, fps = _frame_count(path)
+    if n < 0:
+        return Sampled([], [], [], "cannot open: not a video OpenCV/FFmpeg can decode")
+    wanted = sample_indices(n, t)
+    if not wanted:
+        return Sampled([], [], [], "no frames")
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames, got = [], []
+    todo = set(wanted)
+    index = 0
+    while todo and cap.grab():
+        if index in todo:
+            ok, frame = cap.retrieve()
+            if ok:
+                frames.append(frame)
+                got.append(index)
+            todo.discard(index)
+        index += 1
+    cap.release()
+    if not frames:
+        return Sampled([], [], [], f"decoded no frame (container says {n}): corrupt or truncated")
+    if todo:  # truncated: the container promised more frames than it holds
+        log.warning("video shorter than its header says; using the frames it has", video=str(path),
+                    wanted=len(wanted), decoded=len(frames))
+    return Sampled(frames, got, [i / fps for i in got])
+
+
+def cache_path(cache: Path, video: Video) -> Path:
+    digest = hashlib.sha1(video.key.encode()).hexdigest()[:10]
+    return cache / video.label_name / f"{Path(video.key).stem}-{digest}.npz"
+
+
+def read_entry(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        entry = {k: z[k] for k in z.files}
+    entry["meta"] = json.loads(str(entry["meta"]))
+    return entry
+
+
+def write_entry(path: Path, meta: dict, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, path)  # an interrupted run never leaves a half-written entry
+
+
+def up_to_date(path: Path, models: dict) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return read_entry(path)["meta"].get("models") == models
+    except Exception:  # unreadable entry: redo it
+        return False
+
+
+def extract(videos: list[Video], cache: Path, bundle, runners: dict, detector, frames: int,
+            stride_analysis, batch: int = 8, crops_dir: Path | None = None) -> dict:
+    """Extracts every video not already cached with the same models. Returns counts."""
+    models = {part: bundle.manifest["files"][part]["sha256"] for part in ("style", "content")}
+    todo = [v for v in videos if not up_to_date(cache_path(cache, v), models)]
+    counts = {"videos": len(videos), "skipped": len(videos) - len(todo), "extracted": 0, "invalid": 0}
+    if not todo:
+        return counts
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(read_sampled, todo[0].path, frames)
+        for i, video in enumerate(tqdm(todo, desc="extract", unit="video", dynamic_ncols=True)):
+            sampled = future.result()
+            if i + 1 < len(todo):
+                future = pool.submit(read_sampled, todo[i + 1].path, frames)  # decode ahead
+            ok = _extract_one(video, sampled, cache, models, bundle, runners, detector, stride_analysis, batch,
+                              crops_dir)
+            counts["extracted" if ok else "invalid"] += 1
+    return counts
+
+
+def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bundle, runners, detector,
+                 stride_analysis, batch: int, crops_dir: Path | None) -> bool:
+    from engines.offline import ready_windows
+
+    meta = {"source": str(video.path), "key": video.key, "label": video.label, "split": video.split,
+            "group": video.group, "models": models, "bundle": bundle.id}
+    path = cache_path(cache, video)
+    if sampled.error:
+        log.warning("invalid video recorded", video=str(video.path), error=sampled.error)
+        write_entry(path, {**meta, "valid": False, "error": sampled.error})
+        return False
+    analysis = stride_analysis()
+    for frame, index, t in zip(sampled.frames, sampled.indices, sampled.times):
+        analysis.add_frame(frame, index, t, t)
+    analysis.end()
+    on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
+    try:
+        (window,) = ready_windows(analysis, runners, detector, batch, on_crop)
+    except Exception as e:  # a model failure on one video must not end the run
+        log.exception("extraction failed; video recorded as invalid", video=str(video.path))
+        write_entry(path, {**meta, "valid": False, "error": f"{type(e).__name__}: {e}"})
+        return False
+    indices = [sampled.indices[i] for i in window.indices]
+    times = [sampled.times[i] for i in window.indices]
+    spacing = float(np.median(np.diff(sorted(set(times))))) if len(set(times)) > 1 else 0.0
+    write_entry(path, {**meta, "valid": True, "error": "", "frames": len(window.indices), "spacing_s": spacing,
+                       "faces": int(window.faces)},
+                style=window.style, content=window.content, face_found=window.found,
+                frame_indices=np.array(indices), times=np.array(times))
+    return True
+
+
+def _crop_saver(folder: Path, stem: str, per_video: int = 4):
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+
+    def save(record) -> None:
+        if len(saved) < per_video and record.found:
+            cv2.imwrite(str(folder / f"{stem}-{record.index:04d}.jpg"), cv2.cvtColor(record.crop, cv2.COLOR_RGB2BGR))
+            saved.append(record.index)
+    return save
