@@ -1,10 +1,10 @@
-"""`dfwatch run | capture | infer | watch | demo | bench`: the daemon's commands."""
+"""`dfwatch run | capture | infer | watch | demo`: the daemon's commands (`bench`: daemon/bench.py)."""
 from __future__ import annotations
 
 import argparse
 import signal
 
-from engines.cli import UserError, common_options, not_yet, setup
+from engines.cli import UserError, common_options, setup
 
 
 def _stream_options(p) -> None:
@@ -51,13 +51,6 @@ def register_demo(sub) -> None:
     p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
     p.set_defaults(handler=_demo)
-
-
-def register_bench(sub) -> None:
-    p = sub.add_parser("bench", parents=[common_options()],
-                       help="measure per-stage and end-to-end throughput against this machine's limits")
-    p.add_argument("--quick", action="store_true", help="a run under 3 minutes")
-    p.set_defaults(handler=not_yet(7, "dfwatch bench"))
 
 
 # ---- shared pieces -------------------------------------------------------------------------

@@ -51,12 +51,6 @@ def setup(args: argparse.Namespace, role: str):
     return config
 
 
-def not_yet(issue: int, what: str):
-    def handler(args: argparse.Namespace) -> int:
-        raise UserError(f"{what} is not available in this build yet (tracked in issue #{issue})")
-    return handler
-
-
 def register_config(sub) -> None:
     p = sub.add_parser("config", help="check a configuration file and print the effective settings",
                        description="Configuration tools.")

@@ -8,7 +8,7 @@ fake/  the same clips with a classical face swap: a donor face (public-domain st
        Hopper, the astronaut) aligned to each frame's 5 MTCNN landmarks with a similarity
        transform, colour-corrected to the target (mean/std per Lab channel), blended with
        cv2.seamlessClone, with per-frame jitter of position, scale and angle
-split.json  train / val / test from different parts of the footage (test: a different video)
+split.json  train / val / test cut from different parts of both videos
 """
 from __future__ import annotations
 
@@ -102,9 +102,11 @@ def main(argv=None) -> int:
     detector = FaceDetector()
     donor_images = donors()
     donor_faces = [max(detector.detect([d])[0], key=lambda f: f.area) for d in donor_images]
-    # different parts of the footage per split; test also uses another person's video
-    plan = [("train", franck, 0, 2400, a.train), ("val", franck, 2400, 3600, a.val),
-            ("test", franck, 3600, 4800, a.test // 2), ("test", cap12, 0, 1337, a.test - a.test // 2)]
+    # train, val and test cut from different parts of both videos (two people, two scenes)
+    ranges = {"train": ((0, 2400), (0, 600)), "val": ((2400, 3600), (600, 800)), "test": ((3600, 4800), (800, 1337))}
+    counts = {"train": a.train, "val": a.val, "test": a.test}
+    plan = [(name, video, lo, hi, n) for name, (fr, cp) in ranges.items()
+            for video, (lo, hi), n in ((franck, fr, counts[name] - counts[name] // 2), (cap12, cp, counts[name] // 2))]
     out = Path(a.out)
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for name, video, lo, hi, count in plan:

@@ -16,15 +16,8 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def franck(footage):
-    cap = cv2.VideoCapture(str(footage / "franck.mp4"), cv2.CAP_FFMPEG)
-    frames = []
-    while len(frames) < 48:
-        ok, frame = cap.read()
-        assert ok, "franck.mp4 ended early"
-        frames.append(frame)
-    cap.release()
-    return frames
+def franck(franck_frames):
+    return franck_frames[:48]
 
 
 @pytest.fixture(scope="module")

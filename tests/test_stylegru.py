@@ -105,3 +105,18 @@ def test_config_round_trip_and_validation():
     assert StyleGRUConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="not a multiple of width"):
         StyleGRUConfig(style_tokens="final_states", gru_hidden=100, width=64)
+
+
+def test_input_standardisation_is_identity_until_fitted_and_travels_with_the_weights():
+    torch.manual_seed(0)
+    head = StyleGRUHead(small()).eval()
+    s, c = torch.randn(4, 32, 1, 512) * 3 + 5, torch.randn(4, 2, 2048) + 1
+    with torch.no_grad():
+        before = head(s, c)
+        head.set_input_stats(s, c)
+        after = head(s, c)
+        shifted = StyleGRUHead(small()).eval()
+        shifted.load_state_dict(head.state_dict())
+        torch.testing.assert_close(shifted((s - 5) / 3 * 3 + 5, c), after)  # stats are in the state dict
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(head.style_mean, s.mean(dim=(0, 1)))

@@ -79,6 +79,7 @@ def fit(train: Features, val: Features, cfg: FitConfig, out: Path) -> dict:
     g = seed_everything(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     head = StyleGRUHead(head_config(train, cfg.head))
+    head.set_input_stats(torch.from_numpy(train.style), torch.from_numpy(train.content))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.first_period, T_mult=2,
                                                                  eta_min=cfg.lr * cfg.min_lr_ratio)

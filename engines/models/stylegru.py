@@ -222,13 +222,29 @@ class StyleGRUHead(nn.Module):
         layer = nn.TransformerEncoderLayer(cfg.width, cfg.transformer_heads, cfg.mlp_dim, cfg.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.transformer_layers, enable_nested_tensor=False)
+        # per-dimension input standardisation, fitted on the training set by `dfwatch train fit`
+        # (identity until then): pSp codes are dominated by latent_avg, constant across videos
+        self.register_buffer("style_mean", torch.zeros(cfg.style_levels, cfg.style_dim))
+        self.register_buffer("style_std", torch.ones(cfg.style_levels, cfg.style_dim))
+        self.register_buffer("content_mean", torch.zeros(cfg.content_dim))
+        self.register_buffer("content_std", torch.ones(cfg.content_dim))
         if cfg.classifier == "two_fc":
             self.classifier = nn.Sequential(nn.Linear(cfg.width, cfg.fc_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
                                             nn.Linear(cfg.fc_hidden, 1))
         else:
             self.classifier = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 1))
 
+    @torch.no_grad()
+    def set_input_stats(self, style: torch.Tensor, content: torch.Tensor, eps: float = 1e-6) -> None:
+        """Standardise inputs with training-set statistics: style (N, T, L, D), content (N, C, F)."""
+        self.style_mean.copy_(style.mean(dim=(0, 1)))
+        self.style_std.copy_(style.std(dim=(0, 1)) + eps)
+        self.content_mean.copy_(content.mean(dim=(0, 1)))
+        self.content_std.copy_(content.std(dim=(0, 1)) + eps)
+
     def forward(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        style = (style.reshape(style.shape[0], style.shape[1], *self.style_mean.shape) - self.style_mean) / self.style_std
+        content = (content - self.content_mean) / self.content_std
         style_tokens, _ = self.style_gru(style)
         tokens = self.attention(self.content_proj(content), style_tokens)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
