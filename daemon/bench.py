@@ -102,7 +102,8 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
     rows = []
     full = PSPStyleEncoder(range(18)).eval()  # same body as the bundle's, all 18 heads (timing only)
     level9 = load_style_encoder(bundle.path("style"))
-    full.load_state_dict({k: v for k, v in level9.state_dict().items() if k in full.state_dict()}, strict=False)
+    shapes = {k: v.shape for k, v in full.state_dict().items()}
+    full.load_state_dict({k: v for k, v in level9.state_dict().items() if shapes.get(k) == v.shape}, strict=False)
     parts = {"pSp level 9 (per face)": ("style", level9), "pSp all 18 levels (per face)": ("style-full", full),
              "3D ResNet-50 16x112x112 (per clip)": ("content", torch_module(bundle, "content")),
              "head (per window)": ("head", torch_module(bundle, "head"))}
@@ -208,9 +209,11 @@ def _children(pid: int) -> dict[int, str]:
         if entry.name.isdigit():
             try:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                    role = argv[3].decode() if len(argv) > 3 else "?"
-                    out[int(entry.name)] = role + (f":{argv[-2].decode().split('=')[0]}" if role == "capture" else "")
+                    argv = [a.decode() for a in (entry / "cmdline").read_bytes().split(b"\0")]
+                    role = argv[3] if len(argv) > 3 else "?"
+                    if role == "capture" and "--stream" in argv:
+                        role += ":" + argv[argv.index("--stream") + 1].split("=")[0]
+                    out[int(entry.name)] = role
             except (OSError, ValueError, IndexError):
                 continue
     return out
@@ -293,7 +296,7 @@ def _bench(args) -> int:
               "detect_width": config.faces.detect_width, "mtcnn_ms": mtcnn_ms(detector, footage),
               "stages": model_stages(bundle, ceiling["gflops"], threads, args.quick)}
     result["economics"] = window_economics(bundle, result["stages"], result["mtcnn_ms"], stride)
-    runs = [(1, 40)] if args.quick else [(1, 120), (2, 120), (4, 120)]
+    runs = [(1, 40)] if args.quick else [(1, 90), (2, 90), (4, 90)]
     result["end_to_end"] = []
     for streams, seconds in runs:
         print(f"bench: end to end, {streams} stream(s), {seconds} s ...", flush=True)

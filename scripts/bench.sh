@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmarks (writes bench/results.json and bench/results.md):
+#   scripts/bench.sh --quick     # under 3 minutes: stages + 1 stream end to end
+#   scripts/bench.sh             # full: stages + 1, 2 and 4 streams end to end (about 10 minutes)
+# Run it on an idle machine: other processes slow every stage 2-5x.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/dfwatch ] || { echo "bench.sh: no .venv here; run scripts/setup.sh first" >&2; exit 1; }
+exec .venv/bin/dfwatch bench "$@"

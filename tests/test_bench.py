@@ -1,0 +1,44 @@
+"""The benchmark's arithmetic and report (speed itself is measured by `dfwatch bench`, never
+asserted in a test)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from daemon.bench import markdown, matmul_ceiling, timed, window_economics
+
+
+def stages():
+    rows = []
+    for name, gflops, seconds in (("pSp level 9 (per face)", 72.9, 0.5), ("pSp all 18 levels (per face)", 145.0, 1.0),
+                                  ("3D ResNet-50 16x112x112 (per clip)", 44.0, 0.3), ("head (per window)", 0.1, 0.01)):
+        rows.append({"stage": name, "backend": "onnxruntime", "seconds": seconds, "gflops": gflops,
+                     "gflops_per_s": gflops / seconds, "of_ceiling": gflops / seconds / 150})
+    return rows
+
+
+def test_window_economics_counts_what_each_verdict_costs():
+    bundle = SimpleNamespace(frames=32, clip_frames=16)
+    e = window_economics(bundle, stages(), {"640x480": 10.0}, stride=8)
+    assert e["incremental_gflops"] == pytest.approx(8 * 72.9 + 44.0 + 0.1)
+    assert e["naive_gflops"] == pytest.approx(32 * 145.0 + 2 * 44.0 + 0.1)
+    assert e["flops_ratio"] == pytest.approx(e["naive_gflops"] / e["incremental_gflops"])
+    assert e["incremental_s"] == pytest.approx(8 * (0.5 + 0.01) + 0.3 + 0.01)
+
+
+def test_ceiling_and_report_render():
+    ceiling = matmul_ceiling(threads=1, n=256)
+    assert ceiling["gflops"] > 0 and ceiling["threads"] == 1
+    assert timed(lambda: None, 3) >= 0
+    result = {"machine": "test", "ceiling": ceiling, "stages": stages(), "decode": {"video": "v.mp4", "fps": 500.0},
+              "detect_width": 320, "mtcnn_ms": {"640x480": 12.0, "1280x720": 14.0},
+              "economics": window_economics(SimpleNamespace(frames=32, clip_frames=16), stages(),
+                                            {"640x480": 12.0}, 8),
+              "end_to_end": [{"streams": 1, "analysed_fps_per_stream": {"s0": 1.8}, "analysed_fps_total": 1.8,
+                              "dropped": {}, "latency_ms": {"p50": 2000.0, "p95": 3000.0, "p99": 3500.0},
+                              "peak_rss_mb": {"infer": 1500.0}},
+                             {"streams": 2, "error": "no steady state reached"}]}
+    text = markdown(result)
+    assert "| pSp level 9 (per face) | onnxruntime | 500 ms | 72.9 | 146 |" in text
+    assert "fewer FLOPs" in text and "| 1 | 1.80 | 1.80 |" in text and "no steady state" in text
