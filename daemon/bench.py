@@ -273,7 +273,7 @@ def markdown(r: dict) -> str:
 def _bench(args) -> int:
     import torch
 
-    from daemon.demo import build_demo_bundle, cache_root, demo_head
+    from daemon.demo import build_demo_bundle, cache_root, demo_head, usable
     from engines.bundle import load_bundle
     from engines.preprocess import DetectorSettings, FaceDetector
     from engines.runners import thread_count
@@ -282,7 +282,7 @@ def _bench(args) -> int:
     threads = thread_count(config.model.threads)
     footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
     bundle_dir = Path(args.bundle) if args.bundle else cache_root() / "bundle"
-    if not args.bundle and not (bundle_dir / "manifest.json").is_file():
+    if not args.bundle and not usable(bundle_dir):
         build_demo_bundle(bundle_dir, demo_head())
     bundle = load_bundle(bundle_dir)
     stride = config.window.stride

@@ -56,6 +56,18 @@ def build_demo_bundle(root: Path, head: Path | None = None) -> None:
     export_bundle(root)
 
 
+def usable(bundle: Path) -> bool:
+    """A cached demo bundle this version can serve (one from an older dfwatch is rebuilt)."""
+    from engines.bundle import load_bundle
+    from engines.errors import DfwatchError
+
+    try:
+        load_bundle(bundle).head()
+        return True
+    except DfwatchError:
+        return False
+
+
 def _interrupt(*_):
     raise KeyboardInterrupt
 
@@ -65,7 +77,7 @@ def run_demo(config, args) -> int:
     if not footage.is_file():
         raise UserError(f"no sample footage at {footage}: run scripts/setup.sh (it fetches it) or pass --footage VIDEO")
     bundle = cache_root() / "bundle"
-    if args.rebuild or not (bundle / "manifest.json").is_file():
+    if args.rebuild or not usable(bundle):
         build_demo_bundle(bundle, demo_head())
     argv = [sys.executable, "-m", "engines.cli", "run", "--bundle", str(bundle), "--stream", f"demo={footage}",
             "--set", "capture.loop=true"]

@@ -65,9 +65,10 @@ class InferenceServer:
         self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
         self.max_batch = config.inference.max_batch
         self.max_wait = config.inference.max_wait_ms / 1000
-        # frames waiting for a model call, over all streams; past it we stop reading, the
-        # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the sender
-        self.max_backlog = 4 * self.max_batch
+        # frames waiting for a model call, over all streams; past it we stop reading, the (small)
+        # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
+        # sender: an overloaded daemon analyses fewer frames, not older ones
+        self.max_backlog = self.max_batch
         self.streams: dict[str, StreamState] = {}
         self.invalid: dict[str, int] = {}
         self.started = time.monotonic()

@@ -20,7 +20,7 @@ from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
 HEAD_FORMAT = "dfwatch-head"
-HEAD_FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2  # 2: input standardisation buffers (style/content mean and std)
 PSP_PROBE = "encoder.body.0.res_layer.1.weight"
 SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
 

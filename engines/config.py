@@ -59,8 +59,8 @@ class EndpointsConfig(Section):
     runtime_dir: str | None = None
     frames: str | None = None
     verdicts: str | None = None
-    send_hwm: int = Field(4, ge=1, le=100_000)
-    recv_hwm: int = Field(64, ge=1, le=100_000)
+    send_hwm: int = Field(2, ge=1, le=100_000)
+    recv_hwm: int = Field(2, ge=1, le=100_000)
     pub_hwm: int = Field(1000, ge=1, le=1_000_000)
 
     @field_validator("frames", "verdicts")
