@@ -88,7 +88,7 @@ def mtcnn_ms(detector, footage: Path) -> dict:
     out = {}
     for w, h in ((640, 480), (1280, 720)):
         big = cv2.resize(frame, (w, h))
-        out[f"{w}x{h}"] = timed(lambda: detector.detect([big]), 5) * 1000
+        out[f"{w}x{h}"] = timed(lambda big=big: detector.detect([big]), 5) * 1000
     return out
 
 
@@ -120,7 +120,7 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
             if onnx_path is not None and onnx_path.is_file():
                 runners["onnxruntime"] = OnnxRunner("style" if part == "style-full" else part, onnx_path, threads)
             for backend, runner in runners.items():
-                seconds = timed(lambda: runner.run(*inputs), repeats)
+                seconds = timed(lambda r=runner, x=inputs: r.run(*x), repeats)
                 rows.append({"stage": name, "backend": backend, "seconds": seconds, "gflops": flops / 1e9,
                              "gflops_per_s": flops / seconds / 1e9, "of_ceiling": flops / seconds / 1e9 / ceiling})
     return rows
