@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from engines.errors import DfwatchError
 from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
@@ -232,11 +231,3 @@ def identify(path: str | Path, trust: bool = False) -> dict:
     except CheckpointError as e:
         return {"kind": kind, "parameters": params, "loads": False, "detail": str(e)}
     return {"kind": kind, "parameters": params, "loads": True, "detail": ""}
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode, no gradients: how every serving model runs."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
