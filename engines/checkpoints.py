@@ -14,14 +14,19 @@ from pathlib import Path
 import torch
 
 from engines.errors import DfwatchError
+from engines.models.dldfd import DLDFD, DLDFDConfig, resnet50_trunk
 from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
 HEAD_FORMAT = "dfwatch-head"
 HEAD_FORMAT_VERSION = 2  # 2: input standardisation buffers (style/content mean and std)
+DLDFD_FORMAT = "dfwatch-dldfd"
+DLDFD_FORMAT_VERSION = 1
 PSP_PROBE = "encoder.body.0.res_layer.1.weight"
 SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
+RESNET50_PROBE = "layer4.2.conv3.weight"
+IMAGENET_CLASSIFIER = {"fc.weight": (1000, 2048), "fc.bias": (1000,)}
 
 
 class CheckpointError(DfwatchError):
@@ -173,6 +178,55 @@ def load_slow_r50(path: str | Path, trust: bool = False) -> SlowR50:
     return model.eval()
 
 
+# ---- torchvision ResNet-50 (ImageNet) and DLDFD -------------------------------------------
+
+def load_resnet50_imagenet(path: str | Path, trust: bool = False) -> dict:
+    """The trunk state dict of a torchvision ResNet-50 ImageNet file (`resnet50-*.pth`, a plain
+    state dict), checked strictly against torchvision's keys; the 1000-class classifier is
+    checked too and then set aside (DLDFD replaces it with a one-logit fc)."""
+    state_dict = unwrap_state_dict(read_checkpoint(path, trust), ("state_dict", "model"))
+    if any(k.startswith("module.") for k in state_dict):
+        state_dict = strip_prefix(state_dict, "module.")
+    expected = {**expected_shapes(resnet50_trunk), **IMAGENET_CLASSIFIER}
+    check_state_dict(state_dict, expected, "torchvision ResNet-50 (ImageNet)", path)
+    return {k: v for k, v in state_dict.items() if k not in IMAGENET_CLASSIFIER}
+
+
+def dldfd_from_imagenet(path: str | Path, cfg: DLDFDConfig = DLDFDConfig(), seed: int = 0,
+                        trust: bool = False) -> DLDFD:
+    """A DLDFD ready for training: ImageNet trunk, freshly initialised stem and fc (seeded)."""
+    trunk = load_resnet50_imagenet(path, trust)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = DLDFD(cfg)
+    model.trunk.load_state_dict(trunk, strict=True)
+    return model.eval()
+
+
+def save_dldfd(path: str | Path, model: DLDFD, extra: Mapping | None = None) -> None:
+    """A DLDFD file that loads with weights_only=True: config as a plain dict + tensors."""
+    torch.save({"format": DLDFD_FORMAT, "version": DLDFD_FORMAT_VERSION, "config": model.cfg.to_dict(),
+                "state_dict": model.state_dict(), "extra": dict(extra or {})}, path)
+
+
+def load_dldfd(path: str | Path, trust: bool = False) -> DLDFD:
+    ckpt = read_checkpoint(path, trust)
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != DLDFD_FORMAT:
+        raise CheckpointError(f"{path}: not a dfwatch DLDFD file (expected format '{DLDFD_FORMAT}'; they come "
+                              "from 'dfwatch engines bundle --family dldfd' or 'dfwatch train fit')")
+    if ckpt.get("version") != DLDFD_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: DLDFD format version {ckpt.get('version')}, this build reads "
+                              f"{DLDFD_FORMAT_VERSION}; upgrade dfwatch")
+    try:
+        cfg = DLDFDConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: DLDFD config is invalid: {e}") from None
+    check_state_dict(ckpt["state_dict"], expected_shapes(lambda: DLDFD(cfg)), "DLDFD", path)
+    model = DLDFD(cfg)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval()
+
+
 # ---- the head (our own format) -------------------------------------------------------------
 
 def save_head(path: str | Path, head: StyleGRUHead, extra: Mapping | None = None) -> None:
@@ -211,6 +265,9 @@ def identify(path: str | Path, trust: bool = False) -> dict:
     if isinstance(ckpt, Mapping) and ckpt.get("format") == HEAD_FORMAT:
         kind, loader = "StyleGRU head", load_head
         state_dict = ckpt.get("state_dict", {})
+    elif isinstance(ckpt, Mapping) and ckpt.get("format") == DLDFD_FORMAT:
+        kind, loader = "DLDFD model", load_dldfd
+        state_dict = ckpt.get("state_dict", {})
     elif isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping) and \
             any(k.startswith("encoder.") for k in ckpt["state_dict"]):
         kind, loader = "pSp encoder", load_psp_encoder
@@ -222,6 +279,8 @@ def identify(path: str | Path, trust: bool = False) -> dict:
             return {"kind": "unknown", "parameters": 0, "loads": False, "detail": f"{path}: {e}"}
         if any(k.removeprefix("module.") == SLOW_R50_PROBE for k in state_dict):
             kind, loader = "slow_r50", load_slow_r50
+        elif any(k.removeprefix("module.") == RESNET50_PROBE for k in state_dict):
+            kind, loader = "ResNet-50 (torchvision, ImageNet)", load_resnet50_imagenet
         else:
             return {"kind": "unknown", "parameters": parameter_count(state_dict), "loads": False,
                     "detail": f"{path}: keys match no known model (first keys: {_summary(state_dict, 3)})"}

@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 import torch
 
+from engines.models.dldfd import resnet50_trunk
 from engines.models.psp import N_STYLES, STYLE_DIM, GradualStyleEncoder
 from engines.models.r3d import SlowR50
 
@@ -54,6 +55,15 @@ def psp_checkpoint(seed: int) -> dict:
         encoder = GradualStyleEncoder(range(N_STYLES))
     return {"state_dict": seeded_state_dict(encoder, seed, prefix="encoder."), "opts": dict(DEMO_OPTS),
             "latent_avg": _value("latent_avg", (N_STYLES, STYLE_DIM), seed, set())}
+
+
+def resnet50_imagenet_checkpoint(seed: int) -> dict:
+    """torchvision `resnet50-*.pth` layout: a plain state dict, 1000-class classifier included."""
+    with torch.device("meta"):
+        trunk = resnet50_trunk()
+    shapes = {**{k: tuple(v.shape) for k, v in trunk.state_dict().items()},
+              "fc.weight": (1000, 2048), "fc.bias": (1000,)}
+    return {k: _value(k, s, seed, set(shapes)) for k, s in shapes.items()}
 
 
 def slow_r50_checkpoint(seed: int) -> dict:

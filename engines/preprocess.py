@@ -60,6 +60,7 @@ class Normalization:
 
 STYLE_NORM = Normalization(256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))          # pSp: [-1, 1]
 CONTENT_NORM = Normalization(112, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))  # Kinetics (slow_r50)
+IMAGENET_NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision ResNet-50 (DLDFD)
 
 
 @dataclass(frozen=True)

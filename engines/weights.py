@@ -11,7 +11,7 @@ SOURCES = [
      "where": "pytorchvideo model zoo (facebookresearch/pytorchvideo, MODEL_ZOO.md, Kinetics-400 'SLOW 8x8 R50')",
      "size": "about 250 MB", "sha256": "unknown (not published; record yours with sha256sum)",
      "terms": "Apache-2.0 repository"},
-    {"file": "resnet50-11ad3fa6.pth", "model": "torchvision ResNet-50 ImageNet (DLDFD trunk, issue #8)",
+    {"file": "resnet50-11ad3fa6.pth", "model": "torchvision ResNet-50 ImageNet (the DLDFD trunk: `engines bundle --family dldfd --resnet50`)",
      "where": "torchvision ResNet50_Weights.IMAGENET1K_V2 (download.pytorch.org/models/resnet50-11ad3fa6.pth)",
      "size": "about 100 MB", "sha256": "11ad3fa6... (prefix in the file name)", "terms": "BSD-3-Clause repository"},
 ]
