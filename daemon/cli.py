@@ -50,6 +50,8 @@ def register_demo(sub) -> None:
                        help="run the daemon on sample footage with a demo bundle (no weights needed)")
     p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
+    p.add_argument("--family", choices=["stylegru", "dldfd"], default="stylegru",
+                   help="model family: stylegru (default) or dldfd (the frame-level detector, ~15x cheaper per frame)")
     p.set_defaults(handler=_demo)
 
 

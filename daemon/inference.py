@@ -2,7 +2,9 @@
 
 One bound PULL socket takes frames from all capture processes. Each stream has a
 `StreamAnalysis` (engines/analysis.py) that says which model work its frames need; this loop
-batches that work across streams (at most `max_batch` items, waiting at most `max_wait_ms` to
+batches that work across streams — face detection, the per-frame model (pSp style codes, or
+DLDFD's per-frame P(fake)), content clips (StyleGRU only), the window decision
+(engines/decision.py: the StyleGRU head, or DLDFD's majority vote) — (at most `max_batch` items, waiting at most `max_wait_ms` to
 fill a batch), publishes a verdict per window on PUB topic `verdict.<stream>` and a status
 message every second on `status`. Model calls are per-sample computations, so batching never
 mixes streams' results. Invalid messages are counted by reason and never stop the loop.
@@ -20,6 +22,7 @@ from daemon import notify
 from daemon.endpoints import Endpoints
 from daemon.protocol import CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
+from engines.decision import Decision, decide
 from engines.logs import get_logger
 
 log = get_logger()
@@ -120,9 +123,9 @@ class InferenceServer:
         return 0
 
     def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
-        """Waits up to max_wait for more frames while the pending style work is below a batch."""
+        """Waits up to max_wait for more frames while the pending per-frame model work is below a batch."""
         deadline = time.monotonic() + self.max_wait
-        while len(self._pending_style()) < self.max_batch and self._room() and time.monotonic() < deadline:
+        while len(self._pending_frames()) < self.max_batch and self._room() and time.monotonic() < deadline:
             if not poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 break
             self._receive(pull)
@@ -184,18 +187,18 @@ class InferenceServer:
 
     # -- model work, batched across streams ---------------------------------------------------
     def _has_work(self) -> bool:
-        return any(s.analysis.needs_detection() or s.analysis.needs_style() or s.analysis.needs_content()
+        return any(s.analysis.needs_detection() or s.analysis.needs_encoding() or s.analysis.needs_content()
                    or s.analysis.has_ready_window() for s in self.streams.values())
 
-    def _pending_style(self) -> list[tuple[StreamState, FrameRecord]]:
-        items = [(s, r) for s in self.streams.values() for r in s.analysis.needs_style()]
+    def _pending_frames(self) -> list[tuple[StreamState, FrameRecord]]:
+        items = [(s, r) for s in self.streams.values() for r in s.analysis.needs_encoding()]
         return sorted(items, key=lambda item: item[1].t_mono)
 
     def process(self) -> bool:
         """One round of every stage; True if any model ran."""
         worked = self._detect()
         worked |= self._heads()           # cheap and it publishes: first
-        worked |= self._styles()
+        worked |= self._frames()
         worked |= self._contents()
         worked |= self._heads()
         return worked
@@ -225,17 +228,18 @@ class InferenceServer:
                 s.analysis.set_detections(r, found)
         return self._guarded("detect", [s for s, _ in items], run)
 
-    def _styles(self) -> bool:
-        items = self._pending_style()[: self.max_batch]
+    def _frames(self) -> bool:
+        items = self._pending_frames()[: self.max_batch]
         if not items:
             return False
+        part = self.bundle.frame_part
 
         def run():
-            codes = self.runners["style"].run(np.stack([s.analysis.style_input(r) for s, r in items]))
-            for (s, r), code in zip(items, codes):
-                s.analysis.set_style(r, code)
+            outputs = self.runners[part].run(np.stack([s.analysis.encoder_input(r) for s, r in items]))
+            for (s, r), output in zip(items, outputs):
+                s.analysis.set_encoding(r, output)
                 s.analysed += 1
-        return self._guarded("style", [s for s, _ in items], run)
+        return self._guarded(part, [s for s, _ in items], run)
 
     def _contents(self) -> bool:
         items = [(s, key) for s in self.streams.values() for key in s.analysis.needs_content()][: self.max_batch]
@@ -254,25 +258,21 @@ class InferenceServer:
             return False
 
         def run():
-            scored = [(s, w) for s, w in items if w.enough_faces]
-            scores = {}
-            if scored:
-                probs = self.runners["head"].run(np.stack([w.style for _, w in scored]),
-                                                 np.stack([w.content for _, w in scored]))
-                scores = {id(w): float(p) for (_, w), p in zip(scored, probs)}
-            for s, w in items:
-                self._publish_verdict(s, w, scores.get(id(w)))
+            decisions = decide(self.bundle.family, [w for _, w in items], self.runners.get("head"), self.threshold)
+            for (s, w), decision in zip(items, decisions):
+                self._publish_verdict(s, w, decision)
                 s.analysis.window_done(w)
-        return self._guarded("head", [s for s, _ in items], run)
+        return self._guarded("decision", [s for s, _ in items], run)
 
     # -- publishing ---------------------------------------------------------------------------
-    def _publish_verdict(self, state: StreamState, w: WindowInputs, score: float | None) -> None:
-        label = "no_face" if score is None else ("fake" if score >= self.threshold else "real")
+    def _publish_verdict(self, state: StreamState, w: WindowInputs, decision: Decision) -> None:
+        score, label = decision.score, decision.label
         verdict = Verdict(stream=state.name, window=state.window_offset + w.window, seq_first=w.seq_first,
                           seq_last=w.seq_last, t_first=w.t_first, t_last=w.t_last, score=score, label=label,
                           threshold=self.threshold, faces=w.faces, frames=w.frames, model=self.bundle.id,
                           backend=self.backend, latency_ms=max(0.0, (time.time() - w.t_last) * 1000),
-                          untrained=not self.bundle.trained)
+                          untrained=not self.bundle.trained, family=self.bundle.family,
+                          fake_frames=decision.fake_frames)
         state.windows += 1
         self.pub.send_multipart(verdict.encode(), flags=zmq.NOBLOCK)  # PUB drops for slow subscribers
         log.info("verdict", stream=state.name, window=verdict.window, label=label,

@@ -248,7 +248,9 @@ def _topic(parts: list | tuple, expected: bytes) -> tuple[bytes, dict]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One window's decision. `score` is the fake probability (None when label is no_face)."""
+    """One window's decision. `score` is the fake probability (None when label is no_face); for
+    the dldfd family it is the mean of the face frames' probabilities and the label is their
+    majority vote, `fake_frames` of them voting fake."""
     stream: str
     window: int
     seq_first: int
@@ -264,6 +266,8 @@ class Verdict:
     backend: str
     latency_ms: float
     untrained: bool = False  # the bundle's head was never trained: the score means nothing
+    family: str = "stylegru"         # model family: stylegru | dldfd (optional, v1 readers ignore it)
+    fake_frames: int | None = None   # dldfd: face frames whose own label is fake (optional)
 
     def encode(self) -> list:
         return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -287,7 +291,9 @@ class Verdict:
                    seq_last=_int(h, "seq_last"), t_first=_num(h, "t_first"), t_last=_num(h, "t_last"),
                    score=score, label=label, threshold=_num(h, "threshold", lo=0.0, hi=1.0),
                    faces=_int(h, "faces"), frames=_int(h, "frames"), model=_str(h, "model"),
-                   backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=untrained)
+                   backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=untrained,
+                   family=_str(h, "family", 64) if "family" in h else "stylegru",
+                   fake_frames=_int(h, "fake_frames", optional=True))
 
 
 @dataclass(frozen=True)

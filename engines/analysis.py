@@ -1,12 +1,13 @@
 """Per-stream incremental analysis: which model work a stream of frames needs, and when.
 
 `StreamAnalysis` holds one stream's rolling window as a ring of per-frame records and hands out
-work items — frames to face-detect, crops to style-encode, clips to run through the content
-trunk, windows ready for the head — but runs no model itself. The daemon batches those items
+work items — frames to face-detect, crops to encode with the per-frame model (pSp style codes for
+StyleGRU, P(fake) for DLDFD), clips to run through the content trunk (StyleGRU only), windows
+ready for their decision — but runs no model itself. The daemon batches those items
 across streams; `score_frames` (offline checks, training evaluation) runs them one by one. Both
 go through this class, so the same frames always give the same model inputs.
 
-Every frame is detected and style-encoded once; a content clip is computed once and reused by
+Every frame is detected and encoded once; a content clip is computed once and reused by
 every window that contains it. Window w covers analysed frames [w*stride, w*stride + T); at the
 end of a stream the last T frames form a final window (a stream shorter than T is padded
 circularly, as training pads short videos). Faces are smoothed over `crop.smoothing` frames
@@ -19,19 +20,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, smooth_one,
-                                style_input)
+from engines.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, normalize,
+                                smooth_one)
 
 
 @dataclass(frozen=True)
 class WindowSpec:
     frames: int = 32             # T
     stride: int = 8              # a window every `stride` new frames
-    clip_frames: int = 16        # frames per content clip
+    clip_frames: int = 16        # frames per content clip; 0: the model family has no content clips
     min_face_fraction: float = 0.5
 
     def __post_init__(self):
-        if self.frames % self.clip_frames:
+        if self.clip_frames and self.frames % self.clip_frames:
             raise ValueError(f"window frames {self.frames} must be a multiple of clip_frames {self.clip_frames}")
 
 
@@ -46,7 +47,7 @@ class FrameRecord:
     chosen: Face | None = None           # the followed face (None: no face in this frame)
     crop: np.ndarray | None = field(default=None, repr=False)    # RGB crop; freed once encoded
     small: np.ndarray | None = field(default=None, repr=False)   # content-size crop for clips
-    style: np.ndarray | None = field(default=None, repr=False)   # (levels, 512)
+    encoding: np.ndarray | None = field(default=None, repr=False)  # per-frame model output: (levels, 512) or ()
 
     @property
     def found(self) -> bool:
@@ -55,7 +56,7 @@ class FrameRecord:
 
 @dataclass
 class WindowInputs:
-    """What the head needs for one window, plus what the verdict reports."""
+    """What the window's decision needs, plus what the verdict reports."""
     window: int
     indices: tuple[int, ...]
     seq_first: int
@@ -64,16 +65,19 @@ class WindowInputs:
     t_last: float
     faces: int
     frames: int
-    style: np.ndarray            # (T, levels, 512)
-    content: np.ndarray          # (clips, 2048)
+    encodings: np.ndarray        # (T, ...) per-frame model outputs: style codes (T, levels, 512) or P(fake) (T,)
+    content: np.ndarray          # (clips, 2048); (0,) for a family without content clips
     found: np.ndarray            # (T,) bool: the frame had a face (else the centre crop was used)
     enough_faces: bool
 
 
 class StreamAnalysis:
-    def __init__(self, spec: WindowSpec, crop: CropSpec, style_norm: Normalization, content_norm: Normalization):
+    def __init__(self, spec: WindowSpec, crop: CropSpec, frame_norm: Normalization,
+                 content_norm: Normalization | None = None):
+        if (content_norm is None) != (spec.clip_frames == 0):
+            raise ValueError("content clips need both clip_frames and a content normalisation")
         self.spec, self.crop_spec = spec, crop
-        self.style_norm, self.content_norm = style_norm, content_norm
+        self.frame_norm, self.content_norm = frame_norm, content_norm
         self.records: dict[int, FrameRecord] = {}
         self.track = FaceTrack(crop.select)
         self.count = 0               # frames added
@@ -120,18 +124,19 @@ class StreamAnalysis:
         neighbourhood = [self.records[i].chosen if i in self.records else None for i in range(lo, self.tracked)]
         face = smooth_one(neighbourhood, r.index - lo, self.crop_spec.smoothing)
         r.crop = crop_face(r.pixels, face, self.crop_spec)
-        r.small = content_clip(r.crop[None], self.content_norm)[:, 0]  # (3, H, W) normalised
+        if self.content_norm is not None:
+            r.small = content_clip(r.crop[None], self.content_norm)[:, 0]  # (3, H, W) normalised
         r.pixels = None
 
-    # -- style --------------------------------------------------------------------------------
-    def needs_style(self) -> list[FrameRecord]:
-        return [r for r in self.records.values() if r.crop is not None and r.style is None]
+    # -- the per-frame model ------------------------------------------------------------------
+    def needs_encoding(self) -> list[FrameRecord]:
+        return [r for r in self.records.values() if r.crop is not None and r.encoding is None]
 
-    def style_input(self, record: FrameRecord) -> np.ndarray:
-        return style_input(record.crop[None], self.style_norm)[0]
+    def encoder_input(self, record: FrameRecord) -> np.ndarray:
+        return normalize(record.crop[None], self.frame_norm)[0]
 
-    def set_style(self, record: FrameRecord, codes: np.ndarray) -> None:
-        record.style = np.asarray(codes, np.float32)
+    def set_encoding(self, record: FrameRecord, output: np.ndarray) -> None:
+        record.encoding = np.asarray(output, np.float32)
         record.crop = None
 
     # -- windows and clips --------------------------------------------------------------------
@@ -150,8 +155,14 @@ class StreamAnalysis:
             plans.append((w, indices))
         return plans
 
+    def due_windows(self) -> list[tuple[int, ...]]:
+        """Frame indices of the windows due now, oldest first (whether or not their inputs are ready)."""
+        return [indices for _, indices in self._window_plans()]
+
     def _clip_keys(self, indices: tuple[int, ...]) -> list[tuple[int, ...]]:
         c = self.spec.clip_frames
+        if not c:
+            return []
         return [indices[i:i + c] for i in range(0, len(indices), c)]
 
     def needs_content(self) -> list[tuple[int, ...]]:
@@ -171,7 +182,7 @@ class StreamAnalysis:
         self.clips[key] = np.asarray(features, np.float32)
 
     def _ready(self, indices: tuple[int, ...]) -> bool:
-        return all(self.records[i].style is not None for i in indices) and \
+        return all(self.records[i].encoding is not None for i in indices) and \
             all(self.clips.get(k) is not None for k in self._clip_keys(indices))
 
     def has_ready_window(self) -> bool:
@@ -179,7 +190,7 @@ class StreamAnalysis:
         return bool(plans) and self._ready(plans[0][1])
 
     def ready_windows(self) -> list[WindowInputs]:
-        """Windows whose every frame is style-encoded and every clip computed, oldest first."""
+        """Windows whose every frame is encoded and every clip computed, oldest first."""
         ready = []
         for w, indices in self._window_plans():
             if not self._ready(indices):
@@ -194,7 +205,8 @@ class StreamAnalysis:
         return WindowInputs(
             window=w, indices=indices, seq_first=recs[0].seq, seq_last=recs[-1].seq, t_first=recs[0].t_capture,
             t_last=recs[-1].t_capture, faces=faces, frames=len(distinct),
-            style=np.stack([r.style for r in recs]), content=np.stack([self.clips[k] for k in keys]),
+            encodings=np.stack([r.encoding for r in recs]),
+            content=np.stack([self.clips[k] for k in keys]) if keys else np.zeros(0, np.float32),
             found=np.array([r.found for r in recs]), enough_faces=faces >= self.spec.min_face_fraction * len(distinct))
 
     def window_done(self, inputs: WindowInputs) -> None:
@@ -211,14 +223,14 @@ class StreamAnalysis:
     # -- accounting ---------------------------------------------------------------------------
     @property
     def backlog(self) -> int:
-        """Frames received but not yet style-encoded (the stream's queue in this process)."""
-        return sum(1 for r in self.records.values() if r.style is None)
+        """Frames received but not yet encoded (the stream's queue in this process)."""
+        return sum(1 for r in self.records.values() if r.encoding is None)
 
     @property
     def pending_work(self) -> int:
-        """Frames waiting for a model call (detection or style), not merely for later frames."""
+        """Frames waiting for a model call (detection or encoding), not merely for later frames."""
         return sum(1 for r in self.records.values()
-                   if (r.faces is None and r.pixels is not None) or (r.crop is not None and r.style is None))
+                   if (r.faces is None and r.pixels is not None) or (r.crop is not None and r.encoding is None))
 
     @property
     def finished(self) -> bool:

@@ -1,5 +1,9 @@
 """Model bundles: a directory with `manifest.json` and the weight files the daemon loads.
 
+Two model families (`manifest.family`): `stylegru` (parts style, content, head: pSp codes and
+3D ResNet-50 clips fused by the StyleGRU head) and `dldfd` (one part, frame: a per-frame 2D
+detector whose labels are majority-voted per window).
+
 The manifest carries everything a model needs besides its weights — configs, input sizes,
 normalisation constants, the face-crop method, window length, analysis frame rate, style levels,
 decision threshold, training provenance — plus the sha256 of every file, so the daemon sees the
@@ -15,16 +19,22 @@ from pathlib import Path
 import torch
 
 from engines import __version__
-from engines.checkpoints import (CheckpointError, check_state_dict, expected_shapes, load_head,
-                                 load_psp_encoder, load_slow_r50, read_checkpoint, save_head)
-from engines.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, PARTS, BundleError, read_manifest,
+from engines.checkpoints import (CheckpointError, check_state_dict, dldfd_from_imagenet, expected_shapes,
+                                 load_dldfd, load_head, load_psp_encoder, load_slow_r50, read_checkpoint,
+                                 save_dldfd, save_head)
+from engines.manifest import (FAMILY_PARTS, FORMAT, FORMAT_VERSION, MANIFEST, PARTS, BundleError, read_manifest,
                               sha256_file, verify_file)
+from engines.models.dldfd import DLDFD, DLDFDConfig
 from engines.models.psp import PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
-from engines.preprocess import CONTENT_NORM, STYLE_NORM, CropSpec, Normalization
+from engines.preprocess import CONTENT_NORM, IMAGENET_NORM, STYLE_NORM, CropSpec, Normalization
 
 STYLE_FILE, CONTENT_FILE, HEAD_FILE = "style_encoder.pt", "content_trunk.pt", "head.pt"
+FRAME_FILE = "frame_model.pt"
+FILES = {"style": STYLE_FILE, "content": CONTENT_FILE, "head": HEAD_FILE, "frame": FRAME_FILE}
+FRAME_PART = {"stylegru": "style", "dldfd": "frame"}      # the part that runs once per frame
+TRAINED_PART = {"stylegru": "head", "dldfd": "frame"}     # the part 'dfwatch train' produces
 STYLE_ENCODER_FORMAT = "dfwatch-style-encoder"
 DEFAULT_FPS = 3.0  # seed method: 32 frames uniformly over a ~10 s clip; training export records the real spacing
 
@@ -45,6 +55,18 @@ class Bundle:
         return self.manifest["id"]
 
     @property
+    def family(self) -> str:
+        return self.manifest["family"]
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return FAMILY_PARTS[self.family]
+
+    @property
+    def frame_part(self) -> str:
+        return FRAME_PART[self.family]
+
+    @property
     def trained(self) -> bool:
         return bool(self.manifest["trained"])
 
@@ -54,7 +76,8 @@ class Bundle:
 
     @property
     def clip_frames(self) -> int:
-        return int(self.manifest["window"]["clip_frames"])
+        """Frames per content clip; 0 for a family without content clips."""
+        return int(self.manifest["window"].get("clip_frames", 0))
 
     @property
     def fps(self) -> float:
@@ -77,8 +100,17 @@ class Bundle:
         return _norm(self.manifest["style"]["normalization"])
 
     @property
-    def content_norm(self) -> Normalization:
-        return _norm(self.manifest["content"]["normalization"])
+    def frame_norm(self) -> Normalization:
+        """Input normalisation of the per-frame model."""
+        return _norm(self.manifest[self.frame_part]["normalization"])
+
+    @property
+    def content_norm(self) -> Normalization | None:
+        return _norm(self.manifest["content"]["normalization"]) if "content" in self.manifest else None
+
+    @property
+    def dldfd_config(self) -> DLDFDConfig:
+        return DLDFDConfig.from_dict(self.manifest["frame"]["config"])
 
     @property
     def head_config(self) -> StyleGRUConfig:
@@ -100,6 +132,9 @@ class Bundle:
 
     def head(self) -> StyleGRUHead:
         return load_head(self.path("head"))
+
+    def frame_model(self) -> DLDFD:
+        return load_dldfd(self.path("frame"))
 
 
 def _norm(d: dict) -> Normalization:
@@ -164,33 +199,73 @@ def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: 
         head_model = new_head(cfg)
     _check_head_fits(head_model.cfg, len(encoder.levels), frames, clip_frames)
     save_head(out / HEAD_FILE, head_model)
-    files = {part: file_entry(out, name) for part, name in
-             zip(PARTS, (STYLE_FILE, CONTENT_FILE, HEAD_FILE))}
+    files = {part: file_entry(out, FILES[part]) for part in PARTS}
     trained = head is not None
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "id": bundle_id or f"stylegru-{'trained' if trained else 'untrained'}-{files['head']['sha256'][:8]}",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": __version__, "family": "stylegru", "trained": trained,
-        "window": {"frames": frames, "clip_frames": clip_frames, "fps": fps},
-        "threshold": threshold, "crop": crop.to_dict(),
+    manifest = base_manifest(
+        "stylegru", bundle_id or f"stylegru-{'trained' if trained else 'untrained'}-{files['head']['sha256'][:8]}",
+        trained, {"frames": frames, "clip_frames": clip_frames, "fps": fps}, threshold, crop, training, files)
+    manifest.update({
         "style": {"levels": list(encoder.levels), "normalization": style_norm.to_dict(),
                   "start_from_latent_avg": encoder.start_from_latent_avg, "input": [3, style_size, style_size]},
         "content": {"normalization": content_norm.to_dict(), "input": [3, clip_frames, content_size, content_size],
                     "feature_dim": 2048},
         "head": {"config": head_model.cfg.to_dict()},
-        "training": training or None,
         "sources": {"psp": Path(psp).name, "r3d": Path(r3d).name, "head": Path(head).name if head else None},
-        "files": files,
-    }
+    })
     write_manifest(out, manifest)
     return load_bundle(out)
 
 
-def derive(source: Bundle, out: Path, head: Path, fps: float | None = None, threshold: float | None = None,
+def base_manifest(family: str, bundle_id: str, trained: bool, window: dict, threshold: float, crop: CropSpec,
+                  training: dict | None, files: dict) -> dict:
+    """The manifest fields every family has."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "id": bundle_id,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code_version": __version__,
+            "family": family, "trained": trained, "window": window, "threshold": threshold,
+            "crop": crop.to_dict(), "training": training or None, "files": files}
+
+
+def dldfd_normalization(size: int) -> Normalization:
+    """DLDFD's input: ImageNet mean/std (its trunk's pretraining) at the model's input size."""
+    return Normalization(size, IMAGENET_NORM.mean, IMAGENET_NORM.std)
+
+
+def assemble_dldfd(out: Path, resnet50: Path | None = None, model: Path | None = None, frames: int = 32,
+                   fps: float = DEFAULT_FPS, threshold: float = 0.5, crop: CropSpec = CropSpec(),
+                   bundle_id: str | None = None, training: dict | None = None, trust: bool = False,
+                   input_size: int = 224, seed: int = 0) -> Bundle:
+    """Writes a DLDFD bundle: from a torchvision ResNet-50 ImageNet file (stem and fc freshly
+    initialised: untrained) or from a trained DLDFD file ('dfwatch train fit'). `input_size`
+    other than the paper's 224 is for fast tests."""
+    if (resnet50 is None) == (model is None):
+        raise BundleError("a DLDFD bundle needs exactly one of: an ImageNet ResNet-50 file (untrained) "
+                          "or a trained DLDFD model file")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a half-written bundle must never validate
+    net = load_dldfd(model, trust) if model else \
+        dldfd_from_imagenet(resnet50, DLDFDConfig(input_size=input_size), seed, trust)
+    size = net.cfg.input_size
+    save_dldfd(out / FRAME_FILE, net)
+    files = {"frame": file_entry(out, FRAME_FILE)}
+    trained = model is not None
+    manifest = base_manifest(
+        "dldfd", bundle_id or f"dldfd-{'trained' if trained else 'untrained'}-{files['frame']['sha256'][:8]}",
+        trained, {"frames": frames, "clip_frames": 0, "fps": fps}, threshold,
+        CropSpec(**{**crop.to_dict(), "size": size}), training, files)
+    manifest.update({
+        "frame": {"normalization": dldfd_normalization(size).to_dict(),
+                  "input": [3, size, size], "config": net.cfg.to_dict(), "vote": "majority"},
+        "sources": {"resnet50": Path(resnet50).name if resnet50 else None, "model": Path(model).name if model else None},
+    })
+    write_manifest(out, manifest)
+    return load_bundle(out)
+
+
+def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, threshold: float | None = None,
            training: dict | None = None, bundle_id: str | None = None) -> Bundle:
-    """A new bundle with `source`'s style encoder, content trunk and preprocessing and a trained
-    head: what `dfwatch train export` writes."""
+    """A new bundle with `source`'s preprocessing and untouched parts plus a trained part — the
+    head (stylegru) or the whole per-frame model (dldfd): what `dfwatch train export` writes."""
     import shutil
 
     out = Path(out)
@@ -198,24 +273,33 @@ def derive(source: Bundle, out: Path, head: Path, fps: float | None = None, thre
         raise BundleError(f"{out}: export into a new directory, not the source bundle")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    head_model = load_head(head)
-    levels, clips = len(source.levels), head_model.cfg.frames // source.clip_frames
-    _check_head_fits(head_model.cfg, levels, head_model.cfg.frames, source.clip_frames)
-    for part, name in (("style", STYLE_FILE), ("content", CONTENT_FILE)):
-        shutil.copyfile(source.path(part), out / name)
-    save_head(out / HEAD_FILE, head_model)
-    files = {part: file_entry(out, name) for part, name in zip(PARTS, (STYLE_FILE, CONTENT_FILE, HEAD_FILE))}
     m = dict(source.manifest)
     m.pop("onnx", None)
+    window = {**source.manifest["window"], "fps": fps if fps else source.fps}
+    trained_part = TRAINED_PART[source.family]
+    if source.family == "dldfd":
+        model = load_dldfd(trained)
+        if model.cfg != source.dldfd_config:
+            raise BundleError(f"{trained}: DLDFD config {model.cfg} differs from the bundle's {source.dldfd_config}")
+        save_dldfd(out / FRAME_FILE, model)
+    else:
+        head_model = load_head(trained)
+        _check_head_fits(head_model.cfg, len(source.levels), head_model.cfg.frames, source.clip_frames)
+        save_head(out / HEAD_FILE, head_model)
+        window["frames"] = head_model.cfg.frames
+        m["content"] = {**source.manifest["content"], "tokens": head_model.cfg.frames // source.clip_frames}
+        m["head"] = {"config": head_model.cfg.to_dict()}
+    for part in source.parts:
+        if part != trained_part:
+            shutil.copyfile(source.path(part), out / FILES[part])
+    files = {part: file_entry(out, FILES[part]) for part in source.parts}
     m.update({
-        "id": bundle_id or f"stylegru-{files['head']['sha256'][:8]}",
+        "id": bundle_id or f"{source.family}-{files[trained_part]['sha256'][:8]}",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code_version": __version__,
-        "trained": True, "threshold": source.threshold if threshold is None else threshold,
-        "window": {**source.manifest["window"], "frames": head_model.cfg.frames,
-                   "fps": fps if fps else source.fps},
-        "content": {**source.manifest["content"], "tokens": clips},
-        "head": {"config": head_model.cfg.to_dict()}, "training": training, "files": files,
-        "sources": {**source.manifest.get("sources", {}), "head": Path(head).name, "derived_from": source.id},
+        "trained": True, "threshold": source.threshold if threshold is None else threshold, "window": window,
+        "training": training, "files": files,
+        "sources": {**source.manifest.get("sources", {}), trained_part: Path(trained).name,
+                    "derived_from": source.id},
     })
     write_manifest(out, m)
     return load_bundle(out)
@@ -243,7 +327,7 @@ def load_bundle(root: str | Path, verify: bool = True, check_onnx: bool = True) 
     root = Path(root)
     manifest = read_manifest(root)
     if verify:
-        entries = {p: manifest["files"][p] for p in PARTS}
+        entries = {p: manifest["files"][p] for p in FAMILY_PARTS[manifest["family"]]}
         if check_onnx:
             entries.update({f"ONNX {p}": e for p, e in manifest.get("onnx", {}).items()})
         for part, entry in entries.items():
@@ -254,17 +338,23 @@ def load_bundle(root: str | Path, verify: bool = True, check_onnx: bool = True) 
 def describe(bundle: Bundle) -> str:
     """Human-readable summary for `dfwatch engines info`."""
     m = bundle.manifest
-    head = bundle.head_config
     lines = [
         f"bundle {bundle.id}  ({bundle.root})",
-        f"  family {m['family']}, {'TRAINED' if bundle.trained else 'UNTRAINED head: scores mean nothing'}, "
+        f"  family {m['family']}, {'TRAINED' if bundle.trained else 'UNTRAINED: scores mean nothing'}, "
         f"created {m['created_at']} by dfwatch {m['code_version']}",
-        f"  window {bundle.frames} frames at {bundle.fps:g} fps, content clips of {bundle.clip_frames}, "
-        f"threshold {bundle.threshold:g}",
-        f"  style levels {list(bundle.levels)}, crop {m['crop']['method']} (margin {m['crop']['margin']:g}, "
-        f"{m['crop']['size']} px), head GRU {head.gru_layers}x{head.gru_hidden}"
-        f"{' bidirectional' if head.bidirectional else ''}, width {head.width}",
     ]
+    crop = f"crop {m['crop']['method']} (margin {m['crop']['margin']:g}, {m['crop']['size']} px)"
+    if bundle.family == "dldfd":
+        cfg = bundle.dldfd_config
+        lines += [f"  window {bundle.frames} frames at {bundle.fps:g} fps, majority vote of per-frame labels "
+                  f"(P(fake) >= {bundle.threshold:g})",
+                  f"  {crop}, ImageNet normalisation, stem {cfg.branches}x3x3x{cfg.filters} -> 1x1 -> ResNet-50 -> fc"]
+    else:
+        head = bundle.head_config
+        lines += [f"  window {bundle.frames} frames at {bundle.fps:g} fps, content clips of {bundle.clip_frames}, "
+                  f"threshold {bundle.threshold:g}",
+                  f"  style levels {list(bundle.levels)}, {crop}, head GRU {head.gru_layers}x{head.gru_hidden}"
+                  f"{' bidirectional' if head.bidirectional else ''}, width {head.width}"]
     for part, entry in {**m["files"], **{f"onnx:{k}": v for k, v in m.get("onnx", {}).items()}}.items():
         lines.append(f"  {part:<14} {entry['path']:<28} {entry['bytes'] / 1e6:8.1f} MB  sha256 {entry['sha256'][:16]}")
     if m.get("training"):

@@ -11,10 +11,15 @@ def register(sub) -> None:
     esub = p.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
 
     b = esub.add_parser("bundle", parents=[common_options()], help="assemble a bundle from official checkpoints")
-    b.add_argument("--psp", required=True, metavar="PSP.pt", help="pSp checkpoint (psp_ffhq_encode.pt)")
-    b.add_argument("--r3d", required=True, metavar="SLOW.pyth", help="pytorchvideo slow_r50 (SLOW_8x8_R50.pyth)")
-    b.add_argument("--head", metavar="HEAD.pt", help="trained head from 'dfwatch train'; without it the bundle "
-                                                     "is marked untrained and every verdict says so")
+    b.add_argument("--family", choices=["stylegru", "dldfd"], default="stylegru",
+                   help="stylegru (pSp + 3D ResNet-50 + StyleGRU head; default) or dldfd (frame-level 2D detector)")
+    b.add_argument("--psp", metavar="PSP.pt", help="stylegru: pSp checkpoint (psp_ffhq_encode.pt)")
+    b.add_argument("--r3d", metavar="SLOW.pyth", help="stylegru: pytorchvideo slow_r50 (SLOW_8x8_R50.pyth)")
+    b.add_argument("--head", metavar="HEAD.pt", help="stylegru: trained head from 'dfwatch train'; without it the "
+                                                     "bundle is marked untrained and every verdict says so")
+    b.add_argument("--resnet50", metavar="RESNET50.pth", help="dldfd: torchvision ResNet-50 ImageNet weights "
+                                                              "(untrained bundle to start 'dfwatch train' from)")
+    b.add_argument("--model", metavar="MODEL.pt", help="dldfd: a trained model from 'dfwatch train fit'")
     b.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     b.add_argument("--levels", default="9", help="style levels, comma separated (default 9; 0-17 for all)")
     b.add_argument("--frames", type=int, default=32, help="window length T (default 32)")
@@ -32,7 +37,7 @@ def register(sub) -> None:
 
     e = esub.add_parser("export", parents=[common_options()], help="export a bundle's models to ONNX")
     e.add_argument("bundle", metavar="BUNDLE")
-    e.add_argument("--parts", default="style,content,head", help="comma-separated parts (default all)")
+    e.add_argument("--parts", help="comma-separated parts (default: all of the bundle's family)")
     e.set_defaults(handler=_export)
 
     t = esub.add_parser("build", parents=[common_options()],
@@ -60,11 +65,28 @@ def _bundle(args: argparse.Namespace) -> int:
     config = setup(args, "engines")
     crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.select,
                     smoothing=config.faces.smoothing)
+    trust = args.trust or config.model.trust_checkpoints
+    if args.family == "dldfd":
+        return _bundle_dldfd(args, crop, trust)
+    if not (args.psp and args.r3d):
+        raise UserError("a stylegru bundle needs --psp PSP.pt and --r3d SLOW.pyth (or pass --family dldfd)")
     if args.frames % args.clip_frames:
         raise UserError(f"--frames {args.frames} must be a multiple of --clip-frames {args.clip_frames}")
     bundle = assemble(args.out, args.psp, args.r3d, args.head, levels=_levels(args.levels), frames=args.frames,
                       clip_frames=args.clip_frames, fps=args.fps, threshold=args.threshold, crop=crop,
-                      bundle_id=args.id, trust=args.trust or config.model.trust_checkpoints)
+                      bundle_id=args.id, trust=trust)
+    print(describe(bundle))
+    return 0
+
+
+def _bundle_dldfd(args: argparse.Namespace, crop, trust: bool) -> int:
+    from engines.bundle import assemble_dldfd, describe
+
+    if bool(args.resnet50) == bool(args.model):
+        raise UserError("a dldfd bundle needs exactly one of --resnet50 RESNET50.pth (ImageNet weights: untrained) "
+                        "or --model MODEL.pt (trained by 'dfwatch train fit')")
+    bundle = assemble_dldfd(args.out, resnet50=args.resnet50, model=args.model, frames=args.frames, fps=args.fps,
+                            threshold=args.threshold, crop=crop, bundle_id=args.id, trust=trust)
     print(describe(bundle))
     return 0
 
@@ -82,8 +104,8 @@ def _export(args: argparse.Namespace) -> int:
     from engines.export import IO_NAMES, export_bundle
 
     setup(args, "engines")
-    parts = tuple(p.strip() for p in args.parts.split(","))
-    unknown = [p for p in parts if p not in IO_NAMES]
+    parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else None
+    unknown = [p for p in parts or () if p not in IO_NAMES]
     if unknown:
         raise UserError(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(IO_NAMES)}")
     print(describe(export_bundle(args.bundle, parts)))
@@ -105,7 +127,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.precision == "int8":
         if not args.calibration:
             raise UserError("--precision int8 needs --calibration DIR (face crops, e.g. from 'dfwatch train extract')")
-        calibration = calibration_batches(args.calibration, config.tensorrt.opt_batch)
+        calibration = calibration_batches(args.calibration, config.tensorrt.opt_batch, bundle.frame_norm)
     settings = TensorRTSettings.from_config(config.tensorrt, args.precision)
     for part, path in ensure_engines(bundle, settings, calibration,
                                      on_build=lambda p: print(f"building the {p} engine ...")).items():

@@ -1,9 +1,10 @@
-"""ONNX export of a bundle's three parts, with a dynamic batch dimension.
+"""ONNX export of a bundle's parts, with a dynamic batch dimension.
 
 Each file computes what the torch module computes, with the same inputs and outputs:
   style    images (B, 3, 256, 256) in [-1, 1]        -> codes (B, levels, 512), latent_avg included
   content  clips (B, 3, T, 112, 112) Kinetics-norm.  -> features (B, 2048)
   head     style (B, T, levels, 512), content (B, N, 2048) -> probability (B,)
+  frame    faces (B, 3, 224, 224) ImageNet-norm.     -> probability (B,)   (DLDFD)
 Only the style levels the bundle uses are exported (the level-9 encoder is ~190 MB, not 1.07 GB).
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.bundle import Bundle, file_entry, load_bundle, write_manifest
+from engines.bundle import Bundle, BundleError, file_entry, load_bundle, write_manifest
+from engines.models.dldfd import DLDFDProbability
 from engines.models.stylegru import StyleGRUProbability
 
 OPSET = 17
@@ -23,6 +25,7 @@ IO_NAMES = {  # part -> (input names, output names): the runners' contract
     "style": (["images"], ["codes"]),
     "content": (["clips"], ["features"]),
     "head": (["style", "content"], ["probability"]),
+    "frame": (["faces"], ["probability"]),
 }
 
 
@@ -35,6 +38,9 @@ def example_inputs(bundle: Bundle, part: str, batch: int = 2) -> tuple[torch.Ten
     if part == "content":
         s = bundle.content_norm.size
         return (torch.randn(batch, 3, bundle.clip_frames, s, s, generator=g),)
+    if part == "frame":
+        s = bundle.frame_norm.size
+        return (torch.randn(batch, 3, s, s, generator=g),)
     cfg = bundle.head_config
     return (torch.randn(batch, cfg.frames, cfg.style_levels, cfg.style_dim, generator=g),
             torch.randn(batch, cfg.content_tokens, cfg.content_dim, generator=g))
@@ -46,6 +52,8 @@ def torch_module(bundle: Bundle, part: str) -> nn.Module:
         return bundle.style_encoder()
     if part == "content":
         return bundle.content_trunk()
+    if part == "frame":
+        return DLDFDProbability(bundle.frame_model()).eval()
     return StyleGRUProbability(bundle.head()).eval()
 
 
@@ -68,9 +76,15 @@ def export_part(bundle: Bundle, part: str, out: Path) -> None:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def export_bundle(root: str | Path, parts: tuple[str, ...] = ("style", "content", "head")) -> Bundle:
-    """Writes onnx/<part>.onnx into the bundle and records them with checksums in the manifest."""
+def export_bundle(root: str | Path, parts: tuple[str, ...] | None = None) -> Bundle:
+    """Writes onnx/<part>.onnx (default: every part of the bundle's family) into the bundle and
+    records them with checksums in the manifest."""
     bundle = load_bundle(root, check_onnx=False)
+    parts = parts or bundle.parts
+    foreign = [p for p in parts if p not in bundle.parts]
+    if foreign:
+        raise BundleError(f"{bundle.root}: a {bundle.family} bundle has no part(s) {', '.join(foreign)} "
+                          f"(its parts: {', '.join(bundle.parts)})")
     manifest = dict(bundle.manifest)
     onnx_entries = dict(manifest.get("onnx", {}))
     for part in parts:

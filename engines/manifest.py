@@ -16,9 +16,14 @@ from engines.errors import DfwatchError
 MANIFEST = "manifest.json"
 FORMAT = "dfwatch-bundle"
 FORMAT_VERSION = 1
-PARTS = ("style", "content", "head")
+# model family -> the bundle's parts (each a file, an ONNX file and a runner)
+FAMILY_PARTS = {
+    "stylegru": ("style", "content", "head"),  # pSp style codes + 3D ResNet-50 clips -> StyleGRU head
+    "dldfd": ("frame",),                       # one P(fake) per face; majority vote per window
+}
+PARTS = FAMILY_PARTS["stylegru"]
 REQUIRED = ("format", "format_version", "id", "created_at", "code_version", "family", "trained", "window",
-            "threshold", "crop", "style", "content", "head", "files")
+            "threshold", "crop", "files")
 
 
 class BundleError(DfwatchError):
@@ -51,10 +56,14 @@ def read_manifest(root: str | Path) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version} is newer than this dfwatch "
                           f"({__version__}) reads ({FORMAT_VERSION}); upgrade dfwatch or re-create the bundle")
-    missing = [k for k in REQUIRED if k not in manifest]
+    family = manifest.get("family")
+    if family not in FAMILY_PARTS:
+        raise BundleError(f"{path}: model family {family!r} is unknown to this dfwatch ({__version__} serves "
+                          f"{', '.join(FAMILY_PARTS)}); upgrade dfwatch")
+    missing = [k for k in REQUIRED + FAMILY_PARTS[family] if k not in manifest]
     if missing:
         raise BundleError(f"{path}: manifest lacks required fields: {', '.join(missing)}; re-create the bundle")
-    for part in PARTS:
+    for part in FAMILY_PARTS[family]:
         if part not in manifest["files"]:
             raise BundleError(f"{path}: manifest lists no '{part}' file; re-create the bundle")
     return manifest

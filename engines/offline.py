@@ -12,25 +12,27 @@ import numpy as np
 
 from engines.analysis import StreamAnalysis, WindowInputs, WindowSpec
 from engines.bundle import Bundle
+from engines.decision import Decision, decide
 from engines.preprocess import FaceDetector
 
 
 @dataclass
 class WindowScore:
     inputs: WindowInputs
-    score: float | None   # None when too few frames had a face
+    decision: Decision
+
+    @property
+    def score(self) -> float | None:
+        """P(fake) of the window (dldfd: the mean of its face frames); None when too few faces."""
+        return self.decision.score
 
 
-def stream_analysis(bundle: Bundle, stride: int, min_face_fraction: float, crop=None) -> StreamAnalysis:
-    """The per-stream state for a bundle: window length, clips, crop and normalisation from its manifest."""
-    spec = WindowSpec(bundle.frames, stride, bundle.clip_frames, min_face_fraction)
-    return StreamAnalysis(spec, crop or bundle.crop, bundle.style_norm, bundle.content_norm)
-
-
-def score_window(head_runner, inputs: WindowInputs) -> float | None:
-    if not inputs.enough_faces:
-        return None
-    return float(head_runner.run(inputs.style[None], inputs.content[None])[0])
+def stream_analysis(bundle: Bundle, stride: int, min_face_fraction: float, crop=None,
+                    frames: int | None = None) -> StreamAnalysis:
+    """The per-stream state for a bundle: window length, clips, crop and normalisation from its
+    manifest (`frames` overrides the window length, as training extraction does)."""
+    spec = WindowSpec(frames or bundle.frames, stride, bundle.clip_frames, min_face_fraction)
+    return StreamAnalysis(spec, crop or bundle.crop, bundle.frame_norm, bundle.content_norm)
 
 
 def _chunks(items: list, size: int):
@@ -38,22 +40,27 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
-def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, batch: int = 1,
-                  on_crop=None) -> list[WindowInputs]:
-    """Runs every pending detection, style and content call of one stream (in batches of
-    `batch`) and returns the windows that became ready, marking them done. `on_crop(record)`
-    sees each face crop before it is encoded (e.g. to keep calibration images)."""
+def detect_pending(analysis: StreamAnalysis, detector: FaceDetector) -> None:
+    """Face-detects every frame that waits for it (which makes the crops whose smoothing is complete)."""
     pending = analysis.needs_detection()
     if pending:
         for record, faces in zip(pending, detector.detect([r.pixels for r in pending])):
             analysis.set_detections(record, faces)
-    for chunk in _chunks(analysis.needs_style(), batch):
+
+
+def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, frame_part: str,
+                  batch: int = 1, on_crop=None) -> list[WindowInputs]:
+    """Runs every pending detection, per-frame and content call of one stream (in batches of
+    `batch`) and returns the windows that became ready, marking them done. `on_crop(record)`
+    sees each face crop before it is encoded (e.g. to keep calibration images)."""
+    detect_pending(analysis, detector)
+    for chunk in _chunks(analysis.needs_encoding(), batch):
         if on_crop:
             for record in chunk:
                 on_crop(record)
-        codes = runners["style"].run(np.stack([analysis.style_input(r) for r in chunk]))
-        for record, code in zip(chunk, codes):
-            analysis.set_style(record, code)
+        outputs = runners[frame_part].run(np.stack([analysis.encoder_input(r) for r in chunk]))
+        for record, output in zip(chunk, outputs):
+            analysis.set_encoding(record, output)
     for chunk in _chunks(analysis.needs_content(), batch):
         feats = runners["content"].run(np.stack([analysis.clip_input(k) for k in chunk]))
         for key, f in zip(chunk, feats):
@@ -64,9 +71,12 @@ def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetecto
     return windows
 
 
-def drain(analysis: StreamAnalysis, runners: dict, detector: FaceDetector) -> list[WindowScore]:
-    """Runs every pending model call of one stream, one item at a time, and scores due windows."""
-    return [WindowScore(w, score_window(runners["head"], w)) for w in ready_windows(analysis, runners, detector)]
+def drain(analysis: StreamAnalysis, bundle: Bundle, runners: dict, detector: FaceDetector,
+          threshold: float | None = None) -> list[WindowScore]:
+    """Runs every pending model call of one stream, one item at a time, and decides due windows."""
+    windows = ready_windows(analysis, runners, detector, bundle.frame_part)
+    threshold = bundle.threshold if threshold is None else threshold
+    return [WindowScore(w, d) for w, d in zip(windows, decide(bundle.family, windows, runners.get("head"), threshold))]
 
 
 def score_frames(frames: Iterable[tuple[np.ndarray, int, float, float]], bundle: Bundle, runners: dict,
@@ -77,8 +87,8 @@ def score_frames(frames: Iterable[tuple[np.ndarray, int, float, float]], bundle:
     scores = []
     for pixels, seq, t_capture, t_mono in frames:
         analysis.add_frame(pixels, seq, t_capture, t_mono)
-        scores += drain(analysis, runners, detector)
+        scores += drain(analysis, bundle, runners, detector)
     if end:
         analysis.end()
-        scores += drain(analysis, runners, detector)
+        scores += drain(analysis, bundle, runners, detector)
     return scores

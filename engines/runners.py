@@ -1,4 +1,4 @@
-"""One runner interface for the three model parts, whatever executes them.
+"""One runner interface for a bundle's model parts, whatever executes them.
 
 `runner.run(*inputs) -> np.ndarray` takes numpy arrays or torch tensors (float32, batch first)
 and returns float32 numpy. Backends: `torch` (CPU or CUDA), `onnxruntime` (CPU; CUDA provider
@@ -15,7 +15,6 @@ import torch
 from engines.bundle import Bundle, BundleError
 from engines.export import IO_NAMES, torch_module
 
-PARTS = ("style", "content", "head")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # The CPU default, chosen from `dfwatch bench` on the 2-core reference machine (README, Benchmarks).
 CPU_DEFAULT = "onnxruntime"
@@ -109,6 +108,11 @@ def tensorrt_available() -> bool:
     return gpu_available()
 
 
+def has_onnx(bundle: Bundle) -> bool:
+    """Every part of the bundle has an ONNX file."""
+    return all(bundle.onnx_path(p) is not None for p in bundle.parts)
+
+
 def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice:
     """`auto`: TensorRT when it and a GPU are present, else the CPU default (torch on CUDA when a
     GPU is present without TensorRT). An explicit choice that cannot run is an error."""
@@ -119,13 +123,13 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
             return BackendChoice("tensorrt", "cuda", "TensorRT and a GPU are present")
         if device == "cuda":
             return BackendChoice("torch", "cuda", "a GPU without TensorRT")
-        if CPU_DEFAULT == "onnxruntime" and not bundle.manifest.get("onnx"):
+        if CPU_DEFAULT == "onnxruntime" and not has_onnx(bundle):
             return BackendChoice("torch", "cpu", "the bundle has no ONNX files (run 'dfwatch engines export')")
         return BackendChoice(CPU_DEFAULT, "cpu", "the measured CPU default")
     if requested == "tensorrt" and not tensorrt_available():
         raise BundleError("backend tensorrt needs an NVIDIA GPU and the tensorrt package "
                           "(pip install 'dfwatch[gpu]'); use backend auto, torch or onnxruntime")
-    if requested == "onnxruntime" and not bundle.manifest.get("onnx"):
+    if requested == "onnxruntime" and not has_onnx(bundle):
         raise BundleError(f"{bundle.root}: has no ONNX files for backend onnxruntime; "
                           f"run 'dfwatch engines export {bundle.root}' first")
     if device == "cuda" and not gpu_available():
@@ -135,15 +139,15 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
 
 def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int = 0,
                  trt_settings=None, on_build=None) -> tuple[dict[str, Runner], BackendChoice]:
-    """A runner per part for the bundle, on the chosen backend."""
+    """A runner per part of the bundle's family, on the chosen backend."""
     choice = choose_backend(backend, device, bundle)
     torch.set_num_threads(thread_count(threads))
     if choice.backend == "torch":
-        runners = {p: TorchRunner(p, torch_module(bundle, p), choice.device) for p in PARTS}
+        runners = {p: TorchRunner(p, torch_module(bundle, p), choice.device) for p in bundle.parts}
     elif choice.backend == "onnxruntime":
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if choice.device == "cuda" \
             else ["CPUExecutionProvider"]
-        runners = {p: OnnxRunner(p, bundle.onnx_path(p), threads, providers) for p in PARTS}
+        runners = {p: OnnxRunner(p, bundle.onnx_path(p), threads, providers) for p in bundle.parts}
     else:
         from engines.trt import open_tensorrt_runners
 

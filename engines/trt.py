@@ -11,7 +11,7 @@ Python and tested everywhere.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,13 @@ def engine_path(bundle: Bundle, part: str, settings: TensorRTSettings, trt_versi
     return cache_dir(bundle, settings) / engine_name(part, entry["sha256"], settings.precision, trt_version, gpu_name)
 
 
+def part_precision(bundle: Bundle, part: str, settings: TensorRTSettings) -> TensorRTSettings:
+    """INT8 applies to the per-frame model (calibrated on face crops); other parts stay FP16."""
+    if settings.precision == "int8" and part != bundle.frame_part:
+        return replace(settings, precision="fp16")
+    return settings
+
+
 def needs_build(path: Path) -> bool:
     """An engine is reused only if a file with exactly its name (all inputs encoded) exists."""
     return not (path.is_file() and path.stat().st_size > 0)
@@ -73,13 +80,15 @@ def stale_engines(folder: Path, part: str, keep: Path) -> list[Path]:
 
 def input_profiles(bundle: Bundle, part: str, settings: TensorRTSettings) -> dict[str, tuple[tuple, tuple, tuple]]:
     """Input name -> (min, opt, max) shapes; only the batch dimension varies."""
-    cfg = bundle.head_config
-    shapes = {
-        "style": {"images": (3, bundle.style_norm.size, bundle.style_norm.size)},
-        "content": {"clips": (3, bundle.clip_frames, bundle.content_norm.size, bundle.content_norm.size)},
-        "head": {"style": (cfg.frames, cfg.style_levels, cfg.style_dim),
-                 "content": (cfg.content_tokens, cfg.content_dim)},
-    }[part]
+    if part == "head":
+        cfg = bundle.head_config
+        shapes = {"style": (cfg.frames, cfg.style_levels, cfg.style_dim),
+                  "content": (cfg.content_tokens, cfg.content_dim)}
+    elif part == "content":
+        shapes = {"clips": (3, bundle.clip_frames, bundle.content_norm.size, bundle.content_norm.size)}
+    else:  # the per-frame model: style (pSp) or frame (DLDFD)
+        (name,), _ = IO_NAMES[part]
+        shapes = {name: (3, bundle.frame_norm.size, bundle.frame_norm.size)}
     b = (settings.min_batch, settings.opt_batch, settings.max_batch)
     return {name: tuple((n, *rest) for n in b) for name, rest in shapes.items()}
 
@@ -105,8 +114,8 @@ def gpu_name() -> str:
 
 
 class CropCalibrator:
-    """INT8 entropy calibration from cached face crops (style part only); the cache file makes
-    later builds skip calibration."""
+    """INT8 entropy calibration from cached face crops (the per-frame model only); the cache file
+    makes later builds skip calibration."""
 
     def __new__(cls, *args, **kwargs):
         trt = _trt()
@@ -139,17 +148,19 @@ class CropCalibrator:
         return _Calibrator(*args, **kwargs)
 
 
-def calibration_batches(folder: str | Path, batch: int, limit: int = 512) -> list[np.ndarray]:
-    """Style-encoder inputs for INT8 calibration from a folder of face-crop images."""
+def calibration_batches(folder: str | Path, batch: int, norm=None, limit: int = 512) -> list[np.ndarray]:
+    """Per-frame model inputs (normalised with `norm`, default pSp's) for INT8 calibration from a
+    folder of face-crop images."""
     import cv2
 
-    from engines.preprocess import style_input
+    from engines.preprocess import STYLE_NORM, normalize
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in files]
     if len(crops) < batch:
         raise BundleError(f"{folder}: {len(crops)} face-crop images; INT8 calibration needs at least {batch}")
-    x = style_input(np.stack([cv2.resize(c, (256, 256), interpolation=cv2.INTER_AREA) for c in crops]))
+    norm = norm or STYLE_NORM
+    x = normalize(np.stack([cv2.resize(c, (norm.size, norm.size), interpolation=cv2.INTER_AREA) for c in crops]), norm)
     return [np.ascontiguousarray(x[i:i + batch]) for i in range(0, len(x) - batch + 1, batch)]
 
 
@@ -173,8 +184,8 @@ def build_engine(bundle: Bundle, part: str, settings: TensorRTSettings, out: Pat
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     if settings.precision == "int8":
-        if part != "style" or not calibration:
-            raise BundleError("INT8 needs calibration face crops and applies to the style encoder only")
+        if not calibration:
+            raise BundleError("INT8 needs calibration face crops ('dfwatch engines build --calibration DIR')")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = CropCalibrator(calibration, out.parent / f"{part}-{out.stem}.calib")
         config.set_calibration_profile(profile)
@@ -197,12 +208,13 @@ def ensure_engines(bundle: Bundle, settings: TensorRTSettings, calibration=None,
     e.g. to extend a systemd start timeout)."""
     trt = _trt()
     paths = {}
-    for part in IO_NAMES:
-        path = engine_path(bundle, part, settings, trt.__version__, gpu_name())
+    for part in bundle.parts:
+        part_settings = part_precision(bundle, part, settings)
+        path = engine_path(bundle, part, part_settings, trt.__version__, gpu_name())
         if needs_build(path):
             if on_build:
                 on_build(part)
-            build_engine(bundle, part, settings, path, calibration if part == "style" else None)
+            build_engine(bundle, part, part_settings, path, calibration if part == bundle.frame_part else None)
             for old in stale_engines(path.parent, part, path):
                 old.unlink(missing_ok=True)
         paths[part] = path

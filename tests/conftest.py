@@ -113,3 +113,33 @@ def small_bundle(tmp_path_factory, official_checkpoints) -> Path:
              **SMALL)
     export_bundle(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def resnet50_checkpoint(tmp_path_factory, make_checkpoint) -> Path:
+    """A torchvision ResNet-50 ImageNet file (`resnet50-*.pth` layout: a plain state dict),
+    tensors from the shared generator's value rules over torchvision's own key list."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        rows = [(k, tuple(v.shape)) for k, v in torchvision.models.resnet50().state_dict().items()]
+    path = tmp_path_factory.mktemp("resnet50") / "resnet50-seed0.pth"
+    torch.save(make_checkpoint.make_state_dict(rows, 0), path)
+    return path
+
+
+DLDFD_SMALL = dict(frames=8, fps=4.0, input_size=64)
+
+
+@pytest.fixture(scope="session")
+def dldfd_bundle(tmp_path_factory, resnet50_checkpoint) -> Path:
+    """A fast DLDFD bundle for daemon and training tests: the seeded torchvision-format ResNet-50,
+    64-px faces (the paper's 224 in production), T = 8, exported to ONNX."""
+    from engines.bundle import assemble_dldfd
+    from engines.export import export_bundle
+
+    root = tmp_path_factory.mktemp("dldfd") / "bundle"
+    assemble_dldfd(root, resnet50=resnet50_checkpoint, bundle_id="test-dldfd", **DLDFD_SMALL)
+    export_bundle(root)
+    return root

@@ -25,9 +25,9 @@ def run(a: StreamAnalysis, calls: dict, faces=lambda r: [FACE]):
         calls.setdefault(("detect", r.index), 0)
         calls[("detect", r.index)] += 1
         a.set_detections(r, faces(r))
-    for r in a.needs_style():
+    for r in a.needs_encoding():
         calls[("style", r.index)] = calls.get(("style", r.index), 0) + 1
-        a.set_style(r, np.full((1, 512), r.seq, np.float32))
+        a.set_encoding(r, np.full((1, 512), r.seq, np.float32))
     for key in a.needs_content():
         calls[("clip", key)] = calls.get(("clip", key), 0) + 1
         a.set_content(key, np.full(2048, key[0], np.float32))
@@ -51,7 +51,7 @@ def test_each_frame_once_each_clip_once_and_a_window_every_stride():
     assert [w.window for w in windows] == list(range(len(windows)))
     assert [(w.seq_first, w.seq_last) for w in windows[:3]] == [(100, 107), (102, 109), (104, 111)]
     w = windows[1]
-    assert w.style.shape == (8, 1, 512) and list(w.style[:, 0, 0]) == list(range(102, 110))
+    assert w.encodings.shape == (8, 1, 512) and list(w.encodings[:, 0, 0]) == list(range(102, 110))
     assert w.content.shape == (2, 2048) and list(w.content[:, 0]) == [2, 6]  # clips [2..5], [6..9]
     clips = [k for k in calls if k[0] == "clip"]
     assert len(clips) < 2 * len(windows)  # clips shared between overlapping windows

@@ -9,7 +9,7 @@ import torch
 
 from conftest import DFWATCH, REPO
 from engines.bundle import load_bundle
-from engines.trt import (TensorRTSettings, engine_name, engine_path, input_profiles, needs_build,
+from engines.trt import (TensorRTSettings, engine_name, engine_path, input_profiles, needs_build, part_precision,
                          stale_engines)
 
 HAS_TRT_GPU = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
@@ -51,6 +51,16 @@ def test_optimisation_profiles_vary_only_the_batch(bundle_dir):
     assert input_profiles(bundle, "style", s) == {"images": ((1, 3, 256, 256), (4, 3, 256, 256), (8, 3, 256, 256))}
     head = input_profiles(bundle, "head", s)
     assert head["style"][2] == (8, 32, 1, 512) and head["content"][0] == (1, 2, 2048)
+
+
+def test_dldfd_engine_profile_and_int8_only_on_the_per_frame_model(dldfd_bundle, bundle_dir):
+    dldfd, stylegru = load_bundle(dldfd_bundle), load_bundle(bundle_dir)
+    s = TensorRTSettings(min_batch=1, opt_batch=4, max_batch=8, precision="int8")
+    assert input_profiles(dldfd, "frame", s) == {"faces": ((1, 3, 64, 64), (4, 3, 64, 64), (8, 3, 64, 64))}
+    assert part_precision(dldfd, "frame", s).precision == "int8"
+    assert part_precision(stylegru, "style", s).precision == "int8"
+    assert [part_precision(stylegru, p, s).precision for p in ("content", "head")] == ["fp16", "fp16"]
+    assert engine_path(dldfd, "frame", s, "10.13.3", "NVIDIA L4").name.startswith("frame-")
 
 
 @pytest.mark.skipif(HAS_TRT_GPU, reason="checks the message on machines without a GPU")
