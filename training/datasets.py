@@ -7,7 +7,8 @@
 - Celeb-DF v2: `Celeb-real/`, `YouTube-real/`, `Celeb-synthesis/` and
   `List_of_testing_videos.txt` (`<1 real|0 fake> <subdir>/<file>`): listed videos are `test`,
   a stable 10 % of the others `val`, the rest `train`.
-- generic: `real/` and `fake/` (any depth), optional `split.json` = {"train": [...], "val": [...],
+- generic: `real/` and `fake/` (any depth; `fake/<method>/...` names the manipulation method),
+  optional `split.json` = {"train": [...], "val": [...],
   "test": [...]} of paths relative to the root; without it a stable hash of the path assigns
   80 % / 10 % / 10 %.
 Labels: 0 = real, 1 = fake.
@@ -133,8 +134,14 @@ def index_generic(root: Path, split: str) -> list[Video]:
             rel = str(p.relative_to(root))
             video_split = assignment.get(rel) if assignment is not None else _hash_split(rel)
             if video_split == split:
-                videos.append(Video(p, label, split, sub, rel))
+                videos.append(Video(p, label, split, _generic_group(sub, rel), rel))
     return videos
+
+
+def _generic_group(sub: str, rel: str) -> str:
+    """fake/<method>/... -> <method> (for the per-method protocols); otherwise 'real' or 'fake'."""
+    parts = Path(rel).parts
+    return parts[1] if sub == "fake" and len(parts) > 2 else sub
 
 
 # ---- entry point ---------------------------------------------------------------------------

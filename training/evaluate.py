@@ -1,7 +1,9 @@
 """`dfwatch train eval`: video-level metrics, plots and a JSON report for any cached split.
 
 Scores come from the head runner of a bundle (or a head file) on the cached windows, i.e. the
-same computation the daemon does for the same frames.
+same computation the daemon does for the same frames. For the DLDFD family the per-frame model
+runs on the cached crops and `engines.decision.frame_vote` decides each video's window, as the
+daemon does; the report adds the paper's true classification rates (video and frame level).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from engines.decision import frame_vote  # noqa: E402
+from engines.preprocess import Normalization, normalize  # noqa: E402
 from training.features import Features  # noqa: E402
+from training.frames import VideoCrops  # noqa: E402
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -25,8 +30,11 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    predicted = (scores >= threshold).astype(int)
+def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
+                    predicted: np.ndarray | None = None) -> dict:
+    """Metrics of video scores; `predicted` labels default to score >= threshold (DLDFD passes
+    its majority votes)."""
+    predicted = (scores >= threshold).astype(int) if predicted is None else np.asarray(predicted, int)
     both = len(set(labels.tolist())) == 2
     return {
         "videos": int(len(labels)), "real": int((labels == 0).sum()), "fake": int((labels == 1).sum()),
@@ -47,6 +55,38 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) ->
 def score(head_runner, data: Features, batch: int = 32) -> np.ndarray:
     out = [head_runner.run(data.style[i:i + batch], data.content[i:i + batch]) for i in range(0, len(data), batch)]
     return np.concatenate(out).astype(np.float64)
+
+
+def frame_probabilities(frame_runner, video: VideoCrops, norm: Normalization, batch: int = 32) -> np.ndarray:
+    """P(fake) of each cached crop of a video, from the per-frame model."""
+    return np.concatenate([frame_runner.run(normalize(video.crops[i:i + batch], norm))
+                           for i in range(0, len(video.crops), batch)]).astype(np.float64)
+
+
+def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float) -> dict:
+    """Each video's window decided like the daemon's (face frames vote; a window without any
+    face votes with its centre crops), plus per-frame labels for the frame-level rate."""
+    scores, predicted, frame_right, frame_total = [], [], 0, 0
+    for v in videos:
+        p = frame_probabilities(frame_runner, v, norm)
+        window, found = p[v.window], v.found[v.window]
+        decision = frame_vote(window[found] if found.any() else window, threshold)
+        scores.append(decision.score)
+        predicted.append(int(decision.label == "fake"))
+        faces = p[v.found]
+        frame_right += int(((faces >= threshold).astype(int) == v.label).sum())
+        frame_total += len(faces)
+    return {"scores": np.array(scores), "predicted": np.array(predicted),
+            "frame_tcr": frame_right / frame_total if frame_total else None}
+
+
+def evaluate_frames(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float, out: Path,
+                    history: list | None = None, about: dict | None = None) -> dict:
+    labels = np.array([v.label for v in videos])
+    voted = vote_videos(frame_runner, videos, norm, threshold)
+    m = compute_metrics(labels, voted["scores"], threshold, voted["predicted"])
+    m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": "majority vote of face frames"})
+    return _report(m, out, labels, voted["scores"], [v.key for v in videos], history, about)
 
 
 def plot_all(out: Path, labels: np.ndarray, scores: np.ndarray, m: dict, history: list | None) -> list[str]:
@@ -99,8 +139,13 @@ def evaluate(head_runner, data: Features, threshold: float, out: Path, history: 
              about: dict | None = None) -> dict:
     scores = score(head_runner, data)
     m = compute_metrics(data.labels, scores, threshold)
-    m["plots"] = plot_all(out, data.labels, scores, m, history)
+    return _report(m, out, data.labels, scores, data.keys, history, about)
+
+
+def _report(m: dict, out: Path, labels: np.ndarray, scores: np.ndarray, keys: list[str], history: list | None,
+            about: dict | None) -> dict:
+    m["plots"] = plot_all(out, labels, scores, m, history)
     m["about"] = about or {}
-    m["scores"] = {k: float(s) for k, s in zip(data.keys, scores)}
+    m["scores"] = {k: float(s) for k, s in zip(keys, scores)}
     (out / "report.json").write_text(json.dumps(m, indent=1))
     return m

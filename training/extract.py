@@ -1,5 +1,7 @@
-"""`dfwatch train extract`: sample T frames per video, run the shared face pipeline and the
-style/content models once, and cache the head's inputs — one file per video.
+"""`dfwatch train extract`: sample T frames per video, run the shared face pipeline and cache
+what training needs — one file per video. For a stylegru bundle that is the head's inputs (the
+style/content models run once here); for a dldfd bundle, whose whole network is trained, the
+face crops themselves.
 
 Frames are sampled uniformly over the whole video (the seed method); a video shorter than T is
 padded circularly by the same `StreamAnalysis` code the daemon uses at the end of a stream, so a
@@ -99,10 +101,10 @@ def read_entry(path: Path) -> dict:
     return entry
 
 
-def write_entry(path: Path, meta: dict, **arrays) -> None:
+def write_entry(path: Path, meta: dict, compress: bool = False, **arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    (np.savez_compressed if compress else np.savez)(tmp, meta=np.array(json.dumps(meta)), **arrays)
     os.replace(tmp, path)  # an interrupted run never leaves a half-written entry
 
 
@@ -115,10 +117,18 @@ def up_to_date(path: Path, models: dict) -> bool:
         return False
 
 
+def extraction_models(bundle) -> dict:
+    """What a cache entry depends on: the encoders' checksums (stylegru) or, for dldfd, whose
+    model is trained on the cached crops, only how faces are cropped."""
+    if bundle.family == "dldfd":
+        return {"family": "dldfd", "crop": bundle.manifest["crop"]}
+    return {part: bundle.manifest["files"][part]["sha256"] for part in ("style", "content")}
+
+
 def extract(videos: list[Video], cache: Path, bundle, runners: dict, detector, frames: int,
             stride_analysis, batch: int = 8, crops_dir: Path | None = None) -> dict:
     """Extracts every video not already cached with the same models. Returns counts."""
-    models = {part: bundle.manifest["files"][part]["sha256"] for part in ("style", "content")}
+    models = extraction_models(bundle)
     todo = [v for v in videos if not up_to_date(cache_path(cache, v), models)]
     counts = {"videos": len(videos), "skipped": len(videos) - len(todo), "extracted": 0, "invalid": 0}
     if not todo:
@@ -137,10 +147,8 @@ def extract(videos: list[Video], cache: Path, bundle, runners: dict, detector, f
 
 def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bundle, runners, detector,
                  stride_analysis, batch: int, crops_dir: Path | None) -> bool:
-    from engines.offline import ready_windows
-
     meta = {"source": str(video.path), "key": video.key, "label": video.label, "split": video.split,
-            "group": video.group, "models": models, "bundle": bundle.id}
+            "group": video.group, "models": models, "bundle": bundle.id, "family": bundle.family}
     path = cache_path(cache, video)
     if sampled.error:
         log.warning("invalid video recorded", video=str(video.path), error=sampled.error)
@@ -150,21 +158,49 @@ def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bund
     for frame, index, t in zip(sampled.frames, sampled.indices, sampled.times):
         analysis.add_frame(frame, index, t, t)
     analysis.end()
-    on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
     try:
-        (window,) = ready_windows(analysis, runners, detector, batch, on_crop)
+        if bundle.family == "dldfd":
+            meta, arrays = _face_crops(analysis, sampled, detector, meta)
+        else:
+            on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
+            meta, arrays = _encodings(analysis, sampled, runners, detector, bundle.frame_part, batch, on_crop, meta)
     except Exception as e:  # a model failure on one video must not end the run
         log.exception("extraction failed; video recorded as invalid", video=str(video.path))
         write_entry(path, {**meta, "valid": False, "error": f"{type(e).__name__}: {e}"})
         return False
+    write_entry(path, {**meta, "valid": True, "error": ""}, compress=bundle.family == "dldfd", **arrays)
+    return True
+
+
+def _spacing(times: list[float]) -> float:
+    return float(np.median(np.diff(sorted(set(times))))) if len(set(times)) > 1 else 0.0
+
+
+def _encodings(analysis, sampled: Sampled, runners, detector, frame_part: str, batch: int, on_crop,
+               meta: dict) -> tuple[dict, dict]:
+    """stylegru: the head's inputs for the video's one window (style codes, content features)."""
+    from engines.offline import ready_windows
+
+    (window,) = ready_windows(analysis, runners, detector, frame_part, batch, on_crop)
     indices = [sampled.indices[i] for i in window.indices]
     times = [sampled.times[i] for i in window.indices]
-    spacing = float(np.median(np.diff(sorted(set(times))))) if len(set(times)) > 1 else 0.0
-    write_entry(path, {**meta, "valid": True, "error": "", "frames": len(window.indices), "spacing_s": spacing,
-                       "faces": int(window.faces)},
-                style=window.style, content=window.content, face_found=window.found,
-                frame_indices=np.array(indices), times=np.array(times))
-    return True
+    meta = {**meta, "frames": len(window.indices), "spacing_s": _spacing(times), "faces": int(window.faces)}
+    return meta, {"style": window.encodings, "content": window.content, "face_found": window.found,
+                  "frame_indices": np.array(indices), "times": np.array(times)}
+
+
+def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict, dict]:
+    """dldfd: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
+    positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
+    from engines.offline import detect_pending
+
+    detect_pending(analysis, detector)
+    (window,) = analysis.due_windows()
+    records = [analysis.records[i] for i in range(analysis.count)]
+    found = np.array([r.found for r in records])
+    meta = {**meta, "frames": len(window), "spacing_s": _spacing(sampled.times), "faces": int(found.sum())}
+    return meta, {"crops": np.stack([r.crop for r in records]), "crop_found": found, "window": np.array(window),
+                  "frame_indices": np.array(sampled.indices), "times": np.array(sampled.times)}
 
 
 def _crop_saver(folder: Path, stem: str, per_video: int = 4):
