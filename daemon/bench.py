@@ -27,9 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 def register(sub) -> None:
     p = sub.add_parser("bench", parents=[common_options()],
                        help="measure per-stage and end-to-end throughput against this machine's limits")
-    p.add_argument("--quick", action="store_true", help="a run under 3 minutes (1 stream end to end)")
-    p.add_argument("--bundle", metavar="DIR", help="bundle to measure (default: the demo bundle; timings do not "
-                                                   "depend on the weights' values)")
+    p.add_argument("--quick", action="store_true", help="a run of about 4 minutes (1 stream per family end to end)")
+    p.add_argument("--family", choices=["all", "stylegru", "dldfd"], default="all",
+                   help="model families to measure side by side (default all), with their demo bundles")
+    p.add_argument("--bundle", metavar="DIR", help="one bundle to measure instead of the demo bundles (timings do "
+                                                   "not depend on the weights' values)")
     p.add_argument("--footage", metavar="VIDEO", help="video for decode and end-to-end runs (default franck.mp4)")
     p.add_argument("--out", default=str(REPO / "bench"), metavar="DIR", help="where results.json/.md go")
     p.set_defaults(handler=_bench)
@@ -97,7 +99,6 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
     from engines.bundle import load_style_encoder
     from engines.export import example_inputs, torch_module
     from engines.models.psp import PSPStyleEncoder
-    from engines.runners import OnnxRunner, TorchRunner
 
     rows = []
     full = PSPStyleEncoder(range(18)).eval()  # same body as the bundle's, all 18 heads (timing only)
@@ -111,19 +112,64 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
     with tempfile.TemporaryDirectory() as tmp:
         for name, (part, module) in parts.items():
             inputs = [x.numpy() for x in example_inputs(bundle, "style" if part == "style-full" else part, 1)]
-            flops = flops_of(module, *inputs)
-            runners = {"torch": TorchRunner(part, module)}
             onnx_path = bundle.onnx_path(part) if part != "style-full" else None
             if part == "style-full":
                 onnx_path = Path(tmp) / "style-full.onnx"
                 _export_module(module, inputs, onnx_path)
-            if onnx_path is not None and onnx_path.is_file():
-                runners["onnxruntime"] = OnnxRunner("style" if part == "style-full" else part, onnx_path, threads)
-            for backend, runner in runners.items():
-                seconds = timed(lambda r=runner, x=inputs: r.run(*x), repeats)
-                rows.append({"stage": name, "backend": backend, "seconds": seconds, "gflops": flops / 1e9,
-                             "gflops_per_s": flops / seconds / 1e9, "of_ceiling": flops / seconds / 1e9 / ceiling})
+            rows += stage_rows(name, "style" if part == "style-full" else part, module, inputs, onnx_path, threads,
+                               repeats, ceiling)
     return rows
+
+
+def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | None, threads: int, repeats: int,
+               ceiling: float) -> list[dict]:
+    """One stage timed on torch and, when there is an ONNX file, on ONNX Runtime."""
+    from engines.runners import OnnxRunner, TorchRunner
+
+    flops = flops_of(module, *inputs)
+    runners = {"torch": TorchRunner(part, module)}
+    if onnx_path is not None and onnx_path.is_file():
+        runners["onnxruntime"] = OnnxRunner(part, onnx_path, threads)
+    rows = []
+    for backend, runner in runners.items():
+        seconds = timed(lambda r=runner, x=inputs: r.run(*x), repeats)
+        rows.append({"stage": name, "backend": backend, "seconds": seconds, "gflops": flops / 1e9,
+                     "gflops_per_s": flops / seconds / 1e9, "of_ceiling": flops / seconds / 1e9 / ceiling})
+    return rows
+
+
+def frame_model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
+    """The DLDFD family's per-frame model (its whole per-frame cost besides face detection)."""
+    from engines.export import example_inputs, torch_module
+
+    size = bundle.frame_norm.size
+    inputs = [x.numpy() for x in example_inputs(bundle, "frame", 1)]
+    return stage_rows(f"DLDFD {size}x{size} (per face)", "frame", torch_module(bundle, "frame"), inputs,
+                      bundle.onnx_path("frame"), threads, 2 if quick else 5, ceiling)
+
+
+def per_frame_cost(stages: list[dict], mtcnn: dict, stride: int) -> dict:
+    """What one analysed frame costs each family on the CPU default backend: face detection plus
+    the per-frame model (StyleGRU also a share of its content clips: one new clip per `stride`
+    frames at steady state)."""
+    backend = "onnxruntime" if any(r["backend"] == "onnxruntime" for r in stages) else "torch"
+
+    def find(prefix):
+        return next((r for r in stages if r["stage"].startswith(prefix) and r["backend"] == backend), None)
+    psp, r3d, dldfd = find("pSp level 9"), find("3D ResNet-50"), find("DLDFD")
+    detect = mtcnn["640x480"] / 1000
+    out = {"backend": backend, "detect_s": detect}
+    if psp and r3d:
+        out["stylegru_gflops"] = psp["gflops"] + r3d["gflops"] / stride
+        out["stylegru_s"] = detect + psp["seconds"] + r3d["seconds"] / stride
+    if dldfd:
+        out["dldfd_gflops"] = dldfd["gflops"]
+        out["dldfd_s"] = detect + dldfd["seconds"]
+    if psp and r3d and dldfd:
+        out["model_flops_ratio"] = out["stylegru_gflops"] / out["dldfd_gflops"]
+        out["model_time_ratio"] = (out["stylegru_s"] - detect) / (out["dldfd_s"] - detect)
+        out["frame_time_ratio"] = out["stylegru_s"] / out["dldfd_s"]
+    return out
 
 
 def _export_module(module, inputs, path: Path) -> None:
@@ -166,7 +212,7 @@ def rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
-def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int) -> dict:
+def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int, family: str) -> dict:
     from daemon.watch import subscribe
     from daemon.protocol import Status, Verdict
 
@@ -200,7 +246,7 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
         sub.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
-    return _summarise(streams, seconds, latencies, statuses, peaks)
+    return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks)}
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -251,29 +297,54 @@ def markdown(r: dict) -> str:
     lines.append(f"| video decode ({r['decode']['video']}) | OpenCV | {r['decode']['fps']:.0f} frames/s | | | |")
     for size, ms in r["mtcnn_ms"].items():
         lines.append(f"| MTCNN {size} (detect at {r['detect_width']} px) | torch | {ms:.0f} ms | | | |")
-    e = r["economics"]
-    lines += ["", f"Window economics ({e['backend']}, T={e['frames']}, stride {e['stride']}): incremental "
-              f"{e['incremental_gflops']:.0f} GFLOPs / {e['incremental_s']:.1f} s per verdict, naive (all 18 levels, "
-              f"whole window) {e['naive_gflops']:.0f} GFLOPs / {e['naive_s']:.1f} s: **{e['flops_ratio']:.1f}x fewer "
-              f"FLOPs, {e['time_ratio']:.1f}x less time**.", "",
-              "| streams | analysed frames/s per stream | total | dropped | latency p50 / p95 / p99 | peak RSS |",
-              "|---|---|---|---|---|---|"]
+    e = r.get("economics")
+    if e:
+        lines += ["", f"Window economics ({e['backend']}, T={e['frames']}, stride {e['stride']}): incremental "
+                  f"{e['incremental_gflops']:.0f} GFLOPs / {e['incremental_s']:.1f} s per verdict, naive (all 18 "
+                  f"levels, whole window) {e['naive_gflops']:.0f} GFLOPs / {e['naive_s']:.1f} s: "
+                  f"**{e['flops_ratio']:.1f}x fewer FLOPs, {e['time_ratio']:.1f}x less time**."]
+    f = r.get("per_frame", {})
+    if "frame_time_ratio" in f:
+        lines += ["", f"Per analysed frame ({f['backend']}, MTCNN included: {f['detect_s'] * 1000:.0f} ms): StyleGRU "
+                  f"{f['stylegru_s'] * 1000:.0f} ms ({f['stylegru_gflops']:.1f} GFLOPs: pSp level 9 + 1/stride of a "
+                  f"content clip), DLDFD {f['dldfd_s'] * 1000:.0f} ms ({f['dldfd_gflops']:.1f} GFLOPs): models "
+                  f"**{f['model_flops_ratio']:.1f}x fewer FLOPs, {f['model_time_ratio']:.1f}x less time** for DLDFD; "
+                  f"{f['frame_time_ratio']:.1f}x with face detection."]
+    lines += ["", "| family | streams | analysed frames/s per stream | total | dropped | latency p50 / p95 / p99 "
+              "| peak RSS |", "|---|---|---|---|---|---|---|"]
     for run in r["end_to_end"]:
+        family = run.get("family", "stylegru")
         if "error" in run:
-            lines.append(f"| {run['streams']} | {run['error']} | | | | |")
+            lines.append(f"| {family} | {run['streams']} | {run['error']} | | | | |")
             continue
         per = ", ".join(f"{v:.2f}" for v in run["analysed_fps_per_stream"].values())
         lat = run["latency_ms"]
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(run["peak_rss_mb"].items()))
-        lines.append(f"| {run['streams']} | {per} | {run['analysed_fps_total']:.2f} | {run['dropped'] or 0} | "
-                     f"{lat['p50'] / 1000:.1f} / {lat['p95'] / 1000:.1f} / {lat['p99'] / 1000:.1f} s | {rss} |")
+        lines.append(f"| {family} | {run['streams']} | {per} | {run['analysed_fps_total']:.2f} | "
+                     f"{run['dropped'] or 0} | {lat['p50'] / 1000:.1f} / {lat['p95'] / 1000:.1f} / "
+                     f"{lat['p99'] / 1000:.1f} s | {rss} |")
     return "\n".join(lines) + "\n"
+
+
+def bench_bundles(args) -> dict[str, Path]:
+    """family -> bundle directory: the one given, else the demo bundles (built when missing)."""
+    from daemon.demo import build_demo_bundle, bundle_dir, demo_head, usable
+    from engines.manifest import read_manifest
+
+    if args.bundle:
+        return {read_manifest(args.bundle)["family"]: Path(args.bundle)}
+    families = ("stylegru", "dldfd") if args.family == "all" else (args.family,)
+    out = {}
+    for family in families:
+        out[family] = bundle_dir(family)
+        if not usable(out[family]):
+            build_demo_bundle(out[family], demo_head() if family == "stylegru" else None, family)
+    return out
 
 
 def _bench(args) -> int:
     import torch
 
-    from daemon.demo import build_demo_bundle, cache_root, demo_head, usable
     from engines.bundle import load_bundle
     from engines.preprocess import DetectorSettings, FaceDetector
     from engines.runners import thread_count
@@ -281,26 +352,29 @@ def _bench(args) -> int:
     config = setup(args, "bench")
     threads = thread_count(config.model.threads)
     footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
-    bundle_dir = Path(args.bundle) if args.bundle else cache_root() / "bundle"
-    if not args.bundle and not usable(bundle_dir):
-        build_demo_bundle(bundle_dir, demo_head())
-    bundle = load_bundle(bundle_dir)
+    dirs = bench_bundles(args)
+    bundles = {family: load_bundle(d) for family, d in dirs.items()}
     stride = config.window.stride
     print("bench: ceiling ...", flush=True)
     ceiling = matmul_ceiling(threads)
     print("bench: stages ...", flush=True)
     detector = FaceDetector(DetectorSettings.from_config(config.faces))
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-              "quick": args.quick, "bundle": bundle.id, "ceiling": ceiling,
+              "quick": args.quick, "bundles": {f: b.id for f, b in bundles.items()}, "ceiling": ceiling,
               "decode": {"video": footage.name, "fps": decode_fps(footage)},
-              "detect_width": config.faces.detect_width, "mtcnn_ms": mtcnn_ms(detector, footage),
-              "stages": model_stages(bundle, ceiling["gflops"], threads, args.quick)}
-    result["economics"] = window_economics(bundle, result["stages"], result["mtcnn_ms"], stride)
+              "detect_width": config.faces.detect_width, "mtcnn_ms": mtcnn_ms(detector, footage), "stages": []}
+    if "stylegru" in bundles:
+        result["stages"] += model_stages(bundles["stylegru"], ceiling["gflops"], threads, args.quick)
+        result["economics"] = window_economics(bundles["stylegru"], result["stages"], result["mtcnn_ms"], stride)
+    if "dldfd" in bundles:
+        result["stages"] += frame_model_stages(bundles["dldfd"], ceiling["gflops"], threads, args.quick)
+    result["per_frame"] = per_frame_cost(result["stages"], result["mtcnn_ms"], stride)
     runs = [(1, 40)] if args.quick else [(1, 90), (2, 90), (4, 90)]
     result["end_to_end"] = []
-    for streams, seconds in runs:
-        print(f"bench: end to end, {streams} stream(s), {seconds} s ...", flush=True)
-        result["end_to_end"].append(end_to_end(bundle_dir, footage, streams, seconds, stride))
+    for family, bundle_dir in dirs.items():
+        for streams, seconds in runs:
+            print(f"bench: end to end, {family}, {streams} stream(s), {seconds} s ...", flush=True)
+            result["end_to_end"].append(end_to_end(bundle_dir, footage, streams, seconds, stride, family))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
