@@ -197,10 +197,10 @@ class InferenceServer:
     def process(self) -> bool:
         """One round of every stage; True if any model ran."""
         worked = self._detect()
-        worked |= self._heads()           # cheap and it publishes: first
+        worked |= self._decide()          # cheap and it publishes: first
         worked |= self._frames()
         worked |= self._contents()
-        worked |= self._heads()
+        worked |= self._decide()
         return worked
 
     def _guarded(self, stage: str, streams: list[StreamState], fn) -> bool:
@@ -252,7 +252,7 @@ class InferenceServer:
                 s.analysis.set_content(k, f)
         return self._guarded("content", [s for s, _ in items], run)
 
-    def _heads(self) -> bool:
+    def _decide(self) -> bool:
         items = [(s, w) for s in self.streams.values() for w in s.analysis.ready_windows()][: self.max_batch]
         if not items:
             return False

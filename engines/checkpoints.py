@@ -204,54 +204,52 @@ def dldfd_from_imagenet(path: str | Path, cfg: DLDFDConfig = DLDFDConfig(), seed
 
 
 def save_dldfd(path: str | Path, model: DLDFD, extra: Mapping | None = None) -> None:
-    """A DLDFD file that loads with weights_only=True: config as a plain dict + tensors."""
-    torch.save({"format": DLDFD_FORMAT, "version": DLDFD_FORMAT_VERSION, "config": model.cfg.to_dict(),
-                "state_dict": model.state_dict(), "extra": dict(extra or {})}, path)
+    save_own_format(path, DLDFD_FORMAT, DLDFD_FORMAT_VERSION, model, extra)
 
 
 def load_dldfd(path: str | Path, trust: bool = False) -> DLDFD:
-    ckpt = read_checkpoint(path, trust)
-    if not isinstance(ckpt, Mapping) or ckpt.get("format") != DLDFD_FORMAT:
-        raise CheckpointError(f"{path}: not a dfwatch DLDFD file (expected format '{DLDFD_FORMAT}'; they come "
-                              "from 'dfwatch engines bundle --family dldfd' or 'dfwatch train fit')")
-    if ckpt.get("version") != DLDFD_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: DLDFD format version {ckpt.get('version')}, this build reads "
-                              f"{DLDFD_FORMAT_VERSION}; upgrade dfwatch")
-    try:
-        cfg = DLDFDConfig.from_dict(ckpt["config"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: DLDFD config is invalid: {e}") from None
-    check_state_dict(ckpt["state_dict"], expected_shapes(lambda: DLDFD(cfg)), "DLDFD", path)
-    model = DLDFD(cfg)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model.eval()
+    return load_own_format(path, trust, DLDFD_FORMAT, DLDFD_FORMAT_VERSION, "DLDFD", DLDFDConfig, DLDFD,
+                           "they come from 'dfwatch engines bundle --family dldfd' or 'dfwatch train fit'")
 
 
 # ---- the head (our own format) -------------------------------------------------------------
 
 def save_head(path: str | Path, head: StyleGRUHead, extra: Mapping | None = None) -> None:
-    """Writes a head file that loads with weights_only=True: config as a plain dict + tensors."""
-    torch.save({"format": HEAD_FORMAT, "version": HEAD_FORMAT_VERSION, "config": head.cfg.to_dict(),
-                "state_dict": head.state_dict(), "extra": dict(extra or {})}, path)
+    save_own_format(path, HEAD_FORMAT, HEAD_FORMAT_VERSION, head, extra)
 
 
 def load_head(path: str | Path, trust: bool = False) -> StyleGRUHead:
+    return load_own_format(path, trust, HEAD_FORMAT, HEAD_FORMAT_VERSION, "head", StyleGRUConfig, StyleGRUHead,
+                           "heads come from 'dfwatch train export'")
+
+
+# ---- our own files: a config as a plain dict + tensors -------------------------------------
+
+def save_own_format(path: str | Path, fmt: str, version: int, model: torch.nn.Module,
+                    extra: Mapping | None = None) -> None:
+    """A file that loads with weights_only=True: format tag, version, `model.cfg` as a plain
+    dict, the state dict and `extra` (e.g. a training summary as a JSON string)."""
+    torch.save({"format": fmt, "version": version, "config": model.cfg.to_dict(),
+                "state_dict": model.state_dict(), "extra": dict(extra or {})}, path)
+
+
+def load_own_format(path: str | Path, trust: bool, fmt: str, version: int, what: str, config_class, build,
+                    origin: str) -> torch.nn.Module:
+    """The model of a `save_own_format` file, built from its config and loaded strictly."""
     ckpt = read_checkpoint(path, trust)
-    if not isinstance(ckpt, Mapping) or ckpt.get("format") != HEAD_FORMAT:
-        raise CheckpointError(f"{path}: not a dfwatch head file (expected format '{HEAD_FORMAT}'; "
-                              "heads come from 'dfwatch train export')")
-    if ckpt.get("version") != HEAD_FORMAT_VERSION:
-        raise CheckpointError(f"{path}: head format version {ckpt.get('version')}, this build reads "
-                              f"{HEAD_FORMAT_VERSION}; upgrade dfwatch or re-export the head")
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a dfwatch {what} file (expected format '{fmt}'; {origin})")
+    if ckpt.get("version") != version:
+        raise CheckpointError(f"{path}: {what} format version {ckpt.get('version')}, this build reads "
+                              f"{version}; upgrade dfwatch or re-export the file")
     try:
-        cfg = StyleGRUConfig.from_dict(ckpt["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: head config is invalid: {e}") from None
-    state_dict = ckpt["state_dict"]
-    check_state_dict(state_dict, expected_shapes(lambda: StyleGRUHead(cfg)), "StyleGRU head", path)
-    head = StyleGRUHead(cfg)
-    head.load_state_dict(state_dict, strict=True)
-    return head.eval()
+        cfg = config_class.from_dict(ckpt["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: {what} config is invalid: {e}") from None
+    check_state_dict(ckpt["state_dict"], expected_shapes(lambda: build(cfg)), what, path)
+    model = build(cfg)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval()
 
 
 # ---- identification (`dfwatch weights check`) ----------------------------------------------

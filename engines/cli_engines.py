@@ -68,8 +68,9 @@ def _bundle(args: argparse.Namespace) -> int:
     trust = args.trust or config.model.trust_checkpoints
     if args.family == "dldfd":
         return _bundle_dldfd(args, crop, trust)
-    if not (args.psp and args.r3d):
-        raise UserError("a stylegru bundle needs --psp PSP.pt and --r3d SLOW.pyth (or pass --family dldfd)")
+    if not (args.psp and args.r3d) or args.resnet50 or args.model:
+        raise UserError("a stylegru bundle needs --psp PSP.pt and --r3d SLOW.pyth; --resnet50/--model "
+                        "are for --family dldfd")
     if args.frames % args.clip_frames:
         raise UserError(f"--frames {args.frames} must be a multiple of --clip-frames {args.clip_frames}")
     bundle = assemble(args.out, args.psp, args.r3d, args.head, levels=_levels(args.levels), frames=args.frames,
@@ -82,6 +83,9 @@ def _bundle(args: argparse.Namespace) -> int:
 def _bundle_dldfd(args: argparse.Namespace, crop, trust: bool) -> int:
     from engines.bundle import assemble_dldfd, describe
 
+    stray = [flag for flag, value in (("--psp", args.psp), ("--r3d", args.r3d), ("--head", args.head)) if value]
+    if stray:
+        raise UserError(f"{', '.join(stray)}: StyleGRU files; a dldfd bundle takes --resnet50 or --model")
     if bool(args.resnet50) == bool(args.model):
         raise UserError("a dldfd bundle needs exactly one of --resnet50 RESNET50.pth (ImageNet weights: untrained) "
                         "or --model MODEL.pt (trained by 'dfwatch train fit')")

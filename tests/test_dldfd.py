@@ -9,16 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-import zmq
 
 from conftest import DLDFD_SMALL
-from daemon.protocol import EndOfStream, Frame
 from engines.checkpoints import (CheckpointError, dldfd_from_imagenet, identify, load_dldfd, load_resnet50_imagenet,
                                  save_dldfd)
 from engines.decision import NO_FACE, frame_vote
 from engines.manifest import BundleError
 from engines.models.dldfd import DLDFDConfig
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+from helpers.daemon import DFWATCH, Subscriber, daemon_env, serve_frames, start, stop
 
 T, STRIDE = DLDFD_SMALL["frames"], 2
 
@@ -184,34 +182,17 @@ def test_served_vote_equals_the_offline_vote(dldfd_bundle, franck_frames, tmp_pa
     from engines.preprocess import FaceDetector
     from engines.runners import open_runners
 
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    log = tmp_path / "infer.log"
-    proc = start(["infer", "--bundle", str(dldfd_bundle), "--set", f"window.stride={STRIDE}",
-                  "--set", "inference.threshold=0.505"], daemon_env(runtime), log)
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"ipc://{runtime}/frames")
-    sub = Subscriber(f"ipc://{runtime}/verdicts")
     frames = [(franck_frames[i], i, 1000.0 + i / 4, 10.0 + i / 4) for i in range(13)]
-    try:
-        sub.wait_for(lambda s: s.statuses, 60, "serving", log)
-        for pixels, seq, t, mono in frames:
-            push.send_multipart(Frame("s", seq, t, mono, pixels).encode())
-        push.send_multipart(EndOfStream("s", 12).encode())
-        bundle = load_bundle(dldfd_bundle)
-        runners, _ = open_runners(bundle, "onnxruntime", "cpu")
-        offline = score_frames(frames, bundle, runners, FaceDetector(), stride=STRIDE)
-        served = sub.wait_for(lambda s: s.of("s") if len(s.of("s")) >= len(offline) else None, 60, "verdicts", log)
-        assert [v.window for v in served] == [w.inputs.window for w in offline]
-        for v, w in zip(served, offline):
-            assert abs(v.score - w.score) < 1e-5 and v.threshold == 0.505
-            # the daemon's threshold: re-decide the offline frames with it
-            assert v.fake_frames == int((w.inputs.encodings[w.inputs.found] >= 0.505).sum())
-    finally:
-        sub.close()
-        push.close()
-        assert stop(proc) == 0
+    bundle = load_bundle(dldfd_bundle)
+    runners, _ = open_runners(bundle, "onnxruntime", "cpu")
+    offline = score_frames(frames, bundle, runners, FaceDetector(), stride=STRIDE)
+    served = serve_frames(dldfd_bundle, frames, "s", tmp_path, len(offline),
+                          ("--set", f"window.stride={STRIDE}", "--set", "inference.threshold=0.505"))
+    assert [v.window for v in served] == [w.inputs.window for w in offline]
+    for v, w in zip(served, offline):
+        assert abs(v.score - w.score) < 1e-5 and v.threshold == 0.505
+        # the daemon decided with its own threshold: re-decide the offline frames with it
+        assert v.fake_frames == int((w.inputs.encodings[w.inputs.found] >= 0.505).sum())
 
 
 def test_engines_bundle_cli(tmp_path, resnet50_checkpoint):
@@ -225,3 +206,9 @@ def test_engines_bundle_cli(tmp_path, resnet50_checkpoint):
     r = subprocess.run(DFWATCH + ["engines", "bundle", "--family", "dldfd", "--out", str(tmp_path / "c")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "needs exactly one of --resnet50" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(DFWATCH + ["engines", "bundle", "--family", "dldfd", "--psp", "psp.pt", "--resnet50",
+                                  str(resnet50_checkpoint), "--out", str(tmp_path / "d")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--psp: StyleGRU files; a dldfd bundle takes --resnet50 or --model" in r.stderr
+    r = subprocess.run(DFWATCH + ["engines", "bundle", "--resnet50", str(resnet50_checkpoint), "--out",
+                                  str(tmp_path / "e")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--resnet50/--model are for --family dldfd" in r.stderr

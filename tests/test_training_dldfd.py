@@ -10,11 +10,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import zmq
 
 from conftest import REPO
-from daemon.protocol import EndOfStream, Frame
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+from helpers.daemon import DFWATCH, serve_frames
 from training.datasets import index_dataset
 from training.extract import cache_path, read_entry, sample_indices
 
@@ -126,28 +124,10 @@ def test_train_serve_parity(chain, dataset, tmp_path):
     cap = cv2.VideoCapture(str(video.path), cv2.CAP_FFMPEG)
     frames = [cap.read()[1] for _ in range(max(wanted) + 1)]
     expected = json.loads((chain["report"] / "report.json").read_text())["scores"][video.key]
-
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    log = tmp_path / "infer.log"
-    proc = start(["infer", "--bundle", str(chain["bundle"])], daemon_env(runtime), log)
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"ipc://{runtime}/frames")
-    sub = Subscriber(f"ipc://{runtime}/verdicts")
-    try:
-        sub.wait_for(lambda s: s.statuses, 60, "serving", log)
-        for seq, index in enumerate(wanted):
-            t = float(entry["times"][seq])
-            push.send_multipart(Frame("v", seq, t, t, frames[index]).encode())
-        push.send_multipart(EndOfStream("v", len(wanted) - 1).encode())
-        (verdict,) = sub.wait_for(lambda s: s.of("v"), 60, "the verdict", log)
-        assert verdict.family == "dldfd" and not verdict.untrained and verdict.model == "dldfd-trained"
-        assert abs(verdict.score - expected) < 1e-5, (verdict.score, expected)
-    finally:
-        sub.close()
-        push.close()
-        assert stop(proc) == 0
+    sent = [(frames[index], seq, float(entry["times"][seq]), float(entry["times"][seq])) for seq, index in enumerate(wanted)]
+    (verdict,) = serve_frames(chain["bundle"], sent, "v", tmp_path, 1)
+    assert verdict.family == "dldfd" and not verdict.untrained and verdict.model == "dldfd-trained"
+    assert abs(verdict.score - expected) < 1e-5, (verdict.score, expected)
 
 
 def test_clear_errors_for_mixed_families(chain, tmp_path, small_bundle):

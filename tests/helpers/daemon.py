@@ -94,3 +94,29 @@ class Subscriber:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int, settings: tuple = ()) -> list[Verdict]:
+    """Runs `dfwatch infer` on `bundle`, pushes `frames` — (pixels, seq, t_capture, t_mono) — as
+    one stream followed by its end, and returns the first `count` verdicts of that stream."""
+    from daemon.protocol import EndOfStream, Frame
+
+    runtime = work / "run"
+    runtime.mkdir()
+    log = work / "infer.log"
+    proc = start(["infer", "--bundle", str(bundle), *settings], daemon_env(runtime), log)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"ipc://{runtime}/frames")
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    try:
+        sub.wait_for(lambda s: s.statuses, 60, "the inference process to serve", log)
+        for pixels, seq, t_capture, t_mono in frames:
+            push.send_multipart(Frame(stream, seq, t_capture, t_mono, pixels).encode())
+        push.send_multipart(EndOfStream(stream, frames[-1][1]).encode())
+        return sub.wait_for(lambda s: s.of(stream)[:count] if len(s.of(stream)) >= count else None, 120,
+                            f"{count} verdict(s)", log)
+    finally:
+        sub.close()
+        push.close()
+        assert stop(proc) == 0
