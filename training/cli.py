@@ -136,7 +136,7 @@ def _fit(args: argparse.Namespace) -> int:
     config = setup(args, "train")
     _threads(config)
     if cache_family(args.cache) == "dldfd":
-        summary = _fit_dldfd(args)
+        summary = _fit_dldfd(args, config)
     else:
         summary = _fit_stylegru(args)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "about")}))
@@ -154,7 +154,7 @@ def _fit_stylegru(args: argparse.Namespace) -> dict:
     return fit(load_features(args.cache, "train"), load_features(args.cache, "val"), cfg, Path(args.out))
 
 
-def _fit_dldfd(args: argparse.Namespace) -> dict:
+def _fit_dldfd(args: argparse.Namespace, config) -> dict:
     from training.fit_frames import FrameFitConfig, fit_frames
     from training.frames import load_video_crops
 
@@ -163,7 +163,7 @@ def _fit_dldfd(args: argparse.Namespace) -> dict:
                          flip=not args.no_flip, seed=args.seed)
     return fit_frames(bundle.frame_model().train(), load_video_crops(args.cache, "train"),
                       load_video_crops(args.cache, "val"), bundle.frame_norm, cfg, Path(args.out),
-                      about={"bundle": bundle.id})
+                      about={"bundle": bundle.id}, device=_device(config.model.device))
 
 
 def _dldfd_bundle(path: str | None, step: str):
@@ -235,7 +235,7 @@ def _protocols(args: argparse.Namespace) -> int:
     splits = {s: load_video_crops(args.cache, s) for s in ("train", "val", "test")}
     cfg = FrameFitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     rows = run_protocols(bundle, splits, cfg, Path(args.out),
-                         tuple(p.strip() for p in args.protocols.split(",") if p.strip()))
+                         tuple(p.strip() for p in args.protocols.split(",") if p.strip()), _device(config.model.device))
     print(table_markdown(rows), end="")
     return 0
 

@@ -44,11 +44,13 @@ def fake_weight(labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model: DLDFD, data: FaceFrames, batch_size: int, pos_weight: torch.Tensor) -> tuple[float, float]:
+def evaluate_loss(model: DLDFD, data: FaceFrames, batch_size: int, pos_weight: torch.Tensor,
+                  device: str = "cpu") -> tuple[float, float]:
     model.eval()
     total, correct = 0.0, 0
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         total += torch.nn.functional.binary_cross_entropy_with_logits(
             logits, y, pos_weight=pos_weight, reduction="sum").item()
@@ -57,9 +59,9 @@ def evaluate_loss(model: DLDFD, data: FaceFrames, batch_size: int, pos_weight: t
 
 
 def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], norm: Normalization,
-               cfg: FrameFitConfig, out: Path, about: dict | None = None) -> dict:
-    """Trains `model` in place, keeps the best weights by validation loss, writes model.pt and
-    history.json to `out`."""
+               cfg: FrameFitConfig, out: Path, about: dict | None = None, device: str = "cpu") -> dict:
+    """Trains `model` in place (on `device`), keeps the best weights by validation loss, writes
+    model.pt and history.json to `out`."""
     g = seed_everything(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_frames = FaceFrames(train, norm, flip=cfg.flip, seed=cfg.seed)
@@ -67,7 +69,8 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
     if not len(train_frames) or not len(val_frames):
         raise ValueError(f"no face crops to {'train' if not len(train_frames) else 'validate'} on "
                          "(every cached frame of that split fell back to the centre crop)")
-    pos_weight = torch.tensor(fake_weight(train_frames.labels()))
+    pos_weight = torch.tensor(fake_weight(train_frames.labels()), device=device)
+    model.to(device)
     loader = torch.utils.data.DataLoader(train_frames, batch_size=cfg.batch_size, shuffle=True, generator=g)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,7 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
         model.train()
         total, correct = 0.0, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
             opt.zero_grad(set_to_none=True)
@@ -85,7 +89,7 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
             opt.step()
             total += loss.item() * len(y)
             correct += int(((logits > 0).float() == y).sum())
-        val_loss, val_acc = evaluate_loss(model, val_frames, cfg.batch_size, pos_weight)
+        val_loss, val_acc = evaluate_loss(model, val_frames, cfg.batch_size, pos_weight, device)
         row = {"epoch": epoch, "train_loss": total / len(train_frames), "train_acc": correct / len(train_frames),
                "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
@@ -97,6 +101,7 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
         log.info("epoch", **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
     writer.close()
     model.load_state_dict(best["state"])
+    model.cpu()
     spacings = [v.spacing for v in train if v.spacing > 0]
     summary = {"family": "dldfd", "best_epoch": best["epoch"], "best_val_loss": best["loss"],
                "epochs_run": len(history), "frame_spacing_s": float(np.median(spacings)) if spacings else 0.0,

@@ -62,7 +62,7 @@ def plan(methods: list[str], protocols: tuple[str, ...] = PROTOCOLS) -> list[Pro
 
 
 def run_protocols(bundle, splits: dict[str, list[VideoCrops]], cfg: FrameFitConfig, out: Path,
-                  protocols: tuple[str, ...] = PROTOCOLS) -> list[dict]:
+                  protocols: tuple[str, ...] = PROTOCOLS, device: str = "cpu") -> list[dict]:
     """Fits and evaluates every run of `protocols`; writes OUT/<run>/ and OUT/table.{json,md}."""
     methods = fake_groups(splits["train"])
     rows = []
@@ -72,7 +72,7 @@ def run_protocols(bundle, splits: dict[str, list[VideoCrops]], cfg: FrameFitConf
         chosen = {split: select(videos, set(run.test_methods if split == "test" else run.train_methods))
                   for split, videos in splits.items()}
         fit_frames(model, chosen["train"], chosen["val"], bundle.frame_norm, cfg, out / run.name,
-                   about={"protocol": run.name})
+                   about={"protocol": run.name}, device=device)
         report = evaluate_frames(TorchRunner("frame", DLDFDProbability(model.eval())), chosen["test"],
                                  bundle.frame_norm, bundle.threshold, out / run.name / "eval",
                                  about={"protocol": run.name})
