@@ -6,13 +6,13 @@ import shutil
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from conftest import REPO
 from helpers.daemon import DFWATCH, serve_frames
+from helpers.training import sampled_frames
 from training.datasets import DatasetError, index_dataset
 from training.evaluate import compute_metrics, equal_error_rate
 from training.extract import cache_path, read_entry, sample_indices
@@ -216,13 +216,8 @@ def test_train_serve_parity(chain, dataset, tmp_path):
     """The exported bundle, served by the daemon on a test video's sampled frames, gives the
     score `train eval` reported for that video."""
     video = index_dataset(dataset, "test")[0]
-    entry = read_entry(cache_path(chain["cache"], video))
-    wanted = entry["frame_indices"].tolist()
-    cap = cv2.VideoCapture(str(video.path), cv2.CAP_FFMPEG)
-    frames = [cap.read()[1] for _ in range(max(wanted) + 1)]
     expected = json.loads((chain["report"] / "report.json").read_text())["scores"][video.key]
-    sent = [(frames[index], seq, float(entry["times"][seq]), float(entry["times"][seq])) for seq, index in enumerate(wanted)]
-    (verdict,) = serve_frames(chain["bundle"], sent, "v", tmp_path, 1)
+    (verdict,) = serve_frames(chain["bundle"], sampled_frames(chain["cache"], video), "v", tmp_path, 1)
     assert verdict.seq_first == 0 and verdict.seq_last == 7 and not verdict.untrained
     assert abs(verdict.score - expected) < 1e-5, (verdict.score, expected)
 
