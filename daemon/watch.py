@@ -56,7 +56,7 @@ class Table:
         s = self.status
         head = f"dfwatch  model {s.model} ({s.backend})  uptime {s.uptime_s:.0f} s" if s else "dfwatch"
         lines = [head + "   (Ctrl-C to quit)", "",
-                 f"{'STREAM':16} {'WINDOW':>6} {'LABEL':8} {'SCORE':>6} {'FACES':>7} {'LATENCY':>9} "
+                 f"{'STREAM':16} {'WINDOW':>6} {'LABEL':8} {'SCORE':>6} {'VOTES':>7} {'FACES':>7} {'LATENCY':>9} "
                  f"{'IN/ANALYSED/DROPPED':>20}  STATE"]
         names = sorted(set(self.verdicts) | set(s.streams if s else {}))
         for name in names:
@@ -66,10 +66,12 @@ class Table:
             if v:
                 score = "-" if v.score is None else f"{v.score:.3f}"
                 label = v.label + ("*" if v.untrained else "")
-                lines.append(f"{name:16} {v.window:6d} {label:8} {score:>6} {v.faces:3d}/{v.frames:<3d} "
+                votes = "-" if v.fake_frames is None else f"{v.fake_frames}/{v.faces}"  # dldfd: face frames voting fake
+                lines.append(f"{name:16} {v.window:6d} {label:8} {score:>6} {votes:>7} {v.faces:3d}/{v.frames:<3d} "
                              f"{v.latency_ms:7.0f}ms {counts:>20}  {st.get('state', '')}")
             else:
-                lines.append(f"{name:16} {'':6} {'waiting':8} {'':6} {'':7} {'':9} {counts:>20}  {st.get('state', '')}")
+                lines.append(f"{name:16} {'':6} {'waiting':8} {'':6} {'':7} {'':7} {'':9} {counts:>20}  "
+                             f"{st.get('state', '')}")
         if any(v.untrained for v in self.verdicts.values()):
             lines += ["", "* untrained head (demo or no --head): scores mean nothing"]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")

@@ -218,8 +218,12 @@ def test_watch_table_shows_each_stream():
                                           "state": "running"}, "desk": {"state": "backoff"}}))
     table.update(Verdict("door", 3, 24, 55, 1.0, 2.0, 0.91, "fake", 0.5, 32, 32, "demo-x", "onnxruntime", 850.0,
                          untrained=True))
+    table.update(Verdict("hall", 0, 0, 31, 1.0, 2.0, 0.48, "fake", 0.5, 30, 32, "demo-x", "onnxruntime", 400.0,
+                         family="dldfd", fake_frames=15))
     screen = out.getvalue().rsplit("\x1b[2J", 1)[1]
     assert "model demo-x (onnxruntime)" in screen
+    hall = next(line for line in screen.splitlines() if line.startswith("hall")).split()
+    assert hall[2:6] == ["fake", "0.480", "15/30", "30/32"]  # the vote: 15 of 30 face frames (a tie alerts)
     door = next(line for line in screen.splitlines() if line.startswith("door"))
     assert "fake*" in door and "0.910" in door and "32/32" in door and "40/38/2" in door and "850ms" in door
     assert next(line for line in screen.splitlines() if line.startswith("desk")).split()[1] == "waiting"
