@@ -22,7 +22,7 @@ from engines import __version__
 from engines.checkpoints import (CheckpointError, check_state_dict, dldfd_from_imagenet, expected_shapes,
                                  load_dldfd, load_head, load_psp_encoder, load_slow_r50, read_checkpoint,
                                  save_dldfd, save_head)
-from engines.manifest import (FAMILY_PARTS, FORMAT, FORMAT_VERSION, MANIFEST, PARTS, BundleError, read_manifest,
+from engines.manifest import (FAMILY_PARTS, FORMAT, FORMAT_VERSION, MANIFEST, BundleError, read_manifest,
                               sha256_file, verify_file)
 from engines.models.dldfd import DLDFD, DLDFDConfig
 from engines.models.psp import PSPStyleEncoder
@@ -199,7 +199,7 @@ def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: 
         head_model = new_head(cfg)
     _check_head_fits(head_model.cfg, len(encoder.levels), frames, clip_frames)
     save_head(out / HEAD_FILE, head_model)
-    files = {part: file_entry(out, FILES[part]) for part in PARTS}
+    files = {part: file_entry(out, FILES[part]) for part in FAMILY_PARTS["stylegru"]}
     trained = head is not None
     manifest = base_manifest(
         "stylegru", bundle_id or f"stylegru-{'trained' if trained else 'untrained'}-{files['head']['sha256'][:8]}",

@@ -21,7 +21,6 @@ FAMILY_PARTS = {
     "stylegru": ("style", "content", "head"),  # pSp style codes + 3D ResNet-50 clips -> StyleGRU head
     "dldfd": ("frame",),                       # one P(fake) per face; majority vote per window
 }
-PARTS = FAMILY_PARTS["stylegru"]
 REQUIRED = ("format", "format_version", "id", "created_at", "code_version", "family", "trained", "window",
             "threshold", "crop", "files")
 

@@ -259,11 +259,6 @@ def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def style_input(crops_rgb: np.ndarray, norm: Normalization = STYLE_NORM) -> np.ndarray:
-    """Face crops -> pSp input (N, 3, 256, 256) in [-1, 1]."""
-    return normalize(crops_rgb, norm)
-
-
 def content_clip(crops_rgb: np.ndarray, norm: Normalization = CONTENT_NORM) -> np.ndarray:
     """T face crops -> one slow_r50 clip (3, T, 112, 112), Kinetics-normalised, [C, T, H, W]."""
     return np.ascontiguousarray(normalize(crops_rgb, norm).transpose(1, 0, 2, 3))

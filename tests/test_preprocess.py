@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engines.preprocess import (CONTENT_NORM, CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
-                                content_clip, crop_face, crop_sequence, follow, smooth_track, style_input)
+from engines.preprocess import (CONTENT_NORM, STYLE_NORM, CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
+                                content_clip, crop_face, crop_sequence, follow, normalize, smooth_track)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_ffhq_alignment_levels_the_eyes(detector, astronaut):
 def test_normalised_ranges_and_layouts(detector, franck):
     crops, found = crop_sequence(franck[:16], detector.detect(franck[:16]), CropSpec())
     assert found.all() and crops.shape == (16, 256, 256, 3)
-    x = style_input(crops)
+    x = normalize(crops, STYLE_NORM)
     assert x.shape == (16, 3, 256, 256) and x.dtype == np.float32
     assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0
     np.testing.assert_allclose(x[3, :, 10, 20], crops[3, 10, 20] / 127.5 - 1, atol=1e-6)

@@ -10,7 +10,7 @@ import torch
 from conftest import DFWATCH
 from engines.bundle import BundleError, load_bundle
 from engines.export import example_inputs, torch_module
-from engines.preprocess import (CropSpec, FaceDetector, content_clip, crop_sequence, style_input)
+from engines.preprocess import (STYLE_NORM, CropSpec, FaceDetector, content_clip, crop_sequence, normalize)
 from engines.runners import OnnxRunner, TorchRunner, choose_backend, cores, open_runners, thread_count
 
 
@@ -49,7 +49,7 @@ def test_onnxruntime_matches_torch_on_random_inputs(bundle, runners, part, batch
 
 def test_onnxruntime_matches_torch_on_real_faces(runners, real_inputs):
     torch_r, ort_r = runners
-    x = style_input(real_inputs[:2])
+    x = normalize(real_inputs[:2], STYLE_NORM)
     codes = torch_r["style"].run(x)
     assert codes.shape == (2, 1, 512) and rel_err(ort_r["style"].run(x), codes) <= 1e-4
     clip = content_clip(real_inputs)[None]
