@@ -2,10 +2,10 @@
 
 One bound PULL socket takes frames from all capture processes. Each stream has a
 `StreamAnalysis` (engines/analysis.py) that says which model work its frames need; this loop
-batches that work across streams — face detection, the per-frame model (pSp style codes, or
-DLDFD's per-frame P(fake)), content clips (StyleGRU only), the window decision
-(engines/decision.py: the StyleGRU head, or DLDFD's majority vote) — (at most `max_batch` items, waiting at most `max_wait_ms` to
-fill a batch), publishes a verdict per window on PUB topic `verdict.<stream>` and a status
+batches that work across streams (at most `max_batch` items, waiting at most `max_wait_ms` to
+fill a batch): face detection, the per-frame model (pSp style codes, or DLDFD's P(fake)),
+content clips (StyleGRU only) and the window decision (engines/decision.py: the StyleGRU head,
+or DLDFD's majority vote). It publishes a verdict per window on PUB topic `verdict.<stream>` and a status
 message every second on `status`. Model calls are per-sample computations, so batching never
 mixes streams' results. Invalid messages are counted by reason and never stop the loop.
 """

@@ -108,6 +108,13 @@ def tensorrt_available() -> bool:
     return gpu_available()
 
 
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when a GPU is visible, else cpu; other values pass through."""
+    if device == "auto":
+        return "cuda" if gpu_available() else "cpu"
+    return device
+
+
 def has_onnx(bundle: Bundle) -> bool:
     """Every part of the bundle has an ONNX file."""
     return all(bundle.onnx_path(p) is not None for p in bundle.parts)
@@ -116,8 +123,7 @@ def has_onnx(bundle: Bundle) -> bool:
 def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice:
     """`auto`: TensorRT when it and a GPU are present, else the CPU default (torch on CUDA when a
     GPU is present without TensorRT). An explicit choice that cannot run is an error."""
-    if device == "auto":
-        device = "cuda" if gpu_available() else "cpu"
+    device = resolve_device(device)
     if requested == "auto":
         if tensorrt_available():
             return BackendChoice("tensorrt", "cuda", "TensorRT and a GPU are present")

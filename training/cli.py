@@ -117,9 +117,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _device(requested: str) -> str:
-    import torch
+    from engines.runners import gpu_available, resolve_device
 
-    return "cuda" if requested in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    device = resolve_device(requested)
+    return device if device != "cuda" or gpu_available() else "cpu"  # training falls back to the CPU
 
 
 def _threads(config) -> None:
