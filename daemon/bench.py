@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.cli import common_options, setup
+from engines.measure import flops_of, timed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,22 +34,18 @@ def register(sub) -> None:
                                                    "not depend on the weights' values)")
     p.add_argument("--footage", metavar="VIDEO", help="video for decode and end-to-end runs (default franck.mp4)")
     p.add_argument("--out", default=str(REPO / "bench"), metavar="DIR", help="where results.json/.md go")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the GPU path (parity, per-part throughput per precision and batch, batched MTCNN, "
+                        "end to end with many streams); writes gpu-results.json/.md")
+    p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
+    p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
+    p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
+    p.add_argument("--budget", type=float, default=0,
+                   help="cuda: seconds after which remaining rows are skipped (default 0: no limit, ~20 minutes)")
     p.set_defaults(handler=_bench)
 
 
 # ---- measuring -----------------------------------------------------------------------------
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Median seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def matmul_ceiling(threads: int, n: int = 2048) -> dict:
     import torch
@@ -62,15 +58,6 @@ def matmul_ceiling(threads: int, n: int = 2048) -> dict:
     flops = 2 * n ** 3
     return {"n": n, "threads": threads, "torch_gflops": flops / t_torch / 1e9, "numpy_gflops": flops / t_numpy / 1e9,
             "gflops": max(flops / t_torch, flops / t_numpy) / 1e9}
-
-
-def flops_of(module, *inputs) -> int:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*[torch.as_tensor(x) for x in inputs])
-    return counter.get_total_flops()
 
 
 def decode_fps(video: Path, frames: int = 300) -> float:
@@ -212,7 +199,8 @@ def rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
-def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int, family: str) -> dict:
+def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int, family: str,
+               overrides: tuple[str, ...] = (), startup: float = 120) -> dict:
     from daemon.watch import subscribe
     from daemon.protocol import Status, Verdict
 
@@ -220,13 +208,17 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
     env = {**os.environ, "DFWATCH__ENDPOINTS__RUNTIME_DIR": str(runtime), "DFWATCH__LOGGING__LEVEL": "warning"}
     argv = [sys.executable, "-m", "engines.cli", "run", "--bundle", str(bundle_dir), "--set", "capture.loop=true",
             "--set", f"window.stride={stride}"]
+    for item in overrides:
+        argv += ["--set", item]
     for i in range(streams):
         argv += ["--stream", f"s{i}={footage}"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sub = subscribe(f"ipc://{runtime}/verdicts", None)
     latencies, statuses, peaks, first = [], [], {}, None
+    usage = UsageSampler(proc.pid)
+    next_peak = 0.0
     try:
-        deadline = time.monotonic() + seconds + 120
+        deadline = time.monotonic() + seconds + startup
         while time.monotonic() < deadline:
             if not sub.poll(500):
                 continue
@@ -236,17 +228,75 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
                 if first is None:
                     first = time.monotonic()  # measure from the first verdict: steady state
                     deadline = first + seconds
+                    usage.start()
                 else:
                     latencies.append(msg.latency_ms)
             elif first is not None:
                 statuses.append(msg)
-            for pid, cmd in _children(proc.pid).items():
-                peaks[cmd] = max(peaks.get(cmd, 0.0), rss_peak_mb(pid))
+            if time.monotonic() >= next_peak:  # /proc walks are slow with hundreds of children
+                next_peak = time.monotonic() + 2
+                for pid, cmd in _children(proc.pid).items():
+                    peaks[cmd] = max(peaks.get(cmd, 0.0), rss_peak_mb(pid))
     finally:
         sub.close()
+        use = usage.stop()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-    return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks)}
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks), **use}
+
+
+class UsageSampler:
+    """CPU use of the inference and capture processes (cores busy) and GPU utilisation (nvidia-smi,
+    when there is one) over the steady state of an end-to-end run."""
+
+    def __init__(self, root_pid: int):
+        import threading
+
+        self.root_pid, self.stop_event, self.gpu = root_pid, threading.Event(), []
+        self.thread = threading.Thread(target=self._sample_gpu, daemon=True)
+        self.cpu_start: dict[str, float] = {}
+        self.t_start = 0.0
+
+    def _cpu(self) -> dict[str, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {"infer": 0.0, "capture": 0.0}
+        for pid, role in _children(self.root_pid).items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            key = "capture" if role.startswith("capture") else "infer" if role == "infer" else None
+            if key:
+                out[key] += (int(fields[11]) + int(fields[12])) / ticks
+        return out
+
+    def _sample_gpu(self) -> None:
+        while not self.stop_event.wait(1.0):
+            try:
+                text = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                      capture_output=True, text=True, timeout=5).stdout
+                self.gpu.append(float(text.split()[0]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                return
+
+    def start(self) -> None:
+        self.cpu_start, self.t_start = self._cpu(), time.monotonic()
+        self.thread.start()
+
+    def stop(self) -> dict:
+        if not self.t_start:
+            return {}
+        self.stop_event.set()
+        span = time.monotonic() - self.t_start
+        end = self._cpu()
+        out = {"cores_busy": {k: round((end[k] - self.cpu_start.get(k, 0.0)) / span, 2) for k in end}}
+        if self.gpu:
+            out["gpu_util_pct"] = round(float(np.mean(self.gpu)), 1)
+        return out
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -276,7 +326,9 @@ def _summarise(streams, seconds, latencies, statuses, peaks) -> dict:
         for reason, n in st["dropped"].items():
             dropped[reason] = dropped.get(reason, 0) + n
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    return {"streams": streams, "seconds": round(span, 1), "analysed_fps_per_stream": per_stream,
+    stages = {k: {**v, "busy": round((v["seconds"] - a.stages.get(k, {}).get("seconds", 0.0)) / span, 3)}
+              for k, v in b.stages.items()}
+    return {"streams": streams, "seconds": round(span, 1), "analysed_fps_per_stream": per_stream, "stages": stages,
             "analysed_fps_total": sum(per_stream.values()), "dropped": dropped,
             "queue_depth_end": {n: s["queue_depth"] for n, s in b.streams.items()},
             "latency_ms": {"p50": float(np.nanpercentile(lat, 50)), "p95": float(np.nanpercentile(lat, 95)),
@@ -345,6 +397,9 @@ def bench_bundles(args) -> dict[str, Path]:
 def _bench(args) -> int:
     import torch
 
+    if args.device == "cuda":
+        return _bench_cuda(args)
+
     from engines.bundle import load_bundle
     from engines.preprocess import DetectorSettings, FaceDetector
     from engines.runners import thread_count
@@ -381,3 +436,219 @@ def _bench(args) -> int:
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
     return 0
+
+
+# ---- the GPU path ----------------------------------------------------------------------------
+
+GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MTCNN_BATCHES = (1, 8, 32, 64, 128)
+
+
+def sample_frames(video: Path, count: int, step: int = 3) -> list:
+    """`count` BGR frames, every `step`-th, from the start of a video (capture-size, as sent)."""
+    import cv2
+
+    cap, frames, i = cv2.VideoCapture(str(video)), [], 0
+    while len(frames) < count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            frames.append(frame)
+        i += 1
+    return frames
+
+
+def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
+    """Each part's inputs made from real frames by the daemon's own per-stream code (faces found,
+    smoothed and cropped as served); the head's from the CPU outputs of the style and content parts."""
+    from engines.export import torch_module
+    from engines.offline import detect_pending, stream_analysis
+    from engines.runners import TorchRunner
+
+    inputs = {}
+    for family, bundle in bundles.items():
+        analysis = stream_analysis(bundle, 8, 0.5)
+        for i, frame in enumerate(frames):
+            analysis.add_frame(frame, i, float(i), float(i))
+        detect_pending(analysis, detector)
+        analysis.end()
+        records = analysis.needs_encoding()
+        encoder_inputs = np.stack([analysis.encoder_input(r) for r in records])
+        if family == "dldfd":
+            inputs["frame"] = (encoder_inputs[:16],)
+            continue
+        t, c = bundle.frames, bundle.clip_frames
+        clips = np.stack([np.stack([r.small for r in records[i:i + c]], axis=1) for i in range(0, t, c)])
+        inputs["style"], inputs["content"] = (encoder_inputs[:16],), (clips,)
+        codes = TorchRunner("style", torch_module(bundle, "style")).run(encoder_inputs[:t])
+        features = TorchRunner("content", torch_module(bundle, "content")).run(clips)
+        inputs["head"] = (np.stack([codes, codes[::-1]]), np.stack([features, features[::-1]]))
+    return inputs
+
+
+def _bench_cuda(args) -> int:
+    import datetime
+
+    import torch
+
+    from engines import gpu_bench
+    from engines.bundle import load_bundle
+    from engines.cli import UserError
+
+    config = setup(args, "bench")
+    if not torch.cuda.is_available():
+        raise UserError("bench --device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                        "run it on a machine with an NVIDIA GPU, or drop --device for the CPU benchmark")
+    torch.backends.cudnn.benchmark = True
+    started = time.monotonic()
+    deadline = started + (args.budget or float("inf"))
+    sections = set(args.sections.split(","))
+    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    dirs = bench_bundles(args)
+    bundles = {family: load_bundle(d) for family, d in dirs.items()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"date": datetime.date.today().isoformat(), "machine": gpu_bench.machine(),
+              "command": "dfwatch " + " ".join(sys.argv[1:]), "bundles": {f: b.id for f, b in bundles.items()}}
+    print(f"bench: {result['machine']}", flush=True)
+    result["ceilings"] = gpu_bench.matmul_ceilings()
+    print(f"bench: ceilings {result['ceilings']}", flush=True)
+    frames = sample_frames(footage, 48)
+
+    def save():
+        (out / "gpu-results.json").write_text(json.dumps(result, indent=1, default=_plain))
+        (out / "gpu-results.md").write_text(gpu_markdown(result))
+
+    for section in ("parts", "mtcnn", "e2e"):
+        if section in sections:
+            try:
+                {"parts": _cuda_parts, "mtcnn": _cuda_mtcnn, "e2e": _cuda_e2e}[section](
+                    result, args, config, bundles, dirs, frames, footage, deadline, save)
+            except Exception as e:  # one section's failure must not lose the others' figures
+                import traceback
+
+                traceback.print_exc()
+                result.setdefault("errors", {})[section] = f"{type(e).__name__}: {e}"
+            save()
+            print(f"bench: {section} done ({time.monotonic() - started:.0f} s)", flush=True)
+    print(gpu_markdown(result))
+    return 0
+
+
+def _cuda_parts(result, args, config, bundles, dirs, frames, footage, deadline, save) -> None:
+    import torch
+
+    from engines import gpu_bench
+    from engines.export import example_inputs, torch_module
+    from engines.preprocess import DetectorSettings, FaceDetector
+
+    settings = DetectorSettings.from_config(config.faces)
+    modules = {p: torch_module(b, p) for b in bundles.values() for p in b.parts}
+    inputs = real_model_inputs(bundles, frames, FaceDetector(settings, "cuda"))
+    result["parity"] = gpu_bench.parity(modules, inputs)
+    save()
+    print(gpu_markdown({"parity": result["parity"]}), flush=True)
+    result["throughput"], result["flops"] = [], {}
+    for family, bundle in bundles.items():
+        for part in bundle.parts:
+            shapes = [tuple(x.shape[1:]) for x in example_inputs(bundle, part, 1)]
+            flops = gpu_bench.part_flops(modules[part], shapes)
+            result["flops"][part] = flops
+            batches = GPU_BATCHES if part != "head" else (1, 8, 64, 256)
+            part_deadline = time.monotonic() + max(0.0, (deadline - time.monotonic()) * 0.2)
+            result["throughput"] += gpu_bench.sweep(part, modules[part], shapes, flops, batches, gpu_bench.VARIANTS,
+                                                    result["ceilings"], min(part_deadline, deadline))
+            save()
+            print(f"bench: {part} swept", flush=True)
+            torch.cuda.empty_cache()
+
+
+def _cuda_mtcnn(result, args, config, bundles, dirs, frames, footage, deadline, save) -> None:
+    from engines import gpu_bench
+    from engines.preprocess import DetectorSettings
+
+    result["mtcnn"] = gpu_bench.mtcnn_sweep(frames, DetectorSettings.from_config(config.faces), MTCNN_BATCHES, deadline)
+
+
+def _cuda_e2e(result, args, config, bundles, dirs, frames, footage, deadline, save) -> None:
+    result["end_to_end"] = []
+    gpu_overrides = ("model.device=cuda", "capture.fps=8")
+    for family, bundle_dir in dirs.items():
+        for n in [int(x) for x in args.streams.split(",") if x.strip()]:
+            if time.monotonic() > deadline:
+                result["end_to_end"].append({"family": family, "streams": n, "error": "skipped: time budget"})
+                continue
+            print(f"bench: end to end, {family}, {n} stream(s) ...", flush=True)
+            run = end_to_end(bundle_dir, footage, n, args.seconds, config.window.stride, family,
+                             gpu_overrides + tuple(args.overrides), startup=60)
+            result["end_to_end"].append({**run, "fps_per_stream": 8})
+            save()
+
+
+def gpu_markdown(r: dict) -> str:
+    lines = []
+    if "machine" in r:
+        m, c = r["machine"], r["ceilings"]
+        lines += [f"{r['date']}: {m['gpu']} ({m['sms']} SMs, {m['memory_gib']} GiB), driver {m.get('driver', '?')}, "
+                  f"torch {m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}. Command: `{r['command']}`.", "",
+                  "Matmul ceilings measured in the same run (8192³, random data): " +
+                  ", ".join(f"{k} {v:.0f} TFLOP/s" for k, v in c.items() if k != "copy_gb_s") +
+                  f"; device copy {c['copy_gb_s']:.0f} GB/s.", ""]
+    if r.get("parity"):
+        lines += ["| part | precision | CUDA graphs | rel. L2 error | rel. max error | checked | bound | ok |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for p in r["parity"]:
+            lines.append(f"| {p['part']} | {p['precision']} | {'yes' if p['cuda_graphs'] else 'no'} | {p['rel_l2']:.1e} | "
+                         f"{p['rel_max']:.1e} | {p['checked']} {p['value']:.1e} | {p['bound']:g} | "
+                         f"{'yes' if p['ok'] else '**NO**'} |")
+        lines.append("")
+    if r.get("throughput"):
+        lines += ["| part | GFLOPs/sample | variant | batch | ms | samples/s | TFLOP/s | of ceiling |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for t in r["throughput"]:
+            if "skipped" in t:
+                lines.append(f"| {t['part']} | | {t['variant']} | {t['batch']} | {t['skipped']} | | | |")
+                continue
+            lines.append(f"| {t['part']} | {r['flops'][t['part']] / 1e9:.1f} | {t['variant']} | {t['batch']} | "
+                         f"{t['ms']:.2f} | {t['per_s']:.0f} | {t['tflops']:.1f} | {t['of_ceiling']:.0%} |")
+        lines.append("")
+    if r.get("mtcnn"):
+        a = r["mtcnn"]["agreement"]
+        lines += ["| MTCNN batch | facenet-pytorch frames/s | dfwatch frames/s | speed-up | prepare (upload, resize) ms | "
+                  "P-Net pyramid ms | detect on GPU ms | total ms |", "|---|---|---|---|---|---|---|---|"]
+        for m in r["mtcnn"]["rows"]:
+            if "skipped" in m:
+                continue
+            lines.append(f"| {m['batch']} | {m['library_fps']:.0f} | {m['dfwatch_fps']:.0f} | {m['speedup']:.1f}x | "
+                         f"{m['prepare_ms']:.1f} | {m['pnet_pyramid_ms']:.1f} | {m['detect_on_gpu_ms']:.1f} | "
+                         f"{m['total_ms']:.1f} |")
+        if a:
+            lines.append(f"\nAgreement with facenet-pytorch on {a['frames']} frames: same face count on "
+                         f"{a['same_face_count']}, {a['faces']} faces, boxes within {a['max_box_diff_px']:.2f} px "
+                         "(same detection-size images).")
+            c = a.get("cpu_path")
+            if c:
+                lines.append(f"CPU detector (OpenCV resize) against the CUDA one on {c['frames']} frames: same face count "
+                             f"on {c['same_face_count']}, boxes within {c['max_box_diff_px']:.2f} px (frame pixels).")
+        lines.append("")
+    if r.get("end_to_end"):
+        lines += ["| family | streams | analysed frames/s total | per stream | latency p50 / p95 | GPU util | "
+                  "cores busy (infer / captures) | stage busy | dropped |", "|---|---|---|---|---|---|---|---|---|"]
+        for e in r["end_to_end"]:
+            if "error" in e:
+                lines.append(f"| {e['family']} | {e['streams']} | {e['error']} | | | | | | |")
+                continue
+            lat, per = e["latency_ms"], e["analysed_fps_per_stream"]
+            busy = e.get("cores_busy", {})
+            stages = ", ".join(f"{k} {v['busy']:.0%}" for k, v in e.get("stages", {}).items())
+            lines.append(f"| {e['family']} | {e['streams']} | {e['analysed_fps_total']:.0f} | "
+                         f"{min(per.values()):.1f}-{max(per.values()):.1f} | {lat['p50'] / 1000:.2f} / "
+                         f"{lat['p95'] / 1000:.2f} s | {e.get('gpu_util_pct', '?')} % | {busy.get('infer', '?')} / "
+                         f"{busy.get('capture', '?')} | {stages} | {sum(e['dropped'].values()) if e['dropped'] else 0} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value):
+    """JSON for numpy scalars (np.bool_, np.float32) in results."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -136,7 +136,7 @@ def _infer(args: argparse.Namespace) -> int:
     from engines.bundle import load_bundle
     from engines.offline import stream_analysis
     from engines.preprocess import DetectorSettings, FaceDetector
-    from engines.runners import open_runners
+    from engines.runners import DEFAULT_MAX_BATCH, open_runners
     from engines.trt import TensorRTSettings
 
     bundle = load_bundle(bundle_dir)
@@ -149,10 +149,11 @@ def _infer(args: argparse.Namespace) -> int:
         get_logger().info("building TensorRT engine", part=part)
 
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, TensorRTSettings.from_config(config.tensorrt),
-                                   on_build=building)
+                                   on_build=building, precision=m.precision, cuda_graphs=m.cuda_graphs)
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
     server = InferenceServer(config, bundle, runners, choice.backend, detector, resolve(config.endpoints, create=True),
-                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction))
+                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
+                             max_batch=config.inference.max_batch or DEFAULT_MAX_BATCH[choice.device])
     on_stop(server.stop.set)
     return server.run()
 

@@ -24,6 +24,7 @@ from daemon.protocol import CaptureStats, EndOfStream, Frame, ProtocolError, Sta
 from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.decision import Decision, decide
 from engines.logs import get_logger
+from engines.runners import DEFAULT_MAX_BATCH
 
 log = get_logger()
 MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
@@ -61,12 +62,12 @@ class StreamState:
 
 class InferenceServer:
     def __init__(self, config, bundle, runners: dict, backend: str, detector, endpoints: Endpoints,
-                 new_analysis, context: zmq.Context | None = None):
+                 new_analysis, context: zmq.Context | None = None, max_batch: int | None = None):
         self.config, self.bundle, self.runners, self.backend = config, bundle, runners, backend
         self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
         self.context = context or zmq.Context.instance()
         self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
-        self.max_batch = config.inference.max_batch
+        self.max_batch = max_batch or config.inference.max_batch or DEFAULT_MAX_BATCH["cpu"]
         self.max_wait = config.inference.max_wait_ms / 1000
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
@@ -74,6 +75,7 @@ class InferenceServer:
         self.max_backlog = self.max_batch
         self.streams: dict[str, StreamState] = {}
         self.invalid: dict[str, int] = {}
+        self.stages: dict[str, dict] = {}  # stage -> calls, items, seconds (model work, in the status)
         self.started = time.monotonic()
         self.stop = threading.Event()
         self._last_invalid_log: dict[str, float] = {}
@@ -205,8 +207,13 @@ class InferenceServer:
 
     def _guarded(self, stage: str, streams: list[StreamState], fn) -> bool:
         """Runs a stage; a failing model call drops the streams' windows, never the process."""
+        start = time.perf_counter()
         try:
             fn()
+            totals = self.stages.setdefault(stage, {"calls": 0, "items": 0, "seconds": 0.0})
+            totals["calls"] += 1
+            totals["items"] += len(streams)
+            totals["seconds"] = round(totals["seconds"] + time.perf_counter() - start, 6)
             return True
         except Exception:
             log.exception("model call failed; resetting the streams involved", stage=stage,
@@ -234,8 +241,13 @@ class InferenceServer:
             return False
         part = self.bundle.frame_part
 
+        runner = self.runners[part]
+
         def run():
-            outputs = self.runners[part].run(np.stack([s.analysis.encoder_input(r) for s, r in items]))
+            if getattr(runner, "pixels", None) is not None:  # 8-bit crops, normalised on the GPU
+                outputs = runner.run_pixels(np.stack([s.analysis.encoder_pixels(r) for s, r in items]))
+            else:
+                outputs = runner.run(np.stack([s.analysis.encoder_input(r) for s, r in items]))
             for (s, r), output in zip(items, outputs):
                 s.analysis.set_encoding(r, output)
                 s.analysed += 1
@@ -281,7 +293,7 @@ class InferenceServer:
     def _publish_status(self, now: float) -> None:
         status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
                         backend=self.backend, streams={n: s.status(now) for n, s in self.streams.items()},
-                        invalid=dict(self.invalid))
+                        invalid=dict(self.invalid), stages={k: dict(v) for k, v in self.stages.items()})
         self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
 
     def _evict(self, now: float) -> None:

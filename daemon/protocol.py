@@ -300,13 +300,16 @@ class Verdict:
 class Status:
     """Process health every `status_interval` seconds. `streams` maps a stream name to its
     counters (frames_in, analysed, dropped{reason: n}, reconnects, stalls, last_frame_age_s,
-    queue_depth, state); `invalid` counts rejected messages by ProtocolError reason."""
+    queue_depth, state); `invalid` counts rejected messages by ProtocolError reason; `stages` maps a
+    model stage (detect, style, frame, content, decision) to its totals since start: calls, items,
+    seconds (optional: older senders omit it)."""
     t: float
     uptime_s: float
     model: str
     backend: str
     streams: dict[str, dict] = field(default_factory=dict)
     invalid: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, dict] = field(default_factory=dict)
 
     def encode(self) -> list:
         return [STATUS_TOPIC, _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -322,5 +325,8 @@ class Status:
             raise ProtocolError("bad_field", "'streams' must map stream names to maps")
         if not isinstance(invalid, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in invalid.items()):
             raise ProtocolError("bad_field", "'invalid' must map reasons to counts")
+        stages = h.get("stages", {})
+        if not isinstance(stages, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in stages.items()):
+            raise ProtocolError("bad_field", "'stages' must map stage names to maps")
         return cls(t=_num(h, "t"), uptime_s=_num(h, "uptime_s", lo=0.0), model=_str(h, "model"),
-                   backend=_str(h, "backend", 64), streams=streams, invalid=invalid)
+                   backend=_str(h, "backend", 64), streams=streams, invalid=invalid, stages=stages)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, normalize,
-                                smooth_one)
+from engines.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, model_size,
+                                normalize, smooth_one)
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,10 @@ class StreamAnalysis:
 
     def encoder_input(self, record: FrameRecord) -> np.ndarray:
         return normalize(record.crop[None], self.frame_norm)[0]
+
+    def encoder_pixels(self, record: FrameRecord) -> np.ndarray:
+        """The crop as 8-bit RGB at the model's size, for a runner that normalises on its device."""
+        return model_size(record.crop[None], self.frame_norm)[0]
 
     def set_encoding(self, record: FrameRecord, output: np.ndarray) -> None:
         record.encoding = np.asarray(output, np.float32)

@@ -43,6 +43,8 @@ class ModelConfig(Section):
     bundle: str | None = None
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "tf32", "fp16", "bf16"] = "auto"
+    cuda_graphs: bool = True
     threads: int = Field(0, ge=0, le=1024)
     trust_checkpoints: bool = False
 
@@ -114,7 +116,7 @@ class WindowConfig(Section):
 
 
 class InferenceConfig(Section):
-    max_batch: int = Field(8, ge=1, le=1024)
+    max_batch: int | None = Field(None, ge=1, le=1024)
     max_wait_ms: int = Field(20, ge=0, le=10_000)
     threshold: float | None = Field(None, ge=0, le=1)
     status_interval: float = Field(1.0, gt=0, le=3600)

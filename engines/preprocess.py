@@ -95,7 +95,7 @@ class FaceDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces per BGR frame (any sizes; equal sizes are batched), boxes in frame pixels."""
-        from facenet_pytorch.models.utils.detect_face import detect_face
+        from engines.mtcnn import detect_faces
 
         results: list[list[Face]] = [[] for _ in frames]
         groups: dict[tuple, list[int]] = {}
@@ -104,24 +104,40 @@ class FaceDetector:
         s = self.settings
         for indices in groups.values():
             scale = self._scale(frames[indices[0]])
-            small = np.stack([_resize_rgb(frames[i], scale) for i in indices])
-            with torch.no_grad():
-                boxes, points = detect_face(small, s.min_face_size, self.pnet, self.rnet, self.onet,
-                                            list(s.thresholds), s.factor, self.device)
+            small = self.detection_images([frames[i] for i in indices], scale)
+            boxes, points = detect_faces(small, s.min_face_size, self.pnet, self.rnet, self.onet, s.thresholds,
+                                         s.factor)
             for i, b, p in zip(indices, boxes, points):
                 results[i] = [Face(box=np.asarray(bb[:4], np.float64) / scale,
                                    landmarks=np.asarray(pp, np.float64).reshape(5, 2) / scale, prob=float(bb[4]))
-                              for bb, pp in zip(np.asarray(b).reshape(-1, 5), np.asarray(p).reshape(-1, 5, 2))
-                              if bb[4] >= s.min_probability]
+                              for bb, pp in zip(b, p) if bb[4] >= s.min_probability]
         return results
 
+    def detection_images(self, frames: Sequence[np.ndarray], scale: float) -> torch.Tensor:
+        """Equal-sized BGR frames -> (B, h, w, 3) RGB uint8 at detection size, on the detector's device.
 
-def _resize_rgb(frame_bgr: np.ndarray, scale: float) -> np.ndarray:
+        On the CPU: OpenCV's area resize per frame (the fastest there). On a GPU the resize runs on
+        the device after one upload of the batch through pinned memory, because at hundreds of
+        frames/s OpenCV's 0.5-1.3 ms per frame in the inference loop was the limit (docs/gpu.md):
+        torch's area averaging, rounded to integers like an 8-bit image. The two kernels differ in
+        how they weigh edge pixels; `dfwatch bench --device cuda` reports the faces both find."""
+        h, w = frames[0].shape[:2]
+        size = (round(h * scale), round(w * scale))
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack([_resize_rgb(f, size) for f in frames]))
+        batch = torch.empty((len(frames), h, w, 3), dtype=torch.uint8, pin_memory=True)
+        np.stack(frames, out=batch.numpy())
+        images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).flip(1)
+        if scale < 1.0:
+            images = torch.nn.functional.interpolate(images.float(), size=size, mode="area").round_()
+        return images.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _resize_rgb(frame_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    if scale >= 1.0:
+    if size == rgb.shape[:2]:
         return rgb
-    h, w = frame_bgr.shape[:2]
-    return cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 # ---- following one face --------------------------------------------------------------------
@@ -249,12 +265,27 @@ def _shrink(frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 # ---- model inputs --------------------------------------------------------------------------
 
-def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32 normalised (resized if needed)."""
+def model_size(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB at the model's input size (resized only if the crop size differs)."""
     images = np.asarray(images_rgb)
     if images.shape[1:3] != (norm.size, norm.size):
         images = np.stack([cv2.resize(im, (norm.size, norm.size), interpolation=cv2.INTER_AREA) for im in images])
-    x = images.astype(np.float32) / 255.0
+    return images
+
+
+def normalize_tensor(images_rgb: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """`normalize` on a device: (N, size, size, 3) uint8 RGB tensor -> (N, 3, size, size) float32, the
+    same arithmetic in the same order. A GPU runner takes 8-bit crops, so the inference loop moves a
+    quarter of the bytes and does no per-crop float work (docs/gpu.md)."""
+    x = images_rgb.float() / 255.0
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=x.device)
+    std = torch.tensor(norm.std, dtype=torch.float32, device=x.device)
+    return ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
+
+
+def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, size, size) float32 normalised (resized if needed)."""
+    x = model_size(images_rgb, norm).astype(np.float32) / 255.0
     x = (x - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 

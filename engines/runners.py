@@ -14,10 +14,19 @@ import torch
 
 from engines.bundle import Bundle, BundleError
 from engines.export import IO_NAMES, torch_module
+from engines.preprocess import Normalization, normalize_tensor
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # The CPU default, chosen from `dfwatch bench` on the 2-core reference machine (README, Benchmarks).
 CPU_DEFAULT = "onnxruntime"
+# torch on CUDA: the precision `auto` means, chosen from `dfwatch bench --device cuda` (docs/gpu.md):
+# fp16 and bf16 ran within 3 % of each other on an H100 and both passed the parity bounds of
+# engines/gpu_bench.py; fp16's error was 8x smaller (pSp rel. L2 1.9e-4 against 1.5e-3).
+CUDA_PRECISION = "fp16"
+# The most faces / clips per model call (`inference.max_batch: null`): 8 keeps a 2-core CPU's
+# latency low; on a GPU batches of 64 are where pSp level 9 reaches 94 % of its batch-256 rate.
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 64}
+CHANNELS_LAST_PARTS = ("style", "frame")   # 2D convolution models (the 3D trunk and the head are not)
 
 
 def cores() -> int:
@@ -47,21 +56,97 @@ class Runner:
         raise NotImplementedError
 
 
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def batch_bucket(n: int) -> int:
+    """The CUDA-graph batch a call of n samples is padded to: the next power of two."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 class TorchRunner(Runner):
+    """A part on torch. On CUDA it can run in reduced precision (`tf32`: float32 storage, TF32
+    matrix units; `fp16`/`bf16`: autocast, so reductions and the GRU's state stay float32), with
+    channels-last convolutions, and replay a captured CUDA graph per batch bucket (the batch padded
+    to a power of two: per-sample models, so padding never changes a real sample's output)."""
     backend = "torch"
 
-    def __init__(self, part: str, module: torch.nn.Module, device: str = "cpu"):
+    def __init__(self, part: str, module: torch.nn.Module, device: str = "cpu", precision: str = "fp32",
+                 channels_last: bool = False, cuda_graphs: bool = False, pixels: Normalization | None = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.part = part
         self.device = torch.device(device)
+        on_cuda = self.device.type == "cuda"
+        if precision != "fp32" and not on_cuda:
+            raise BundleError(f"precision {precision} needs a CUDA device; on the CPU use fp32")
+        self.precision, self.cuda_graphs = precision, cuda_graphs and on_cuda
+        self.channels_last = channels_last and on_cuda
         self.module = module.to(self.device).eval()
+        if on_cuda:  # the module may have been converted by an earlier runner: set its layout either way
+            self.module = self.module.to(memory_format=torch.channels_last if self.channels_last
+                                         else torch.contiguous_format)
         for p in self.module.parameters():
             p.requires_grad_(False)
+        self.pixels = pixels  # set: run_pixels takes 8-bit RGB crops and normalises them on the device
+        self._graphs: dict[tuple, tuple] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+
+    def _forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            tensors = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors)
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, _AUTOCAST.get(self.precision, torch.float16),
+                                                        enabled=self.precision in _AUTOCAST):
+                return self.module(*tensors).float()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+    def _graph(self, shapes: tuple) -> tuple:
+        """(graph, static inputs, static output) for these padded input shapes, captured once."""
+        if shapes not in self._graphs:
+            static = [torch.zeros(s, device=self.device) for s in shapes]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN picks its kernels)
+                for _ in range(2):
+                    self._forward(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                out = self._forward(*static)
+            self._graphs[shapes] = (graph, static, out)
+        return self._graphs[shapes]
+
+    def run_device(self, *inputs) -> torch.Tensor:
+        """Like run, but takes and returns tensors on the runner's device (no host round-trip)."""
+        tensors = [torch.as_tensor(x, device=self.device) for x in inputs]
+        if not self.cuda_graphs:
+            return self._forward(*tensors)
+        n = tensors[0].shape[0]
+        bucket = batch_bucket(n)
+        graph, static, out = self._graph(tuple((bucket, *t.shape[1:]) for t in tensors))
+        for buffer, t in zip(static, tensors):
+            buffer[:n].copy_(t)
+        graph.replay()
+        return out[:n]
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return torch.from_numpy(array)
+        # pinned host memory (PyTorch caches it): an asynchronous copy to the GPU
+        return torch.from_numpy(array).pin_memory().to(self.device, non_blocking=True)
 
     def run(self, *inputs) -> np.ndarray:
-        tensors = [torch.as_tensor(_numpy(x), device=self.device) for x in inputs]
-        with torch.inference_mode():
-            out = self.module(*tensors)
-        return out.float().cpu().numpy()
+        return self.run_device(*[self._upload(_numpy(x)) for x in inputs]).cpu().numpy()
+
+    def run_pixels(self, crops: np.ndarray) -> np.ndarray:
+        """Like run on `normalize(crops, self.pixels)`, from (N, size, size, 3) uint8 RGB crops."""
+        images = normalize_tensor(self._upload(np.ascontiguousarray(crops, dtype=np.uint8)), self.pixels)
+        return self.run_device(images).cpu().numpy()
 
 
 class OnnxRunner(Runner):
@@ -121,14 +206,13 @@ def has_onnx(bundle: Bundle) -> bool:
 
 
 def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice:
-    """`auto`: TensorRT when it and a GPU are present, else the CPU default (torch on CUDA when a
-    GPU is present without TensorRT). An explicit choice that cannot run is an error."""
+    """`auto`: on a GPU, torch on CUDA (at `model.precision`, fp16 by default: the fastest path
+    measured correct there, docs/gpu.md; TensorRT has not been measured, so it runs only when
+    asked for); on the CPU, the CPU default. An explicit choice that cannot run is an error."""
     device = resolve_device(device)
     if requested == "auto":
-        if tensorrt_available():
-            return BackendChoice("tensorrt", "cuda", "TensorRT and a GPU are present")
         if device == "cuda":
-            return BackendChoice("torch", "cuda", "a GPU without TensorRT")
+            return BackendChoice("torch", "cuda", "a GPU: torch on CUDA, the measured path")
         if CPU_DEFAULT == "onnxruntime" and not has_onnx(bundle):
             return BackendChoice("torch", "cpu", "the bundle has no ONNX files (run 'dfwatch engines export')")
         return BackendChoice(CPU_DEFAULT, "cpu", "the measured CPU default")
@@ -143,13 +227,31 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
     return BackendChoice(requested, device, "requested")
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> the measured CUDA default on a GPU, float32 on the CPU (the only CPU precision)."""
+    if precision == "auto":
+        return CUDA_PRECISION if device == "cuda" else "fp32"
+    if precision != "fp32" and device != "cuda":
+        raise BundleError(f"model.precision {precision} needs the torch backend on a CUDA device; "
+                          "on the CPU use precision auto or fp32")
+    return precision
+
+
 def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int = 0,
-                 trt_settings=None, on_build=None) -> tuple[dict[str, Runner], BackendChoice]:
+                 trt_settings=None, on_build=None, precision: str = "auto",
+                 cuda_graphs: bool = True) -> tuple[dict[str, Runner], BackendChoice]:
     """A runner per part of the bundle's family, on the chosen backend."""
     choice = choose_backend(backend, device, bundle)
     torch.set_num_threads(thread_count(threads))
     if choice.backend == "torch":
-        runners = {p: TorchRunner(p, torch_module(bundle, p), choice.device) for p in bundle.parts}
+        precision = resolve_precision(precision, choice.device)
+        if choice.device == "cuda":
+            torch.backends.cudnn.benchmark = True  # few shapes (batch buckets): tune each once
+        on_gpu = choice.device == "cuda"  # the per-frame part takes 8-bit crops and normalises them there
+        runners = {p: TorchRunner(p, torch_module(bundle, p), choice.device, precision, p in CHANNELS_LAST_PARTS,
+                                  cuda_graphs, bundle.frame_norm if on_gpu and p == bundle.frame_part else None)
+                   for p in bundle.parts}
+        choice = BackendChoice(choice.backend, choice.device, f"{choice.reason}; precision {precision}")
     elif choice.backend == "onnxruntime":
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if choice.device == "cuda" \
             else ["CPUExecutionProvider"]

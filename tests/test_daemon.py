@@ -66,6 +66,8 @@ def test_run_two_streams_end_to_end(small_bundle, footage, runtime, tmp_path):
         status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("analysed"),
                               10, "status") and sub.statuses[-1]
         assert status.streams["a"]["frames_in"] >= T and status.model == "test-small"
+        stages = status.stages  # model work per stage, counted since start
+        assert stages["detect"]["calls"] >= 1 and stages["style"]["items"] >= T and stages["style"]["seconds"] > 0
     finally:
         sub.close()
         assert stop(proc) == 0

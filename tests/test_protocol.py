@@ -58,8 +58,14 @@ def test_verdict_and_status_round_trip():
     n = make_verdict(score=None, label="no_face", faces=3)
     assert Verdict.decode(n.encode()) == n
     st_ = Status(t=5.0, uptime_s=3.0, model="m", backend="torch",
-                 streams={"a": {"frames_in": 3, "dropped": {"queue_full": 1}}}, invalid={"bad_header": 2})
+                 streams={"a": {"frames_in": 3, "dropped": {"queue_full": 1}}}, invalid={"bad_header": 2},
+                 stages={"detect": {"calls": 4, "items": 9, "seconds": 0.5}})
     assert Status.decode(st_.encode()) == st_
+    older = msgpack.unpackb(st_.encode()[1])
+    del older["stages"]  # a sender from before stage timings
+    assert Status.decode([b"status", msgpack.packb(older)]).stages == {}
+    with pytest.raises(ProtocolError, match="'stages' must map"):
+        Status.decode([b"status", msgpack.packb({**older, "stages": [1, 2]})])
     assert v.encode()[0] == b"verdict.cam-1"
 
 
