@@ -205,7 +205,8 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
     from daemon.protocol import Status, Verdict
 
     runtime = Path(tempfile.mkdtemp(prefix="dfwatch-bench-"))
-    env = {**os.environ, "DFWATCH__ENDPOINTS__RUNTIME_DIR": str(runtime), "DFWATCH__LOGGING__LEVEL": "warning"}
+    env = {**os.environ, "DFWATCH__ENDPOINTS__RUNTIME_DIR": str(runtime), "DFWATCH__LOGGING__LEVEL": "warning",
+           "DFWATCH__EVIDENCE__DIR": str(runtime / "evidence")}
     argv = [sys.executable, "-m", "engines.cli", "run", "--bundle", str(bundle_dir), "--set", "capture.loop=true",
             "--set", f"window.stride={stride}"]
     for item in overrides:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 from engines.cli import UserError, common_options, setup
 
@@ -31,8 +32,8 @@ def register_capture(sub) -> None:
 def register_infer(sub) -> None:
     p = sub.add_parser("infer", parents=[common_options()],
                        help="the inference process: rolling windows, models, verdicts on PUB")
-    _stream_options(p)
-    p.set_defaults(handler=_infer)
+    p.add_argument("--bundle", metavar="DIR", help="model bundle directory (overrides model.bundle)")
+    p.set_defaults(handler=_infer)  # no --stream: streams are whatever capture processes push
 
 
 def register_watch(sub) -> None:
@@ -42,7 +43,17 @@ def register_watch(sub) -> None:
     p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
     p.add_argument("--count", type=int, help="exit after this many verdicts")
+    p.add_argument("--alerts", action="store_true", help="JSON output: alert messages (start/update/end) too")
     p.set_defaults(handler=_watch)
+
+
+def register_health(sub) -> None:
+    p = sub.add_parser("health", parents=[common_options()],
+                       help="exit 0 if the daemon publishes status and every stream runs, else 1 with the reason")
+    p.add_argument("--max-age", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for a status message (default 5; status comes every second)")
+    p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
+    p.set_defaults(handler=_health)
 
 
 def register_demo(sub) -> None:
@@ -183,9 +194,19 @@ def _watch(args: argparse.Namespace) -> int:
     config = setup(args, "watch")
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
     try:
-        return watch(endpoint, args.stream, args.json, args.timeout, args.count)
+        return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts)
     except KeyboardInterrupt:
         return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from daemon.endpoints import resolve
+    from daemon.watch import health
+
+    config = setup(args, "health")
+    code, line = health(args.endpoint or resolve(config.endpoints).verdicts, args.max_age)
+    print(line, file=sys.stdout if code == 0 else sys.stderr)
+    return code
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import zmq
 
 from daemon import notify
+from daemon.alerts import AlertRules, AlertTracker
+from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
 from daemon.endpoints import Endpoints
-from daemon.protocol import CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
+from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.decision import Decision, decide
 from engines.logs import get_logger
@@ -44,6 +47,9 @@ class StreamState:
     last_frame: float = field(default_factory=time.monotonic)    # frames only (status)
     dropped: dict[str, int] = field(default_factory=dict)
     capture: CaptureStats | None = None
+    alerts: AlertTracker | None = None       # None: alerts are off
+    frames: FrameStore | None = None         # recent frames for evidence (None: no evidence kept)
+    labels: dict[str, int] = field(default_factory=dict)   # verdicts published, by label
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -57,7 +63,8 @@ class StreamState:
         return {"frames_in": self.frames_in, "analysed": self.analysed, "windows": self.windows,
                 "dropped": dropped, "reconnects": c.reconnects if c else 0, "stalls": c.stalls if c else 0,
                 "last_frame_age_s": round(now - self.last_frame, 3), "queue_depth": self.analysis.backlog,
-                "state": "ended" if ended else (c.state if c else "running")}
+                "state": "ended" if ended else (c.state if c else "running"),
+                "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None}
 
 
 class InferenceServer:
@@ -67,6 +74,17 @@ class InferenceServer:
         self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
         self.context = context or zmq.Context.instance()
         self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
+        self.alert_rules = AlertRules.from_config(config.alerts) if config.alerts.enabled else None
+        ev = config.evidence
+        self.evidence = EvidenceWriter(Path(ev.dir) if ev.dir else default_dir(), ev.max_bytes, ev.max_age_days,
+                                       ev.queue) if ev.enabled and self.alert_rules else None
+        # a window, the frames that arrive before its verdict, and the smoothing look-back
+        self.evidence_frames = bundle.frames + 2 * config.window.stride + 8
+        self.metrics = None
+        if config.metrics.port:
+            from daemon.metrics import Metrics
+
+            self.metrics = Metrics(self)
         self.max_batch = max_batch or config.inference.max_batch or DEFAULT_MAX_BATCH["cpu"]
         self.max_wait = config.inference.max_wait_ms / 1000
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
@@ -100,7 +118,10 @@ class InferenceServer:
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         log.info("serving", frames=self.endpoints.frames, verdicts=self.endpoints.verdicts, model=self.bundle.id,
-                 backend=self.backend, trained=self.bundle.trained)
+                 backend=self.backend, trained=self.bundle.trained,
+                 evidence=str(self.evidence.root) if self.evidence else None)
+        if self.metrics:
+            self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         notify.to_supervisor("READY=1")
         next_status = time.monotonic()
         last_ping = 0.0
@@ -122,6 +143,8 @@ class InferenceServer:
         finally:
             pull.close()
             pub.close()
+            if self.evidence:
+                self.evidence.close()
         return 0
 
     def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
@@ -157,7 +180,9 @@ class InferenceServer:
 
     def _stream(self, name: str) -> StreamState:
         if name not in self.streams:
-            self.streams[name] = StreamState(name, self.new_analysis())
+            self.streams[name] = StreamState(
+                name, self.new_analysis(), alerts=AlertTracker(name, self.alert_rules) if self.alert_rules else None,
+                frames=FrameStore(self.config.evidence.frame_width, self.evidence_frames) if self.evidence else None)
             log.info("new stream", stream=name)
         state = self.streams[name]
         state.last_seen = time.monotonic()
@@ -182,6 +207,8 @@ class InferenceServer:
         state.last_frame = time.monotonic()
         state.frames_in += 1
         state.analysis.add_frame(frame.pixels, frame.seq, frame.t_capture, frame.t_mono)
+        if state.frames is not None:
+            state.frames.add(frame.seq, frame.pixels)
 
     def _new_session(self, state: StreamState) -> None:
         state.window_offset = state.windows
@@ -213,7 +240,10 @@ class InferenceServer:
             totals = self.stages.setdefault(stage, {"calls": 0, "items": 0, "seconds": 0.0})
             totals["calls"] += 1
             totals["items"] += len(streams)
-            totals["seconds"] = round(totals["seconds"] + time.perf_counter() - start, 6)
+            seconds = time.perf_counter() - start
+            totals["seconds"] = round(totals["seconds"] + seconds, 6)
+            if self.metrics:
+                self.metrics.model_seconds.labels(stage).observe(seconds)
             return True
         except Exception:
             log.exception("model call failed; resetting the streams involved", stage=stage,
@@ -274,6 +304,8 @@ class InferenceServer:
             for (s, w), decision in zip(items, decisions):
                 self._publish_verdict(s, w, decision)
                 s.analysis.window_done(w)
+                if s.analysis.finished and s.alerts:  # the source ended: so does its alert
+                    self._publish_alert(s.alerts.end(w.t_last))
         return self._guarded("decision", [s for s, _ in items], run)
 
     # -- publishing ---------------------------------------------------------------------------
@@ -286,9 +318,46 @@ class InferenceServer:
                           untrained=not self.bundle.trained, family=self.bundle.family,
                           fake_frames=decision.fake_frames)
         state.windows += 1
+        state.labels[label] = state.labels.get(label, 0) + 1
+        if self.metrics:
+            self.metrics.verdict_latency.observe(verdict.latency_ms / 1000)
         self.pub.send_multipart(verdict.encode(), flags=zmq.NOBLOCK)  # PUB drops for slow subscribers
         log.info("verdict", stream=state.name, window=verdict.window, label=label,
                  score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))
+        if state.alerts:
+            alert = state.alerts.on_verdict(verdict)
+            if alert is not None and alert.state == "start" and self.evidence:
+                alert = self._keep_evidence(state, w, alert, score)
+            self._publish_alert(alert)
+
+    def _keep_evidence(self, state: StreamState, w: WindowInputs, alert: Alert, score: float) -> Alert:
+        """Hands the opening window to the evidence writer (never waits); the alert names its files
+        when the job was taken."""
+        frames, boxes = [], []
+        for i in w.indices:
+            record = state.analysis.records.get(i)
+            kept = state.frames.get(record.seq) if record else None
+            if kept is not None:
+                frames.append(kept[0])
+                boxes.append(record.chosen.box * kept[1] if record.chosen else None)
+        if not frames:
+            return alert
+        alert = state.alerts.with_evidence(relative_paths(alert))
+        fps = self.config.capture.fps or self.bundle.fps
+        if not self.evidence.submit(WindowEvidence(alert, frames, boxes, score, fps)):
+            state.drop("evidence")
+            alert = state.alerts.with_evidence(None)
+        return alert
+
+    def _publish_alert(self, alert: Alert | None) -> None:
+        if alert is None:
+            return
+        if alert.state != "start" and alert.evidence and self.evidence:
+            self.evidence.submit(alert)  # appended to its alert.json
+        self.pub.send_multipart(alert.encode(), flags=zmq.NOBLOCK)
+        (log.warning if alert.state == "start" else log.info)(
+            f"alert {alert.state}", stream=alert.stream, alert_id=alert.alert_id, windows=alert.windows,
+            score=round(alert.score, 4), peak_score=round(alert.peak_score, 4), untrained=alert.untrained)
 
     def _publish_status(self, now: float) -> None:
         status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
@@ -299,4 +368,6 @@ class InferenceServer:
     def _evict(self, now: float) -> None:
         for name in [n for n, s in self.streams.items() if now - s.last_seen > self.config.window.evict_after]:
             log.info("stream silent; evicted from memory", stream=name)
-            del self.streams[name]
+            state = self.streams.pop(name)
+            if state.alerts:
+                self._publish_alert(state.alerts.end(time.time()))

@@ -12,6 +12,7 @@ Capture -> inference (PUSH/PULL):
   CaptureStats [header{kind='stats', stream, ...}]    the sender's own counters (drops, reconnects)
 Inference -> clients (PUB/SUB):
   Verdict      [b'verdict.<stream>', map]
+  Alert        [b'alert.<stream>', map]       an alert's start / update / end (daemon/alerts.py)
   Status       [b'status', map]
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FORMATS = ("bgr24",)
 LABELS = ("fake", "real", "no_face")
 VERDICT_TOPIC = b"verdict."
+ALERT_TOPIC = b"alert."
 STATUS_TOPIC = b"status"
+ALERT_STATES = ("start", "update", "end")
 
 REASONS = ("bad_parts", "bad_header", "bad_version", "bad_kind", "bad_field", "bad_stream",
            "bad_format", "too_large", "too_small", "size_mismatch")
@@ -246,6 +249,22 @@ def _topic(parts: list | tuple, expected: bytes) -> tuple[bytes, dict]:
     return topic, _unpack_map(parts[1], MAX_PAYLOAD_BYTES)
 
 
+def _per_stream(parts: list | tuple, prefix: bytes) -> tuple[dict, str]:
+    """(map, stream) of a `<prefix><stream>` message whose topic names the map's own stream."""
+    topic, h = _topic(parts, prefix)
+    stream = _stream(h)
+    if topic != prefix + stream.encode():
+        raise ProtocolError("bad_field", f"topic {topic!r:.60} does not match stream '{stream}'")
+    return h, stream
+
+
+def _bool(h: dict, key: str, default: bool = False) -> bool:
+    x = h.get(key, default)
+    if not isinstance(x, bool):
+        raise ProtocolError("bad_field", f"'{key}' must be a boolean")
+    return x
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One window's decision. `score` is the fake probability (None when label is no_face); for
@@ -274,26 +293,60 @@ class Verdict:
 
     @classmethod
     def decode(cls, parts: list | tuple) -> "Verdict":
-        topic, h = _topic(parts, VERDICT_TOPIC)
-        stream = _stream(h)
-        if topic != VERDICT_TOPIC + stream.encode():
-            raise ProtocolError("bad_field", f"topic {topic!r:.60} does not match stream '{stream}'")
+        h, stream = _per_stream(parts, VERDICT_TOPIC)
         label = h.get("label")
         if label not in LABELS:
             raise ProtocolError("bad_field", f"label {label!r:.40} is not one of {', '.join(LABELS)}")
         score = _num(h, "score", optional=True, lo=0.0, hi=1.0)
         if (score is None) != (label == "no_face"):
             raise ProtocolError("bad_field", "score must be null exactly when label is no_face")
-        untrained = h.get("untrained", False)
-        if not isinstance(untrained, bool):
-            raise ProtocolError("bad_field", "'untrained' must be a boolean")
         return cls(stream=stream, window=_int(h, "window"), seq_first=_int(h, "seq_first"),
                    seq_last=_int(h, "seq_last"), t_first=_num(h, "t_first"), t_last=_num(h, "t_last"),
                    score=score, label=label, threshold=_num(h, "threshold", lo=0.0, hi=1.0),
                    faces=_int(h, "faces"), frames=_int(h, "frames"), model=_str(h, "model"),
-                   backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=untrained,
+                   backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=_bool(h, "untrained"),
                    family=_str(h, "family", 64) if "family" in h else "stylegru",
                    fake_frames=_int(h, "fake_frames", optional=True))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A stream that looks fake: one `alert_id` from `start` through `update`s to `end`. Times are
+    capture times (Unix seconds) of the windows involved; `windows` counts the fake windows so far,
+    `score` is the latest window's, `peak_score` the highest fake one; `evidence` lists files kept
+    for the alert (relative to the evidence directory), null when none are."""
+    alert_id: str
+    stream: str
+    state: str
+    t_start: float
+    t_last: float
+    t_end: float | None
+    windows: int
+    score: float
+    peak_score: float
+    model: str
+    evidence: list[str] | None = None
+    untrained: bool = False
+
+    def encode(self) -> list:
+        return [ALERT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
+
+    @classmethod
+    def decode(cls, parts: list | tuple) -> "Alert":
+        h, stream = _per_stream(parts, ALERT_TOPIC)
+        state = h.get("state")
+        if state not in ALERT_STATES:
+            raise ProtocolError("bad_field", f"state {state!r:.40} is not one of {', '.join(ALERT_STATES)}")
+        t_end = _num(h, "t_end", optional=True)
+        if (t_end is None) != (state != "end"):
+            raise ProtocolError("bad_field", "t_end must be set exactly when state is end")
+        evidence = h.get("evidence")
+        if evidence is not None and not (isinstance(evidence, list) and all(isinstance(e, str) for e in evidence)):
+            raise ProtocolError("bad_field", "'evidence' must be null or a list of paths")
+        return cls(alert_id=_str(h, "alert_id", 64), stream=stream, state=state, t_start=_num(h, "t_start"),
+                   t_last=_num(h, "t_last"), t_end=t_end, windows=_int(h, "windows"),
+                   score=_num(h, "score", lo=0.0, hi=1.0), peak_score=_num(h, "peak_score", lo=0.0, hi=1.0),
+                   model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"))
 
 
 @dataclass(frozen=True)

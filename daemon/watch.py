@@ -1,4 +1,5 @@
-"""`dfwatch watch`: subscribe to verdicts; a live table on a TTY, JSON lines otherwise."""
+"""`dfwatch watch`: subscribe to verdicts; a live table on a TTY, JSON lines otherwise.
+`dfwatch health`: one status message, judged: exit 0 when the daemon is up and every stream runs."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from dataclasses import asdict
 
 import zmq
 
-from daemon.protocol import STATUS_TOPIC, VERDICT_TOPIC, ProtocolError, Status, Verdict
+from daemon.protocol import ALERT_TOPIC, STATUS_TOPIC, VERDICT_TOPIC, Alert, ProtocolError, Status, Verdict
 from engines.errors import DfwatchError
 
 
@@ -16,27 +17,64 @@ class NothingPublishing(DfwatchError):
     pass
 
 
-def subscribe(endpoint: str, stream: str | None, context: zmq.Context | None = None) -> zmq.Socket:
+# A stream in any other state is a fault. `blocked`: an unpaced file waiting for the inference process.
+HEALTHY_STATES = ("running", "blocked", "ended")
+FAULTS = {"connecting": "connecting to its source", "backoff": "waiting to reconnect to its source (backoff)"}
+
+
+def subscribe(endpoint: str, stream: str | None, context: zmq.Context | None = None,
+              topics: tuple[bytes, ...] = (VERDICT_TOPIC, ALERT_TOPIC)) -> zmq.Socket:
+    """A SUB socket for these per-stream topics (of `stream` only, when given) and status.
+
+    ZeroMQ matches topics by prefix, so `verdict.door` also delivers `verdict.door2`: `receive`
+    drops other streams' messages by their `stream` field (clients in other languages must too)."""
     sub = (context or zmq.Context.instance()).socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, VERDICT_TOPIC + (stream.encode() if stream else b""))
+    for topic in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, topic + (stream.encode() if stream else b""))
     sub.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)  # a live daemon sends status every second
     sub.connect(endpoint)
     return sub
 
 
-def receive(sub: zmq.Socket, timeout_s: float) -> Verdict | Status | None:
-    """The next valid message, or None after timeout_s without one."""
+def decode(parts: list) -> Verdict | Alert | Status:
+    if parts[0] == STATUS_TOPIC:
+        return Status.decode(parts)
+    return Alert.decode(parts) if bytes(parts[0]).startswith(ALERT_TOPIC) else Verdict.decode(parts)
+
+
+def receive(sub: zmq.Socket, timeout_s: float, stream: str | None = None) -> Verdict | Alert | Status | None:
+    """The next valid message (of `stream` only, when given), or None after timeout_s without one."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         if not sub.poll(int(left * 1000) + 1):
             return None
-        parts = sub.recv_multipart()
         try:
-            return Status.decode(parts) if parts[0] == STATUS_TOPIC else Verdict.decode(parts)
+            msg = decode(sub.recv_multipart())
         except ProtocolError:
             continue  # a newer or broken publisher; keep listening
+        if stream is None or isinstance(msg, Status) or msg.stream == stream:
+            return msg
     return None
+
+
+def health(endpoint: str, max_age: float) -> tuple[int, str]:
+    """(exit code, one line): 0 when a status message arrives within `max_age` seconds and every
+    stream in it is running (or blocked on the consumer, or ended: a file that finished), else 1
+    naming what is wrong."""
+    sub = subscribe(endpoint, None, topics=())
+    try:
+        status = receive(sub, max_age)
+    finally:
+        sub.close()
+    if status is None:
+        return 1, (f"unhealthy: no status message from {endpoint} within {max_age:g} s: is dfwatch running, "
+                   "with the same endpoints configuration?")
+    faults = [f"stream {name} is {FAULTS.get(st.get('state'), st.get('state', '?'))}"
+              for name, st in sorted(status.streams.items()) if st.get("state") not in HEALTHY_STATES]
+    if faults:
+        return 1, "unhealthy: " + "; ".join(faults)
+    return 0, f"healthy: {len(status.streams)} stream(s), model {status.model} ({status.backend}), up {status.uptime_s:.0f} s"
 
 
 class Table:
@@ -46,6 +84,8 @@ class Table:
         self.out, self.verdicts, self.status = out, {}, None
 
     def update(self, msg) -> None:
+        if isinstance(msg, Alert):
+            return  # the table shows open alerts from the status (a column per stream)
         if isinstance(msg, Verdict):
             self.verdicts[msg.stream] = msg
         else:
@@ -68,26 +108,31 @@ class Table:
                 label = v.label + ("*" if v.untrained else "")
                 votes = "-" if v.fake_frames is None else f"{v.fake_frames}/{v.faces}"  # dldfd: face frames voting fake
                 lines.append(f"{name:16} {v.window:6d} {label:8} {score:>6} {votes:>7} {v.faces:3d}/{v.frames:<3d} "
-                             f"{v.latency_ms:7.0f}ms {counts:>20}  {st.get('state', '')}")
+                             f"{v.latency_ms:7.0f}ms {counts:>20}  {st.get('state', '')}{_alert_mark(st)}")
             else:
                 lines.append(f"{name:16} {'':6} {'waiting':8} {'':6} {'':7} {'':7} {'':9} {counts:>20}  "
-                             f"{st.get('state', '')}")
+                             f"{st.get('state', '')}{_alert_mark(st)}")
         if any(v.untrained for v in self.verdicts.values()):
             lines += ["", "* untrained head (demo or no --head): scores mean nothing"]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         self.out.flush()
 
 
+def _alert_mark(st: dict) -> str:
+    return f"  ALERT {st['alert'][:8]}" if st.get("alert") else ""
+
+
 def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeout_s: float = 5.0,
-          count: int | None = None, out=None) -> int:
-    """Prints verdicts until Ctrl-C (or `count` verdicts). Raises NothingPublishing if nothing
-    arrives within timeout_s of starting."""
+          count: int | None = None, out=None, alerts: bool = False) -> int:
+    """Prints verdicts until Ctrl-C (or `count` verdicts); with `alerts`, JSON lines of alert
+    messages too (they carry `alert_id`). Raises NothingPublishing if nothing arrives within
+    timeout_s of starting."""
     out = out or sys.stdout
     sub = subscribe(endpoint, stream)
     table = None if as_json or not out.isatty() else Table(out)
     seen, warned = 0, False
     try:
-        first = receive(sub, timeout_s)
+        first = receive(sub, timeout_s, stream)
         if first is None:
             raise NothingPublishing(f"nothing is publishing on {endpoint} (waited {timeout_s:g} s): is "
                                     "'dfwatch run' running, with the same endpoints configuration?")
@@ -102,13 +147,13 @@ def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeo
                 warned = False
                 if table:
                     table.update(msg)
-                elif isinstance(msg, Verdict):
+                elif isinstance(msg, Verdict) or (alerts and isinstance(msg, Alert)):
                     out.write(json.dumps(asdict(msg)) + "\n")
                     out.flush()
                 if isinstance(msg, Verdict):
                     seen += 1
                     if count and seen >= count:
                         return 0
-            msg = receive(sub, 3 * timeout_s)
+            msg = receive(sub, 3 * timeout_s, stream)
     finally:
         sub.close()

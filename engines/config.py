@@ -122,6 +122,35 @@ class InferenceConfig(Section):
     status_interval: float = Field(1.0, gt=0, le=3600)
 
 
+class AlertsConfig(Section):
+    enabled: bool = True
+    open_after: int = Field(2, ge=1, le=100)
+    open_of: int = Field(3, ge=1, le=100)
+    close_after: int = Field(3, ge=1, le=100)
+    cooldown_s: float = Field(30.0, ge=0, le=86_400)
+    update_every: int = Field(4, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _opens(self) -> "AlertsConfig":
+        if self.open_after > self.open_of:
+            raise ValueError(f"open_after ({self.open_after}) cannot exceed open_of ({self.open_of})")
+        return self
+
+
+class EvidenceConfig(Section):
+    enabled: bool = True
+    dir: str | None = None
+    frame_width: int = Field(320, ge=32, le=4096)
+    max_bytes: int = Field(2 * 1024 ** 3, ge=0)
+    max_age_days: float = Field(30.0, gt=0, le=36_500)
+    queue: int = Field(16, ge=1, le=10_000)
+
+
+class MetricsConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65_535)
+
+
 class TensorRTConfig(Section):
     min_batch: int = Field(1, ge=1, le=1024)
     opt_batch: int = Field(4, ge=1, le=1024)
@@ -167,6 +196,9 @@ class Config(Section):
     faces: FacesConfig = FacesConfig()
     window: WindowConfig = WindowConfig()
     inference: InferenceConfig = InferenceConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    metrics: MetricsConfig = MetricsConfig()
     tensorrt: TensorRTConfig = TensorRTConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     streams: tuple[StreamConfig, ...] = ()

@@ -1,17 +1,37 @@
 """Structured logging for every dfwatch process (structlog).
 
 JSON lines when stderr is not a TTY (systemd/journald, files, pipes), readable console lines on a
-TTY. Every line carries the process `role` (capture, infer, run, train, ...) and, where bound, the
+TTY. Written to the journal, each JSON line starts with its syslog priority (`<4>{...}`), so
+`journalctl -p warning` filters dfwatch's lines. Every line carries the process `role` (capture, infer, run, train, ...) and, where bound, the
 `stream` name: call `bind(stream=...)` once per process or per unit of work.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# syslog priorities: journald reads a "<N>" line prefix as the line's priority (journalctl -p warning)
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def to_journal(stream) -> bool:
+    """The stream is systemd's journal: $JOURNAL_STREAM names its device:inode (systemd.exec(5))."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return bool(expected) and expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def _with_priority(renderer):
+    def render(logger, method, event_dict):
+        return f"<{PRIORITIES.get(event_dict.get('level', 'info'), 6)}>" + renderer(logger, method, event_dict)
+    return render
 
 
 def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=None) -> None:
@@ -21,6 +41,8 @@ def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer = (structlog.dev.ConsoleRenderer(colors=True) if fmt == "console"
                 else structlog.processors.JSONRenderer(sort_keys=False))
+    if fmt == "json" and to_journal(stream):
+        renderer = _with_priority(renderer)
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     structlog.configure(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zmq
 
-from daemon.protocol import STATUS_TOPIC, VERDICT_TOPIC, ProtocolError, Status, Verdict
+from daemon.protocol import ALERT_TOPIC, STATUS_TOPIC, VERDICT_TOPIC, Alert, ProtocolError, Status, Verdict
 
 DFWATCH = [sys.executable, "-m", "engines.cli"]
 
@@ -19,6 +19,8 @@ def daemon_env(runtime_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH__") and k != "NOTIFY_SOCKET"}
     env["DFWATCH__ENDPOINTS__RUNTIME_DIR"] = str(runtime_dir)
     env["DFWATCH__LOGGING__FORMAT"] = "json"
+    env["DFWATCH__METRICS__PORT"] = "0"                         # tests that scrape pick a free port
+    env["DFWATCH__EVIDENCE__DIR"] = str(runtime_dir / "evidence")  # never the user's data directory
     env.update(extra)
     return env
 
@@ -64,6 +66,7 @@ class Subscriber:
         self.sock.connect(endpoint)
         self.verdicts: list[Verdict] = []
         self.statuses: list[Status] = []
+        self.alerts: list[Alert] = []
 
     def pump(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -76,6 +79,8 @@ class Subscriber:
                     self.statuses.append(Status.decode(parts))
                 elif parts[0].startswith(VERDICT_TOPIC):
                     self.verdicts.append(Verdict.decode(parts))
+                elif parts[0].startswith(ALERT_TOPIC):
+                    self.alerts.append(Alert.decode(parts))
             except ProtocolError:
                 raise AssertionError(f"the daemon published an invalid message: {parts[:1]}")
 

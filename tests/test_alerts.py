@@ -1,0 +1,280 @@
+"""Alert events: the per-stream state machine (unit tests, no sockets), the wire message, and the
+real inference process publishing start / update / end for real footage; `dfwatch health`."""
+from __future__ import annotations
+
+import subprocess
+
+import msgpack
+import pytest
+import zmq
+
+from daemon.alerts import AlertRules, AlertTracker
+from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
+from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+
+
+def verdict(label: str, t: float, score: float | None = None, stream: str = "door", untrained: bool = False) -> Verdict:
+    if score is None:
+        score = None if label == "no_face" else (0.9 if label == "fake" else 0.1)
+    return Verdict(stream=stream, window=int(t), seq_first=0, seq_last=1, t_first=t - 1, t_last=t, score=score,
+                   label=label, threshold=0.5, faces=8, frames=8, model="m", backend="torch", latency_ms=1.0,
+                   untrained=untrained)
+
+
+def feed(tracker: AlertTracker, labels: str, t0: float = 100.0, **kw) -> list[tuple[float, Alert]]:
+    """labels: one letter a window (f fake, r real, n no_face), a window a second from t0."""
+    names = {"f": "fake", "r": "real", "n": "no_face"}
+    out = []
+    for i, c in enumerate(labels):
+        msg = tracker.on_verdict(verdict(names[c], t0 + i, **kw))
+        if msg:
+            out.append((t0 + i, msg))
+    return out
+
+
+def states(messages) -> list[str]:
+    return [m.state for _, m in messages]
+
+
+def test_opens_after_k_of_n_fake_windows():
+    msgs = feed(AlertTracker("door"), "frrf")   # 1 of 3, then f r r f: only 1 fake among the last 3
+    assert msgs == []
+    msgs = feed(AlertTracker("door"), "frf")    # 2 of the last 3
+    assert states(msgs) == ["start"] and msgs[0][0] == 102.0
+    start = msgs[0][1]
+    assert start.windows == 2 and start.t_start == 99.0 and start.t_end is None and start.peak_score == 0.9
+    assert AlertTracker("x", AlertRules(open_after=1, open_of=1)).on_verdict(verdict("fake", 5.0)).state == "start"
+
+
+def test_updates_then_ends_after_consecutive_real_windows():
+    tracker = AlertTracker("door", AlertRules(update_every=2, close_after=3))
+    msgs = feed(tracker, "ff" + "ff" + "rfr" + "rrr")
+    assert states(msgs) == ["start", "update", "update", "update", "end"]
+    ids = {m.alert_id for _, m in msgs}
+    assert len(ids) == 1 and len(next(iter(ids))) == 32
+    end = msgs[-1][1]
+    assert end.windows == 5 and end.t_end == msgs[-1][0] and end.score == 0.1 and not tracker.active
+    # windows 4-8 are r f r r r: the fake one restarts the real run, so the third real in a row (8) ends it
+    assert msgs[-1][0] == 100.0 + 8
+
+
+def test_no_face_windows_neither_open_nor_close():
+    assert feed(AlertTracker("door"), "fnnnnf")[0][1].state == "start"
+    tracker = AlertTracker("door", AlertRules(close_after=2))
+    msgs = feed(tracker, "ff" + "rnnnnnr")
+    assert states(msgs) == ["start", "end"]
+    assert feed(AlertTracker("door"), "nnnnnnnn") == []
+
+
+def test_cooldown_after_an_end_and_a_new_id_after_it():
+    tracker = AlertTracker("door", AlertRules(close_after=1, cooldown_s=10))
+    first = feed(tracker, "ffr", t0=0.0)               # start at 1, end at 2
+    assert states(first) == ["start", "end"]
+    assert feed(tracker, "ff", t0=5.0) == []            # inside the cooldown (until 12)
+    again = feed(tracker, "ff", t0=20.0)
+    assert states(again) == ["start"] and again[0][1].alert_id != first[0][1].alert_id
+
+
+def test_end_of_stream_or_eviction_ends_the_open_alert():
+    tracker = AlertTracker("door")
+    feed(tracker, "ff")
+    end = tracker.end(200.0)
+    assert end.state == "end" and end.t_end == 200.0 and tracker.end(201.0) is None
+    assert AlertTracker("door").end(1.0) is None
+
+
+def test_untrained_bundles_raise_marked_alerts():
+    msgs = feed(AlertTracker("door"), "ff", untrained=True)
+    assert msgs[0][1].untrained
+
+
+def test_alert_message_round_trip_and_validation():
+    a = feed(AlertTracker("cam-1"), "ff", stream="cam-1")[0][1]
+    parts = a.encode()
+    assert parts[0] == b"alert.cam-1" and Alert.decode(parts) == a
+    h = msgpack.unpackb(parts[1])
+    for bad, reason in (({"state": "open"}, "state"), ({"t_end": 5.0}, "t_end"), ({"evidence": "x"}, "evidence"),
+                        ({"score": 2.0}, "score"), ({"stream": "other"}, "does not match")):
+        with pytest.raises(ProtocolError, match=reason):
+            Alert.decode([parts[0], msgpack.packb({**h, **bad})])
+
+
+# ---- the real inference process ---------------------------------------------------------------
+
+def _serve(bundle, frames, work, threshold: float, metrics_port: int = 0):
+    """dfwatch infer on the DLDFD test bundle with every window fake (threshold 0) or none (1):
+    real frames of franck.mp4 for stream 'cam', then its end."""
+    runtime = work / f"run{threshold}"
+    runtime.mkdir()
+    log = work / f"infer{threshold}.log"
+    proc = start(["infer", "--bundle", str(bundle), "--set", "window.stride=2", "--set", "alerts.update_every=3",
+                  "--set", f"inference.threshold={threshold}", "--set", "inference.status_interval=0.3",
+                  "--set", f"metrics.port={metrics_port}"], daemon_env(runtime), log)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"ipc://{runtime}/frames")
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    sub.wait_for(lambda s: s.statuses, 60, "the inference process to serve", log)
+    for i, pixels in enumerate(frames):
+        push.send_multipart(Frame("cam", i, 1000.0 + i / 4, float(i), pixels).encode())
+    push.send_multipart(EndOfStream("cam", len(frames) - 1).encode())
+    return proc, push, sub, runtime, log
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics endpoint's samples, 'name{labels}' -> value."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundle, franck_frames, tmp_path):
+    import cv2
+
+    frames = franck_frames[:24]
+    port = free_port()
+    proc, push, sub, runtime, log = _serve(dldfd_bundle, frames, tmp_path, 0.0, port)
+    try:
+        sub.wait_for(lambda s: any(a.state == "end" for a in s.alerts), 90, "the alert's end", log)
+        verdicts = sub.of("cam")
+        assert verdicts and all(v.label == "fake" for v in verdicts)
+        alerts = sub.alerts
+        assert [a.state for a in alerts][0] == "start" and alerts[-1].state == "end"
+        assert {a.state for a in alerts[1:-1]} == {"update"} and len(alerts) >= 3
+        assert len({a.alert_id for a in alerts}) == 1 and all(a.untrained and a.model == "test-dldfd" for a in alerts)
+        assert alerts[-1].windows == len(verdicts) and alerts[-1].t_end == verdicts[-1].t_last
+        assert alerts[0].t_start == verdicts[0].t_first
+
+        # evidence: the opening window as video and contact sheet, and every message of the alert
+        first = alerts[0]
+        assert first.evidence == [f"cam/{first.alert_id}/{n}" for n in ("window.mp4", "faces.jpg", "alert.json")]
+        folder = runtime / "evidence" / "cam" / first.alert_id
+        sub.wait_for(lambda s: (folder / "alert.json").exists() and
+                     len(__import__("json").loads((folder / "alert.json").read_text())) == len(alerts), 30,
+                     "alert.json with every message")
+        cap, n = cv2.VideoCapture(str(folder / "window.mp4")), 0
+        while cap.read()[0]:
+            n += 1
+        assert n >= 8 and cv2.imread(str(folder / "faces.jpg")) is not None  # T = 8 frames in the test bundle
+
+        m = scrape(port)
+        assert m['dfwatch_frames_received_total{stream="cam"}'] == len(frames)
+        assert m['dfwatch_verdicts_total{label="fake",stream="cam"}'] == len(verdicts)
+        assert m['dfwatch_alerts_total{stream="cam"}'] == 1 and m['dfwatch_alert_active{stream="cam"}'] == 0
+        assert m['dfwatch_verdict_latency_seconds_count'] == len(verdicts)
+        assert m['dfwatch_model_seconds_count{part="frame"}'] >= 1 and m['dfwatch_model_seconds_count{part="detect"}'] >= 1
+        assert any(k.startswith("dfwatch_build_info{") and 'model="test-dldfd"' in k for k in m)
+
+        endpoint = f"ipc://{runtime}/verdicts"
+        ok = subprocess.run(DFWATCH + ["health", "--endpoint", endpoint], capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0 and ok.stdout.startswith("healthy: 1 stream(s)"), ok.stdout + ok.stderr
+        push.send_multipart(CaptureStats("lobby", state="backoff").encode())  # a camera that went away
+        sub.wait_for(lambda s: s.statuses and "lobby" in s.statuses[-1].streams, 30, "the lost camera's status")
+        bad = subprocess.run(DFWATCH + ["health", "--endpoint", endpoint], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1
+        assert bad.stderr.strip() == "unhealthy: stream lobby is waiting to reconnect to its source (backoff)"
+        assert 'dfwatch_frames_received_total{stream="lobby"}' in scrape(port)
+    finally:
+        push.close()
+        sub.close()
+        assert stop(proc) == 0
+    gone = subprocess.run(DFWATCH + ["health", "--endpoint", f"ipc://{runtime}/verdicts", "--max-age", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "no status message" in gone.stderr and len(gone.stderr.splitlines()) == 1
+
+
+def test_no_alert_when_no_window_is_fake(dldfd_bundle, franck_frames, tmp_path):
+    proc, push, sub, runtime, log = _serve(dldfd_bundle, franck_frames[:16], tmp_path, 1.0)
+    try:
+        sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("cam", {}).get("state") == "ended", 90,
+                     "the stream to end", log)
+        sub.pump(0.5)
+        assert sub.of("cam") and all(v.label == "real" for v in sub.of("cam")) and sub.alerts == []
+    finally:
+        push.close()
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_watch_stream_is_exact_and_shows_alerts_on_request(tmp_path):
+    """ZeroMQ topics match by prefix: `--stream door` must not show door2 or door.back."""
+    import json
+    import threading
+    import time
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/v"
+    pub.bind(endpoint)
+    stop_event = threading.Event()
+
+    def publish():
+        t = 0.0
+        while not stop_event.is_set():
+            t += 1
+            for name in ("door2", "door.back", "door"):
+                pub.send_multipart(verdict("fake", t, stream=name).encode())
+            pub.send_multipart(feed(AlertTracker("door", AlertRules(open_after=1, open_of=1)), "f", t0=t,
+                                    stream="door")[0][1].encode())
+            pub.send_multipart(feed(AlertTracker("door2", AlertRules(open_after=1, open_of=1)), "f", t0=t,
+                                    stream="door2")[0][1].encode())
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        r = subprocess.run(DFWATCH + ["watch", "--endpoint", endpoint, "--stream", "door", "--json", "--alerts",
+                                      "--count", "4"], capture_output=True, text=True, timeout=60)
+    finally:
+        stop_event.set()
+        thread.join()
+        pub.close()
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {line["stream"] for line in lines} == {"door"}
+    assert any("alert_id" in line for line in lines) and sum("alert_id" not in line for line in lines) == 4
+
+
+# ---- operator defects (issue 12) ----------------------------------------------------------------
+
+def test_json_lines_carry_the_journald_priority_only_on_the_journal(tmp_path, monkeypatch):
+    from engines.logs import configure_logging, get_logger
+
+    try:
+        _log_to_files(tmp_path, monkeypatch, configure_logging, get_logger)
+    finally:
+        configure_logging("test", "info", "json")
+
+
+def _log_to_files(tmp_path, monkeypatch, configure_logging, get_logger):
+    import os
+
+    path = tmp_path / "journal"
+    with open(path, "w") as f:
+        st = os.fstat(f.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging("infer", "info", "json", stream=f)
+        get_logger().warning("stream lost", stream="door")
+        get_logger().info("verdict")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith('<4>{"') and '"event": "stream lost"' in lines[0] and lines[1].startswith("<6>{")
+    other = tmp_path / "file"
+    with open(other, "w") as f:  # JOURNAL_STREAM names another file: plain JSON lines
+        configure_logging("infer", "info", "json", stream=f)
+        get_logger().warning("x")
+    assert other.read_text().startswith("{")
+
+
+def test_infer_takes_no_stream_option():
+    r = subprocess.run(DFWATCH + ["infer", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--bundle" in r.stdout and "--stream" not in r.stdout

@@ -1,0 +1,108 @@
+"""Evidence files for alerts: written off the hot path (a slow disk drops and counts, never
+blocks), readable by OpenCV, retained within bytes and age limits; served end to end in
+tests/test_alerts.py."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon import evidence
+from daemon.alerts import AlertRules, AlertTracker
+from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, relative_paths
+from daemon.protocol import Verdict
+
+
+def opened_alert(stream: str = "door", t: float = 100.0):
+    v = Verdict(stream=stream, window=0, seq_first=0, seq_last=7, t_first=t - 1, t_last=t, score=0.8, label="fake",
+                threshold=0.5, faces=8, frames=8, model="m", backend="torch", latency_ms=1.0)
+    tracker = AlertTracker(stream, AlertRules(open_after=1, open_of=1))
+    return tracker, tracker.on_verdict(v)
+
+
+def window(frames_bgr, alert, n: int = 8) -> WindowEvidence:
+    store = FrameStore(width=160, capacity=n)
+    for seq, frame in enumerate(frames_bgr[:n]):
+        store.add(seq, frame)
+    small = [store.get(seq)[0] for seq in range(n)]
+    scale = store.get(0)[1]
+    boxes = [np.array([100.0, 40.0, 220.0, 180.0]) * scale if i % 4 else None for i in range(n)]
+    return WindowEvidence(alert, small, boxes, 0.8, 4.0)
+
+
+def test_frame_store_keeps_a_bounded_downscaled_window(franck_frames):
+    store = FrameStore(width=160, capacity=5)
+    for seq, frame in enumerate(franck_frames[:12]):
+        store.add(seq, frame)
+    assert list(store.frames) == [7, 8, 9, 10, 11] and store.get(3) is None
+    small, scale = store.get(11)
+    assert small.shape[1] == 160 and scale == pytest.approx(160 / franck_frames[0].shape[1])
+
+
+def test_writes_a_playable_window_a_contact_sheet_and_the_alert_messages(tmp_path, franck_frames):
+    tracker, start = opened_alert()
+    writer = EvidenceWriter(tmp_path, max_bytes=1 << 30, max_age_days=30)
+    assert writer.submit(window(franck_frames, start))
+    writer.submit(tracker.end(130.0))
+    writer.close()
+    folder = tmp_path / "door" / start.alert_id
+    assert sorted(p.name for p in folder.iterdir()) == sorted(evidence.FILES)
+    assert relative_paths(start) == [f"door/{start.alert_id}/{name}" for name in evidence.FILES]
+    cap, n = cv2.VideoCapture(str(folder / "window.mp4")), 0
+    while (frame := cap.read()[1]) is not None:
+        n += 1
+        assert frame.shape[1] == 160
+    assert n == 8
+    sheet = cv2.imread(str(folder / "faces.jpg"))
+    assert sheet.shape == (96, 8 * 96, 3) and sheet.std() > 10
+    messages = json.loads((folder / "alert.json").read_text())
+    assert [m["state"] for m in messages] == ["start", "end"] and messages[1]["t_end"] == 130.0
+    assert writer.written == 1 and writer.dropped == writer.failed == 0
+
+
+def test_a_slow_disk_never_blocks_the_caller_and_drops_are_counted(tmp_path, franck_frames, monkeypatch):
+    real_write = evidence.write_video
+
+    def slow(*args):
+        time.sleep(0.5)
+        real_write(*args)
+    monkeypatch.setattr(evidence, "write_video", slow)
+    writer = EvidenceWriter(tmp_path, max_bytes=1 << 30, max_age_days=30, queue_size=2)
+    jobs = [window(franck_frames, opened_alert(t=float(i))[1]) for i in range(10)]
+    start = time.perf_counter()
+    accepted = [writer.submit(job) for job in jobs]
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.2  # ten submissions against a disk that takes 0.5 s a file
+    assert writer.dropped == accepted.count(False) >= 6
+    writer.close(timeout=10)
+    assert writer.written == accepted.count(True)
+
+
+def test_retention_deletes_the_oldest_over_size_and_anything_too_old(tmp_path, franck_frames):
+    old = []
+    for i in range(4):
+        folder = tmp_path / "cam" / f"old{i}"
+        folder.mkdir(parents=True)
+        (folder / "window.mp4").write_bytes(b"x" * 100_000)
+        stamp = time.time() - (40 * 86400 if i == 0 else 3600 * (4 - i))  # old0 is 40 days old
+        os.utime(folder, (stamp, stamp))
+        old.append(folder)
+    writer = EvidenceWriter(tmp_path, max_bytes=250_000, max_age_days=30)
+    writer.submit(window(franck_frames, opened_alert("cam")[1]))
+    writer.close()
+    left = sorted(p.name for p in (tmp_path / "cam").iterdir())
+    assert "old0" not in left and "old1" not in left  # too old; then the oldest until under 250 kB
+    assert "old3" in left and len(left) == 3
+
+
+def test_an_unwritable_directory_loses_evidence_not_the_daemon(tmp_path, franck_frames):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = EvidenceWriter(blocker, max_bytes=1 << 30, max_age_days=30)
+    assert writer.submit(window(franck_frames, opened_alert()[1]))
+    writer.close()
+    assert writer.failed == 1 and writer.written == 0 and writer.thread.is_alive() is False
