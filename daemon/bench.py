@@ -187,6 +187,39 @@ def window_economics(bundle, stages: list[dict], mtcnn: dict, stride: int) -> di
             "naive_s": naive_s, "time_ratio": naive_s / inc_s}
 
 
+def alerts_evidence_cost(footage: Path, stride: int, window: int, repeats: int) -> dict:
+    """What alerts and evidence add to the inference loop per verdict: `stride` frames kept for
+    evidence (a resize each) and one alert-state step; what an alert's evidence job costs the loop
+    to hand over; and, off the loop, the writer thread's time for one alert's files."""
+    import cv2
+
+    from daemon.alerts import AlertTracker
+    from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence
+    from daemon.protocol import Verdict
+
+    frames = [cv2.resize(f, (640, 480)) for f in sample_frames(footage, window)]  # capture size, as sent
+    store = FrameStore(320, window + 2 * stride + 8)
+    add_s = timed(lambda: [store.add(i, f) for i, f in enumerate(frames)], repeats) / len(frames)
+    v = Verdict(stream="s", window=0, seq_first=0, seq_last=window - 1, t_first=0.0, t_last=1.0, score=0.9,
+                label="fake", threshold=0.5, faces=window, frames=window, model="m", backend="b", latency_ms=1.0)
+    tracker = AlertTracker("s")
+    step_s = timed(lambda: tracker.on_verdict(v), 200 * repeats)
+    kept = [store.get(i) for i in range(window)]
+    alert = AlertTracker("s").on_verdict(v) or tracker.alert
+    job = WindowEvidence(alert, [k[0] for k in kept], [np.array([60.0, 40.0, 200.0, 180.0])] * window, 0.9, 8.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = EvidenceWriter(Path(tmp), 1 << 30, 30, queue_size=1000)
+        hand_s = timed(lambda: writer.submit(job), repeats)
+        writer.close(timeout=60)
+        direct = EvidenceWriter(Path(tmp) / "direct", 1 << 30, 30)
+        write_s = timed(lambda: direct._write_window(job), repeats)
+        direct.close()
+    frame_bytes = kept[0][0].nbytes
+    return {"frame_keep_ms": add_s * 1000, "alert_step_ms": step_s * 1000, "per_verdict_ms": (stride * add_s + step_s) * 1000,
+            "evidence_handover_ms": hand_s * 1000, "evidence_write_ms": write_s * 1000, "stride": stride,
+            "memory_mb_per_stream": store.capacity * frame_bytes / 2**20}
+
+
 # ---- end to end ----------------------------------------------------------------------------
 
 def rss_peak_mb(pid: int) -> float:
@@ -363,6 +396,15 @@ def markdown(r: dict) -> str:
                   f"content clip), DLDFD {f['dldfd_s'] * 1000:.0f} ms ({f['dldfd_gflops']:.1f} GFLOPs): models "
                   f"**{f['model_flops_ratio']:.1f}x fewer FLOPs, {f['model_time_ratio']:.1f}x less time** for DLDFD; "
                   f"{f['frame_time_ratio']:.1f}x with face detection."]
+    a, f = r.get("alerts_evidence"), r.get("per_frame", {})
+    if a:
+        shares = [f"{name} {a['per_verdict_ms'] / (f[key] * 1000 * a['stride']):.2%}"
+                  for name, key in (("StyleGRU", "stylegru_s"), ("DLDFD", "dldfd_s")) if key in f]
+        lines += ["", f"Alerts and evidence in the inference loop: {a['per_verdict_ms']:.2f} ms per verdict "
+                  f"({a['stride']} frames kept at 320 px, {a['frame_keep_ms']:.3f} ms each, plus the alert step "
+                  f"{a['alert_step_ms']:.4f} ms), that is " + (", ".join(shares) or "?") + " of a verdict's "
+                  f"analysis; an alert's evidence handed to the writer in {a['evidence_handover_ms']:.3f} ms, written "
+                  f"off the loop in {a['evidence_write_ms']:.0f} ms; {a['memory_mb_per_stream']:.1f} MB per stream kept."]
     lines += ["", "| family | streams | analysed frames/s per stream | total | dropped | latency p50 / p95 / p99 "
               "| peak RSS |", "|---|---|---|---|---|---|---|"]
     for run in r["end_to_end"]:
@@ -425,6 +467,8 @@ def _bench(args) -> int:
     if "dldfd" in bundles:
         result["stages"] += frame_model_stages(bundles["dldfd"], ceiling["gflops"], threads, args.quick)
     result["per_frame"] = per_frame_cost(result["stages"], result["mtcnn_ms"], stride)
+    first = next(iter(bundles.values()))
+    result["alerts_evidence"] = alerts_evidence_cost(footage, stride, first.frames, 2 if args.quick else 5)
     runs = [(1, 40)] if args.quick else [(1, 90), (2, 90), (4, 90)]
     result["end_to_end"] = []
     for family, bundle_dir in dirs.items():

@@ -44,6 +44,8 @@ def register_watch(sub) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
     p.add_argument("--count", type=int, help="exit after this many verdicts")
     p.add_argument("--alerts", action="store_true", help="JSON output: alert messages (start/update/end) too")
+    p.add_argument("--status", action="store_true", dest="states",
+                   help="JSON output: a line whenever a stream's state changes (running, backoff, ended, ...)")
     p.set_defaults(handler=_watch)
 
 
@@ -182,8 +184,10 @@ def _run(args: argparse.Namespace) -> int:
                 for s in config.streams}
     if not captures:
         get_logger().warning("no streams configured: only remote capture processes can feed this daemon")
+    bridges = {f"{i}-{b.kind}": child_argv("bridge", ["configured", str(i)] + passthrough(args))
+               for i, b in enumerate(config.bridges)}
     supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures,
-                            resolve(config.endpoints, create=True))
+                            resolve(config.endpoints, create=True), bridges)
     return supervisor.run()
 
 
@@ -194,7 +198,8 @@ def _watch(args: argparse.Namespace) -> int:
     config = setup(args, "watch")
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
     try:
-        return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts)
+        return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts,
+                     states=args.states)
     except KeyboardInterrupt:
         return 0
 

@@ -53,11 +53,13 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints):
+    def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints,
+                 bridges: dict[str, list[str]] | None = None):
         self.settings = settings
         self.endpoints = endpoints
         env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
-        self.children = [Child("infer", infer_argv, env)] + [Child(f"capture:{n}", a) for n, a in captures.items()]
+        self.children = [Child("infer", infer_argv, env)] + [Child(f"capture:{n}", a) for n, a in captures.items()] + \
+            [Child(f"bridge:{n}", a) for n, a in (bridges or {}).items()]
         self.stopping = False
         self.ready_sent = False
         self.exit_code = 0

@@ -122,11 +122,24 @@ def _alert_mark(st: dict) -> str:
     return f"  ALERT {st['alert'][:8]}" if st.get("alert") else ""
 
 
+def state_changes(status: Status, known: dict[str, str], stream: str | None = None) -> list[dict]:
+    """Streams whose state differs from `known` (updated in place): a camera going away and coming
+    back shows here, while verdicts simply stop."""
+    changes = []
+    for name, st in sorted(status.streams.items()):
+        state = st.get("state", "?")
+        if (stream is None or name == stream) and known.get(name) != state:
+            changes.append({"stream": name, "state": state, "previous": known.get(name), "t": status.t})
+            known[name] = state
+    return changes
+
+
 def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeout_s: float = 5.0,
-          count: int | None = None, out=None, alerts: bool = False) -> int:
-    """Prints verdicts until Ctrl-C (or `count` verdicts); with `alerts`, JSON lines of alert
-    messages too (they carry `alert_id`). Raises NothingPublishing if nothing arrives within
-    timeout_s of starting."""
+          count: int | None = None, out=None, alerts: bool = False, states: bool = False) -> int:
+    """Prints verdicts until Ctrl-C (or `count` verdicts); in JSON, with `alerts` the alert messages
+    too (they carry `alert_id`), with `states` a line per stream state change (they carry
+    `previous`). Raises NothingPublishing if nothing arrives within timeout_s of starting."""
+    known: dict[str, str] = {}
     out = out or sys.stdout
     sub = subscribe(endpoint, stream)
     table = None if as_json or not out.isatty() else Table(out)
@@ -149,6 +162,10 @@ def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeo
                     table.update(msg)
                 elif isinstance(msg, Verdict) or (alerts and isinstance(msg, Alert)):
                     out.write(json.dumps(asdict(msg)) + "\n")
+                    out.flush()
+                elif states and isinstance(msg, Status):
+                    for change in state_changes(msg, known, stream):
+                        out.write(json.dumps(change) + "\n")
                     out.flush()
                 if isinstance(msg, Verdict):
                     seen += 1

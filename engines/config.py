@@ -188,6 +188,27 @@ class StreamConfig(Section):
         return v
 
 
+class BridgeConfig(Section):
+    """One bridge process that `dfwatch run` starts (daemon/bridges.py)."""
+    kind: Literal["mqtt", "webhook"]
+    broker: str | None = None          # mqtt: mqtt://HOST:PORT
+    prefix: str = "dfwatch"            # mqtt: topic prefix
+    username: str | None = None        # mqtt
+    password_file: str | None = None   # mqtt: the password, read from this file
+    verdicts: bool = False             # mqtt: also publish every verdict
+    url: str | None = None             # webhook: http(s) URL that receives alerts as JSON
+    secret_file: str | None = None     # webhook: HMAC-SHA256 key for X-Dfwatch-Signature
+    queue: int = Field(100, ge=1, le=100_000)  # webhook: alerts waiting for the receiver
+
+    @model_validator(mode="after")
+    def _target(self) -> "BridgeConfig":
+        if self.kind == "mqtt" and not self.broker:
+            raise ValueError("an mqtt bridge needs broker: mqtt://HOST:PORT")
+        if self.kind == "webhook" and not self.url:
+            raise ValueError("a webhook bridge needs url: https://...")
+        return self
+
+
 class Config(Section):
     logging: LoggingConfig = LoggingConfig()
     model: ModelConfig = ModelConfig()
@@ -202,8 +223,9 @@ class Config(Section):
     tensorrt: TensorRTConfig = TensorRTConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     streams: tuple[StreamConfig, ...] = ()
+    bridges: tuple[BridgeConfig, ...] = ()
 
-    @field_validator("streams", mode="before")
+    @field_validator("streams", "bridges", mode="before")
     @classmethod
     def _list_to_tuple(cls, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
@@ -221,7 +243,7 @@ class Config(Section):
         return self.model_dump(mode="json")
 
 
-SECTIONS = {name: f.annotation for name, f in Config.model_fields.items() if name != "streams"}
+SECTIONS = {name: f.annotation for name, f in Config.model_fields.items() if name not in ("streams", "bridges")}
 
 
 def _parse_scalar(text: str) -> Any:
@@ -288,6 +310,8 @@ def _section_model(loc: list[str]) -> Any:
         model = field.annotation
         if part == "streams":
             model = StreamConfig
+        if part == "bridges":
+            model = BridgeConfig
     return model
 
 

@@ -10,7 +10,7 @@ import zmq
 
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+from helpers.daemon import DFWATCH, Subscriber, against_publisher, daemon_env, start, stop
 
 
 def verdict(label: str, t: float, score: float | None = None, stream: str = "door", untrained: bool = False) -> Verdict:
@@ -188,6 +188,13 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
         push.close()
         sub.close()
         assert stop(proc) == 0
+    import time
+
+    from daemon.watch import health
+
+    began = time.monotonic()  # the inference process has just stopped
+    code, line = health(f"ipc://{runtime}/verdicts", max_age=1.0)
+    assert code == 1 and line.startswith("unhealthy: no status message") and time.monotonic() - began <= 2.0
     gone = subprocess.run(DFWATCH + ["health", "--endpoint", f"ipc://{runtime}/verdicts", "--max-age", "1"],
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 1 and "no status message" in gone.stderr and len(gone.stderr.splitlines()) == 1
@@ -209,36 +216,20 @@ def test_no_alert_when_no_window_is_fake(dldfd_bundle, franck_frames, tmp_path):
 def test_watch_stream_is_exact_and_shows_alerts_on_request(tmp_path):
     """ZeroMQ topics match by prefix: `--stream door` must not show door2 or door.back."""
     import json
-    import threading
     import time
 
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    endpoint = f"ipc://{tmp_path}/v"
-    pub.bind(endpoint)
-    stop_event = threading.Event()
-
-    def publish():
+    def publish(pub, done):
         t = 0.0
-        while not stop_event.is_set():
+        while not done.is_set():
             t += 1
             for name in ("door2", "door.back", "door"):
                 pub.send_multipart(verdict("fake", t, stream=name).encode())
-            pub.send_multipart(feed(AlertTracker("door", AlertRules(open_after=1, open_of=1)), "f", t0=t,
-                                    stream="door")[0][1].encode())
-            pub.send_multipart(feed(AlertTracker("door2", AlertRules(open_after=1, open_of=1)), "f", t0=t,
-                                    stream="door2")[0][1].encode())
+            for name in ("door", "door2"):
+                opened = feed(AlertTracker(name, AlertRules(open_after=1, open_of=1)), "f", t0=t, stream=name)
+                pub.send_multipart(opened[0][1].encode())
             time.sleep(0.05)
 
-    thread = threading.Thread(target=publish, daemon=True)
-    thread.start()
-    try:
-        r = subprocess.run(DFWATCH + ["watch", "--endpoint", endpoint, "--stream", "door", "--json", "--alerts",
-                                      "--count", "4"], capture_output=True, text=True, timeout=60)
-    finally:
-        stop_event.set()
-        thread.join()
-        pub.close()
+    r = against_publisher(tmp_path, publish, ["watch", "--stream", "door", "--json", "--alerts", "--count", "4"])
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert {line["stream"] for line in lines} == {"door"}

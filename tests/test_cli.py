@@ -11,7 +11,7 @@ from conftest import DFWATCH, REPO
 from engines.cli import ORDER, build_parser, main
 from engines.logs import bind, configure_logging, get_logger
 
-SUBCOMMANDS = ["run", "capture", "infer", "watch", "health", "weights", "engines", "train", "bench", "config"]
+SUBCOMMANDS = ["run", "capture", "infer", "watch", "health", "bridge", "weights", "engines", "train", "bench", "config"]
 
 
 def test_console_script_lists_every_subcommand():

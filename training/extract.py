@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +127,21 @@ def extraction_models(bundle) -> dict:
     return {part: bundle.manifest["files"][part]["sha256"] for part in ("style", "content")}
 
 
+def progress(items: list, desc: str, unit: str, interval: float = 10.0):
+    """A tqdm bar on a terminal; elsewhere (journald, CI, a pipe) a `progress` log line every
+    `interval` seconds and one at the end, never carriage returns in the log stream."""
+    if sys.stderr.isatty():
+        yield from tqdm(items, desc=desc, unit=unit, dynamic_ncols=True)
+        return
+    last = time.monotonic()
+    for done, item in enumerate(items):
+        if time.monotonic() - last >= interval:
+            log.info("progress", stage=desc, done=done, total=len(items), unit=unit)
+            last = time.monotonic()
+        yield item
+    log.info("progress", stage=desc, done=len(items), total=len(items), unit=unit)
+
+
 def extract(videos: list[Video], cache: Path, bundle, runners: dict, detector, frames: int,
             stride_analysis, batch: int = 8, crops_dir: Path | None = None) -> dict:
     """Extracts every video not already cached with the same models. Returns counts."""
@@ -135,7 +152,7 @@ def extract(videos: list[Video], cache: Path, bundle, runners: dict, detector, f
         return counts
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(read_sampled, todo[0].path, frames)
-        for i, video in enumerate(tqdm(todo, desc="extract", unit="video", dynamic_ncols=True)):
+        for i, video in enumerate(progress(todo, "extract", "video")):
             sampled = future.result()
             if i + 1 < len(todo):
                 future = pool.submit(read_sampled, todo[i + 1].path, frames)  # decode ahead

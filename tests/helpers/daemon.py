@@ -125,3 +125,24 @@ def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int
         sub.close()
         push.close()
         assert stop(proc) == 0
+
+
+def against_publisher(tmp_path: Path, publish, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs `dfwatch <argv> --endpoint E` while `publish(pub, done)` feeds a real PUB socket bound at
+    E from a thread (until `done` is set, which happens when the command has returned)."""
+    import threading
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{tmp_path}/publisher"
+    pub.bind(endpoint)
+    done = threading.Event()
+    thread = threading.Thread(target=publish, args=(pub, done), daemon=True)
+    thread.start()
+    try:
+        return subprocess.run(DFWATCH + argv + ["--endpoint", endpoint], capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        done.set()
+        thread.join()
+        pub.close()

@@ -1,0 +1,58 @@
+"""What an operator sees: progress off a terminal, stream state changes in `watch`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from daemon.protocol import Status, Verdict
+from helpers.daemon import against_publisher
+
+
+def test_progress_is_log_lines_not_a_bar_off_a_terminal():
+    code = ("from engines.logs import configure_logging; from training.extract import progress; "
+            "configure_logging('train', 'info', 'json'); print(sum(progress(list(range(5)), 'extract', 'video', 0)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "10"
+    assert "\r" not in r.stderr
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    assert lines[-1]["event"] == "progress" and lines[-1]["done"] == lines[-1]["total"] == 5
+    assert all(line["stage"] == "extract" for line in lines)
+
+
+def test_watch_status_shows_stream_state_changes(tmp_path):
+    def status(t, door, lobby="running"):
+        return Status(t=t, uptime_s=t, model="m", backend="torch",
+                      streams={"door": {"state": door}, "lobby": {"state": lobby}}).encode()
+
+    def publish(pub, done):
+        time.sleep(1.0)  # the subscriber connects first
+        for t, state in enumerate(["running", "running", "backoff", "backoff", "running"]):
+            pub.send_multipart(status(float(t), state))
+            time.sleep(0.1)
+        while not done.is_set():  # then the verdict that ends `--count 1`
+            pub.send_multipart(Verdict(stream="door", window=0, seq_first=0, seq_last=1, t_first=0.0, t_last=1.0,
+                                       score=0.2, label="real", threshold=0.5, faces=2, frames=2, model="m",
+                                       backend="torch", latency_ms=1.0).encode())
+            time.sleep(0.1)
+
+    r = against_publisher(tmp_path, publish, ["watch", "--stream", "door", "--json", "--status", "--count", "1"])
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    changes = [(x["state"], x["previous"]) for x in lines if "previous" in x]
+    assert changes == [("running", None), ("backoff", "running"), ("running", "backoff")]
+    assert all(x["stream"] == "door" for x in lines) and lines[-1]["label"] == "real"
+
+
+def test_bench_measures_what_alerts_and_evidence_cost(footage):
+    from daemon.bench import alerts_evidence_cost, markdown
+
+    a = alerts_evidence_cost(footage / "franck.mp4", 4, 8, 1)
+    assert 0 < a["frame_keep_ms"] < a["per_verdict_ms"] and a["evidence_write_ms"] > a["evidence_handover_ms"] > 0
+    assert a["memory_mb_per_stream"] == (8 + 2 * 4 + 8) * 320 * 240 * 3 / 2**20
+    ceiling = {"threads": 2, "gflops": 100.0, "torch_gflops": 90.0, "numpy_gflops": 100.0}
+    text = markdown({"machine": "m", "ceiling": ceiling, "stages": [], "decode": {"video": "v", "fps": 1.0},
+                     "detect_width": 320, "mtcnn_ms": {}, "per_frame": {"dldfd_s": 0.1}, "alerts_evidence": a,
+                     "end_to_end": []})
+    assert "Alerts and evidence in the inference loop" in text and "DLDFD" in text
