@@ -234,8 +234,8 @@ def rss_peak_mb(pid: int) -> float:
 
 def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int, family: str,
                overrides: tuple[str, ...] = (), startup: float = 120) -> dict:
-    from daemon.watch import subscribe
-    from daemon.protocol import Status, Verdict
+    from daemon.protocol import Alert, Verdict
+    from daemon.watch import receive, subscribe
 
     runtime = Path(tempfile.mkdtemp(prefix="dfwatch-bench-"))
     env = {**os.environ, "DFWATCH__ENDPOINTS__RUNTIME_DIR": str(runtime), "DFWATCH__LOGGING__LEVEL": "warning",
@@ -248,17 +248,18 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
         argv += ["--stream", f"s{i}={footage}"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sub = subscribe(f"ipc://{runtime}/verdicts", None)
-    latencies, statuses, peaks, first = [], [], {}, None
+    latencies, statuses, peaks, first, alerts = [], [], {}, None, 0
     usage = UsageSampler(proc.pid)
     next_peak = 0.0
     try:
         deadline = time.monotonic() + seconds + startup
         while time.monotonic() < deadline:
-            if not sub.poll(500):
+            msg = receive(sub, 0.5)  # verdicts, alerts and status, each validated
+            if msg is None:
                 continue
-            parts = sub.recv_multipart()
-            msg = Status.decode(parts) if parts[0] == b"status" else Verdict.decode(parts)
-            if isinstance(msg, Verdict):
+            if isinstance(msg, Alert):
+                alerts += msg.state == "start"
+            elif isinstance(msg, Verdict):
                 if first is None:
                     first = time.monotonic()  # measure from the first verdict: steady state
                     deadline = first + seconds
@@ -280,7 +281,7 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks), **use}
+    return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks), **use, "alerts": alerts}
 
 
 class UsageSampler:

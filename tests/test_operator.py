@@ -56,3 +56,14 @@ def test_bench_measures_what_alerts_and_evidence_cost(footage):
                      "detect_width": 320, "mtcnn_ms": {}, "per_frame": {"dldfd_s": 0.1}, "alerts_evidence": a,
                      "end_to_end": []})
     assert "Alerts and evidence in the inference loop" in text and "DLDFD" in text
+
+
+def test_bench_end_to_end_reads_verdicts_alerts_and_status(dldfd_bundle, footage):
+    """The benchmark's own subscriber on a real `dfwatch run` (every window fake, so alerts flow)."""
+    from daemon.bench import end_to_end
+
+    run = end_to_end(dldfd_bundle, footage / "franck.mp4", 1, 4.0, 2, "dldfd",
+                     ("capture.fps=4", "inference.threshold=0.0", "metrics.port=0"), startup=90)
+    assert "error" not in run, run
+    assert run["analysed_fps_total"] > 0 and run["latency_ms"]["verdicts"] >= 1 and run["alerts"] == 1
+    assert run["cores_busy"]["infer"] > 0 and "infer" in run["peak_rss_mb"]
