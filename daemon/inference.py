@@ -27,7 +27,6 @@ from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolErr
 from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.decision import Decision, decide
 from engines.logs import get_logger
-from engines.runners import DEFAULT_MAX_BATCH
 
 log = get_logger()
 MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
@@ -69,7 +68,7 @@ class StreamState:
 
 class InferenceServer:
     def __init__(self, config, bundle, runners: dict, backend: str, detector, endpoints: Endpoints,
-                 new_analysis, context: zmq.Context | None = None, max_batch: int | None = None):
+                 new_analysis, max_batch: int, context: zmq.Context | None = None):
         self.config, self.bundle, self.runners, self.backend = config, bundle, runners, backend
         self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
         self.context = context or zmq.Context.instance()
@@ -85,7 +84,7 @@ class InferenceServer:
             from daemon.metrics import Metrics
 
             self.metrics = Metrics(self)
-        self.max_batch = max_batch or config.inference.max_batch or DEFAULT_MAX_BATCH["cpu"]
+        self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.runners)
         self.max_wait = config.inference.max_wait_ms / 1000
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
@@ -241,7 +240,7 @@ class InferenceServer:
             totals["calls"] += 1
             totals["items"] += len(streams)
             seconds = time.perf_counter() - start
-            totals["seconds"] = round(totals["seconds"] + seconds, 6)
+            totals["seconds"] += seconds
             if self.metrics:
                 self.metrics.model_seconds.labels(stage).observe(seconds)
             return True
@@ -274,7 +273,7 @@ class InferenceServer:
         runner = self.runners[part]
 
         def run():
-            if getattr(runner, "pixels", None) is not None:  # 8-bit crops, normalised on the GPU
+            if runner.pixels is not None:  # 8-bit crops, normalised on the GPU
                 outputs = runner.run_pixels(np.stack([s.analysis.encoder_pixels(r) for s, r in items]))
             else:
                 outputs = runner.run(np.stack([s.analysis.encoder_input(r) for s, r in items]))
@@ -362,7 +361,7 @@ class InferenceServer:
     def _publish_status(self, now: float) -> None:
         status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
                         backend=self.backend, streams={n: s.status(now) for n, s in self.streams.items()},
-                        invalid=dict(self.invalid), stages={k: dict(v) for k, v in self.stages.items()})
+                        invalid=dict(self.invalid), stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.items()})
         self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
 
     def _evict(self, now: float) -> None:

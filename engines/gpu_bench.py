@@ -31,12 +31,10 @@ class Variant:
     precision: str
     channels_last: bool = True
     cuda_graphs: bool = False
-    compiled: bool = False
 
     @property
     def name(self) -> str:
-        return self.precision + ("" if self.channels_last else " NCHW") + (" +graphs" if self.cuda_graphs else "") + \
-            (" +compile" if self.compiled else "")
+        return self.precision + ("" if self.channels_last else " NCHW") + (" +graphs" if self.cuda_graphs else "")
 
 
 # Fastest candidates first: a sweep cut short by its time budget loses the slow variants.
@@ -111,8 +109,6 @@ def sweep(part: str, module, sample_shapes: list[tuple], flops: int, batches, va
     rows = []
     for v in _effective(variants, part):
         runner = TorchRunner(part, module, "cuda", v.precision, v.channels_last, v.cuda_graphs)
-        if v.compiled:
-            runner.module = torch.compile(runner.module)
         for batch in batches:
             if time.monotonic() > deadline:
                 rows.append({"part": part, "variant": v.name, "batch": batch, "skipped": "time budget"})
@@ -139,7 +135,7 @@ def _effective(variants, part: str) -> list[Variant]:
     each once."""
     out = []
     for v in variants:
-        v = v if part in CHANNELS_LAST_PARTS else Variant(v.precision, False, v.cuda_graphs, v.compiled)
+        v = v if part in CHANNELS_LAST_PARTS else Variant(v.precision, False, v.cuda_graphs)
         if v not in out:
             out.append(v)
     return out
@@ -197,25 +193,19 @@ def mtcnn_sweep(frames_bgr: list[np.ndarray], settings, batches, deadline: float
                      "speedup": t_lib / t_new, "prepare_ms": t_host * 1000, "pnet_pyramid_ms": t_pnet * 1000,
                      "detect_on_gpu_ms": t_core * 1000, "total_ms": t_new * 1000})
         if agreement is None and batch >= 32:
-            agreement = _agreement(library(chunk), detector.detect(chunk), scale, s.min_probability)
-            agreement["cpu_path"] = _agreement_faces(FaceDetector(settings, "cpu").detect(chunk), detector.detect(chunk))
+            faces = [[f.box for f in found] for found in detector.detect(chunk)]
+            library_boxes = [[b[:4] / scale for b in np.asarray(bb).reshape(-1, 5) if b[4] >= s.min_probability]
+                             for bb in library(chunk)[0]]
+            agreement = _agreement(library_boxes, faces)
+            agreement["cpu_path"] = _agreement([[f.box for f in found] for found in
+                                                FaceDetector(settings, "cpu").detect(chunk)], faces)
     return {"rows": rows, "agreement": agreement}
 
 
-def _agreement(library_out, faces, scale: float, min_probability: float) -> dict:
-    """Faces found by both paths on the same frames, and how far apart their boxes are (pixels)."""
-    boxes_lib = [[b for b in np.asarray(bb).reshape(-1, 5) if b[4] >= min_probability] for bb in library_out[0]]
-    same_count = sum(len(a) == len(b) for a, b in zip(boxes_lib, faces))
-    worst = 0.0
-    for a, b in zip(boxes_lib, faces):
-        if len(a) == len(b) and len(a):
-            worst = max(worst, float(np.abs(np.stack([x[:4] / scale for x in a]) - np.stack([f.box for f in b])).max()))
-    return {"frames": len(faces), "same_face_count": same_count, "faces": sum(len(f) for f in faces),
+def _agreement(reference: list, boxes: list) -> dict:
+    """Frames where both detectors found as many faces, and how far apart their boxes are (frame
+    pixels): facenet-pytorch or the CPU detector as `reference`, the CUDA detector's `boxes`."""
+    same = [(a, b) for a, b in zip(reference, boxes) if len(a) == len(b)]
+    worst = max((float(np.abs(x - y).max()) for a, b in same for x, y in zip(a, b)), default=0.0)
+    return {"frames": len(boxes), "same_face_count": len(same), "faces": sum(len(b) for b in boxes),
             "max_box_diff_px": worst}
-
-
-def _agreement_faces(reference: list, faces: list) -> dict:
-    """The CPU detector (OpenCV resize, CPU networks) against the CUDA one on the same frames."""
-    same = [(a, b) for a, b in zip(reference, faces) if len(a) == len(b)]
-    worst = max((float(np.abs(x.box - y.box).max()) for a, b in same for x, y in zip(a, b)), default=0.0)
-    return {"frames": len(faces), "same_face_count": len(same), "max_box_diff_px": worst}

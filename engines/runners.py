@@ -51,6 +51,7 @@ def _numpy(x) -> np.ndarray:
 class Runner:
     part: str
     backend: str
+    pixels: Normalization | None = None  # set: run_pixels takes 8-bit crops and normalises on the device
 
     def run(self, *inputs) -> np.ndarray:
         raise NotImplementedError
@@ -89,7 +90,7 @@ class TorchRunner(Runner):
                                          else torch.contiguous_format)
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.pixels = pixels  # set: run_pixels takes 8-bit RGB crops and normalises them on the device
+        self.pixels = pixels
         self._graphs: dict[tuple, tuple] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
 
@@ -245,9 +246,9 @@ def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", th
     torch.set_num_threads(thread_count(threads))
     if choice.backend == "torch":
         precision = resolve_precision(precision, choice.device)
-        if choice.device == "cuda":
-            torch.backends.cudnn.benchmark = True  # few shapes (batch buckets): tune each once
-        on_gpu = choice.device == "cuda"  # the per-frame part takes 8-bit crops and normalises them there
+        on_gpu = choice.device == "cuda"
+        if on_gpu:  # few shapes (batch buckets): tune each once; the per-frame part takes 8-bit crops
+            torch.backends.cudnn.benchmark = True
         runners = {p: TorchRunner(p, torch_module(bundle, p), choice.device, precision, p in CHANNELS_LAST_PARTS,
                                   cuda_graphs, bundle.frame_norm if on_gpu and p == bundle.frame_part else None)
                    for p in bundle.parts}
