@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.cli import common_options, setup
-from engines.measure import flops_of, timed
+from engines.benchmarks.measure import flops_of, timed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,8 @@ def mtcnn_ms(detector, footage: Path) -> dict:
 
 def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
     """pSp level-9 path and full encoder, 3D ResNet-50 clip, head: per backend."""
-    from engines.bundle import load_style_encoder
-    from engines.export import example_inputs, torch_module
+    from engines.bundles.bundle import load_style_encoder
+    from engines.bundles.export import example_inputs, torch_module
     from engines.models.psp import PSPStyleEncoder
 
     rows = []
@@ -111,7 +111,7 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
 def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | None, threads: int, repeats: int,
                ceiling: float) -> list[dict]:
     """One stage timed on torch and, when there is an ONNX file, on ONNX Runtime."""
-    from engines.runners import OnnxRunner, TorchRunner
+    from engines.backends.runners import OnnxRunner, TorchRunner
 
     flops = flops_of(module, *inputs)
     runners = {"torch": TorchRunner(part, module)}
@@ -127,7 +127,7 @@ def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | Non
 
 def frame_model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
     """The DLDFD family's per-frame model (its whole per-frame cost besides face detection)."""
-    from engines.export import example_inputs, torch_module
+    from engines.bundles.export import example_inputs, torch_module
 
     size = bundle.frame_norm.size
     inputs = [x.numpy() for x in example_inputs(bundle, "frame", 1)]
@@ -425,7 +425,7 @@ def markdown(r: dict) -> str:
 def bench_bundles(args) -> dict[str, Path]:
     """family -> bundle directory: the one given, else the demo bundles (built when missing)."""
     from daemon.demo import build_demo_bundle, bundle_dir, demo_head, usable
-    from engines.manifest import read_manifest
+    from engines.bundles.manifest import read_manifest
 
     if args.bundle:
         return {read_manifest(args.bundle)["family"]: Path(args.bundle)}
@@ -444,9 +444,9 @@ def _bench(args) -> int:
     if args.device == "cuda":
         return _bench_cuda(args)
 
-    from engines.bundle import load_bundle
-    from engines.preprocess import DetectorSettings, FaceDetector
-    from engines.runners import thread_count
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+    from engines.backends.runners import thread_count
 
     config = setup(args, "bench")
     threads = thread_count(config.model.threads)
@@ -508,9 +508,9 @@ def sample_frames(video: Path, count: int, step: int = 3) -> list:
 def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
     """Each part's inputs made from real frames by the daemon's own per-stream code (faces found,
     smoothed and cropped as served); the head's from the CPU outputs of the style and content parts."""
-    from engines.export import torch_module
-    from engines.offline import detect_pending, stream_analysis
-    from engines.runners import TorchRunner
+    from engines.bundles.export import torch_module
+    from engines.pipeline.driver import detect_pending, stream_analysis
+    from engines.backends.runners import TorchRunner
 
     inputs = {}
     for family, bundle in bundles.items():
@@ -538,8 +538,8 @@ def _bench_cuda(args) -> int:
 
     import torch
 
-    from engines import gpu_bench
-    from engines.bundle import load_bundle
+    from engines.benchmarks import gpu as gpu_bench
+    from engines.bundles.bundle import load_bundle
     from engines.cli import UserError
 
     config = setup(args, "bench")
@@ -585,9 +585,9 @@ def _bench_cuda(args) -> int:
 def _cuda_parts(result, args, config, bundles, dirs, frames, footage, deadline, save) -> None:
     import torch
 
-    from engines import gpu_bench
-    from engines.export import example_inputs, torch_module
-    from engines.preprocess import DetectorSettings, FaceDetector
+    from engines.benchmarks import gpu as gpu_bench
+    from engines.bundles.export import example_inputs, torch_module
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     settings = DetectorSettings.from_config(config.faces)
     modules = {p: torch_module(b, p) for b in bundles.values() for p in b.parts}
@@ -611,8 +611,8 @@ def _cuda_parts(result, args, config, bundles, dirs, frames, footage, deadline, 
 
 
 def _cuda_mtcnn(result, args, config, bundles, dirs, frames, footage, deadline, save) -> None:
-    from engines import gpu_bench
-    from engines.preprocess import DetectorSettings
+    from engines.benchmarks import gpu as gpu_bench
+    from engines.pipeline.preprocess import DetectorSettings
 
     result["mtcnn"] = gpu_bench.mtcnn_sweep(frames, DetectorSettings.from_config(config.faces), MTCNN_BATCHES, deadline)
 

@@ -85,7 +85,7 @@ def require_bundle(config) -> str:
     if not config.model.bundle:
         raise UserError("no model bundle: pass --bundle DIR or set model.bundle (make one with "
                         "'dfwatch engines bundle', or try 'dfwatch demo')")
-    from engines.manifest import read_manifest
+    from engines.bundles.manifest import read_manifest
 
     read_manifest(config.model.bundle)  # a clear error now rather than in a child
     return config.model.bundle
@@ -127,7 +127,7 @@ def _capture(args: argparse.Namespace) -> int:
     bind(stream=name)
     fps = args.fps or config.capture.fps
     if fps is None:
-        from engines.manifest import read_manifest
+        from engines.bundles.manifest import read_manifest
 
         fps = float(read_manifest(require_bundle(config))["window"]["fps"])
     overrides = {k: v for k, v in (("pace", stream.pace), ("loop", stream.loop)) if v is not None}
@@ -146,11 +146,11 @@ def _infer(args: argparse.Namespace) -> int:
     from daemon import notify
     from daemon.endpoints import resolve
     from daemon.inference import InferenceServer
-    from engines.bundle import load_bundle
-    from engines.offline import stream_analysis
-    from engines.preprocess import DetectorSettings, FaceDetector
-    from engines.runners import DEFAULT_MAX_BATCH, open_runners
-    from engines.trt import TensorRTSettings
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.driver import stream_analysis
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+    from engines.backends.runners import DEFAULT_MAX_BATCH, open_runners
+    from engines.backends.tensorrt import TensorRTSettings
 
     bundle = load_bundle(bundle_dir)
     m = config.model

@@ -44,9 +44,9 @@ def bundle_dir(family: str) -> Path:
 def build_demo_bundle(root: Path, head: Path | None = None, family: str = "stylegru") -> None:
     import torch
 
-    from engines.bundle import assemble
-    from engines.demo_weights import psp_checkpoint, slow_r50_checkpoint
-    from engines.export import export_bundle
+    from engines.bundles.bundle import assemble
+    from engines.bundles.demo_weights import psp_checkpoint, slow_r50_checkpoint
+    from engines.bundles.export import export_bundle
 
     if family == "dldfd":
         return build_demo_dldfd(root)
@@ -57,7 +57,7 @@ def build_demo_bundle(root: Path, head: Path | None = None, family: str = "style
         bundle = assemble(root, Path(tmp) / "psp_demo.pt", Path(tmp) / "slow_r50_demo.pyth", head=head,
                           fps=DEMO_FPS["stylegru"], bundle_id="demo-pending")
     manifest_id = f"demo-{'trained' if head else 'untrained'}-{bundle.manifest['files']['head']['sha256'][:8]}"
-    from engines.bundle import write_manifest
+    from engines.bundles.bundle import write_manifest
 
     write_manifest(root, {**bundle.manifest, "id": manifest_id})
     export_bundle(root)
@@ -67,16 +67,16 @@ def build_demo_dldfd(root: Path) -> None:
     """An untrained DLDFD bundle: stand-in ImageNet ResNet-50 weights, seeded stem and fc."""
     import torch
 
-    from engines.bundle import assemble_dldfd
-    from engines.demo_weights import resnet50_imagenet_checkpoint
-    from engines.export import export_bundle
+    from engines.bundles.bundle import assemble_dldfd
+    from engines.bundles.demo_weights import resnet50_imagenet_checkpoint
+    from engines.bundles.export import export_bundle
 
     print("dfwatch demo: building the DLDFD demo bundle (stand-in weights; seconds, once) ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(resnet50_imagenet_checkpoint(DEMO_SEED), Path(tmp) / "resnet50_demo.pth")
         bundle = assemble_dldfd(root, resnet50=Path(tmp) / "resnet50_demo.pth", fps=DEMO_FPS["dldfd"],
                                 seed=DEMO_SEED, bundle_id="demo-pending")
-    from engines.bundle import write_manifest
+    from engines.bundles.bundle import write_manifest
 
     write_manifest(root, {**bundle.manifest, "id": f"demo-dldfd-untrained-{bundle.manifest['files']['frame']['sha256'][:8]}"})
     export_bundle(root)
@@ -84,7 +84,7 @@ def build_demo_dldfd(root: Path) -> None:
 
 def usable(bundle: Path) -> bool:
     """A cached demo bundle this version can serve (one from an older dfwatch is rebuilt)."""
-    from engines.bundle import load_bundle
+    from engines.bundles.bundle import load_bundle
     from engines.errors import DfwatchError
 
     try:

@@ -1,10 +1,10 @@
 """`dfwatch infer`: one process owns the models and every stream's rolling window.
 
 One bound PULL socket takes frames from all capture processes. Each stream has a
-`StreamAnalysis` (engines/analysis.py) that says which model work its frames need; this loop
+`StreamAnalysis` (engines/pipeline/analysis.py) that says which model work its frames need; this loop
 batches that work across streams (at most `max_batch` items, waiting at most `max_wait_ms` to
 fill a batch): face detection, the per-frame model (pSp style codes, or DLDFD's P(fake)),
-content clips (StyleGRU only) and the window decision (engines/decision.py: the StyleGRU head,
+content clips (StyleGRU only) and the window decision (engines/pipeline/decision.py: the StyleGRU head,
 or DLDFD's majority vote). It publishes a verdict per window on PUB topic `verdict.<stream>` and a status
 message every second on `status`. Model calls are per-sample computations, so batching never
 mixes streams' results. Invalid messages are counted by reason and never stop the loop.
@@ -24,8 +24,8 @@ from daemon.alerts import AlertRules, AlertTracker
 from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
 from daemon.endpoints import Endpoints
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
-from engines.analysis import FrameRecord, StreamAnalysis, WindowInputs
-from engines.decision import Decision, decide
+from engines.pipeline.analysis import FrameRecord, StreamAnalysis, WindowInputs
+from engines.pipeline.decision import Decision, decide
 from engines.logs import get_logger
 
 log = get_logger()
@@ -84,7 +84,7 @@ class InferenceServer:
             from daemon.metrics import Metrics
 
             self.metrics = Metrics(self)
-        self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.runners)
+        self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.backends.runners)
         self.max_wait = config.inference.max_wait_ms / 1000
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the

@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from engines.preprocess import FaceDetector  # noqa: E402
+from engines.pipeline.preprocess import FaceDetector  # noqa: E402
 
 FOOTAGE = REPO / ".cache" / "footage"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import DFWATCH
-from engines.bundle import FORMAT_VERSION, BundleError, assemble, load_bundle
-from engines.checkpoints import load_psp_encoder, save_head
+from engines.bundles.bundle import FORMAT_VERSION, BundleError, assemble, load_bundle
+from engines.bundles.checkpoints import load_psp_encoder, save_head
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
 

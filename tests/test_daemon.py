@@ -187,10 +187,10 @@ def frames_of(franck_frames, start, n, stream, seq0=0):
 
 
 def test_verdict_equals_the_offline_score_of_the_same_frames(infer, small_bundle, franck_frames):
-    from engines.bundle import load_bundle
-    from engines.offline import score_frames
-    from engines.preprocess import FaceDetector
-    from engines.runners import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.driver import score_frames
+    from engines.pipeline.preprocess import FaceDetector
+    from engines.backends.runners import open_runners
 
     proc, push, sub, log = infer
     a = frames_of(franck_frames, 0, 14, "a")

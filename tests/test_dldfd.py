@@ -11,10 +11,10 @@ import torch.nn.functional as F
 import torchvision
 
 from conftest import DLDFD_SMALL
-from engines.checkpoints import (CheckpointError, dldfd_from_imagenet, identify, load_dldfd, load_resnet50_imagenet,
+from engines.bundles.checkpoints import (CheckpointError, dldfd_from_imagenet, identify, load_dldfd, load_resnet50_imagenet,
                                  save_dldfd)
-from engines.decision import NO_FACE, frame_vote
-from engines.manifest import BundleError
+from engines.pipeline.decision import NO_FACE, frame_vote
+from engines.bundles.manifest import BundleError
 from engines.models.dldfd import DLDFDConfig
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, serve_frames, start, stop
 
@@ -98,7 +98,7 @@ def test_majority_vote_with_mean_score():
 # ---- bundle and backends ---------------------------------------------------------------------
 
 def test_bundle_manifest_and_parts(dldfd_bundle):
-    from engines.bundle import describe, load_bundle
+    from engines.bundles.bundle import describe, load_bundle
 
     bundle = load_bundle(dldfd_bundle)
     m = bundle.manifest
@@ -111,8 +111,8 @@ def test_bundle_manifest_and_parts(dldfd_bundle):
 def test_bundle_errors(tmp_path, dldfd_bundle, resnet50_checkpoint):
     import shutil
 
-    from engines.bundle import assemble_dldfd, load_bundle
-    from engines.export import export_bundle
+    from engines.bundles.bundle import assemble_dldfd, load_bundle
+    from engines.bundles.export import export_bundle
 
     with pytest.raises(BundleError, match="exactly one of"):
         assemble_dldfd(tmp_path / "b", resnet50=resnet50_checkpoint, model=resnet50_checkpoint)
@@ -131,10 +131,10 @@ def test_bundle_errors(tmp_path, dldfd_bundle, resnet50_checkpoint):
 
 
 def test_onnx_matches_torch_on_real_faces(dldfd_bundle, franck_frames):
-    from engines.bundle import load_bundle
-    from engines.offline import detect_pending, stream_analysis
-    from engines.preprocess import FaceDetector
-    from engines.runners import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.driver import detect_pending, stream_analysis
+    from engines.pipeline.preprocess import FaceDetector
+    from engines.backends.runners import open_runners
 
     bundle = load_bundle(dldfd_bundle)
     analysis = stream_analysis(bundle, STRIDE, 0.5)
@@ -177,10 +177,10 @@ def test_daemon_serves_dldfd_end_to_end(dldfd_bundle, footage, tmp_path):
 
 
 def test_served_vote_equals_the_offline_vote(dldfd_bundle, franck_frames, tmp_path):
-    from engines.bundle import load_bundle
-    from engines.offline import score_frames
-    from engines.preprocess import FaceDetector
-    from engines.runners import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.driver import score_frames
+    from engines.pipeline.preprocess import FaceDetector
+    from engines.backends.runners import open_runners
 
     frames = [(franck_frames[i], i, 1000.0 + i / 4, 10.0 + i / 4) for i in range(13)]
     bundle = load_bundle(dldfd_bundle)

@@ -11,10 +11,10 @@ import torch
 from torch.nn.functional import interpolate
 
 from conftest import DFWATCH
-from engines.bundle import BundleError, load_bundle
-from engines.mtcnn import _crop_boxes, area_crops, detect_faces, integral_image, pyramid_scales
-from engines.preprocess import IMAGENET_NORM, DetectorSettings, FaceDetector, normalize
-from engines.runners import (CUDA_PRECISION, DEFAULT_MAX_BATCH, TorchRunner, batch_bucket, choose_backend,
+from engines.bundles.bundle import BundleError, load_bundle
+from engines.pipeline.mtcnn import _crop_boxes, area_crops, detect_faces, integral_image, pyramid_scales
+from engines.pipeline.preprocess import IMAGENET_NORM, DetectorSettings, FaceDetector, normalize
+from engines.backends.runners import (CUDA_PRECISION, DEFAULT_MAX_BATCH, TorchRunner, batch_bucket, choose_backend,
                              open_runners, resolve_precision)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -115,8 +115,8 @@ def test_precision_rules():
 
 
 def test_runner_normalises_8bit_crops_as_the_cpu_path_does(dldfd_bundle, franck_frames):
-    from engines.export import torch_module
-    from engines.offline import detect_pending, stream_analysis
+    from engines.bundles.export import torch_module
+    from engines.pipeline.driver import detect_pending, stream_analysis
 
     bundle = load_bundle(dldfd_bundle)
     analysis = stream_analysis(bundle, 4, 0.5)
@@ -163,7 +163,7 @@ def test_precision_setting_is_validated():
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_runner_matches_the_cpu(dldfd_bundle, franck_frames, precision):
-    from engines.export import example_inputs, torch_module
+    from engines.bundles.export import example_inputs, torch_module
 
     bundle = load_bundle(dldfd_bundle)
     x = example_inputs(bundle, "frame", 5)[0].numpy()

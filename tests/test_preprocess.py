@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engines.preprocess import (CONTENT_NORM, STYLE_NORM, CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
+from engines.pipeline.preprocess import (CONTENT_NORM, STYLE_NORM, CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
                                 content_clip, crop_face, crop_sequence, follow, normalize, smooth_track)
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import DFWATCH
-from engines.bundle import BundleError, load_bundle
-from engines.export import example_inputs, torch_module
-from engines.preprocess import (STYLE_NORM, CropSpec, FaceDetector, content_clip, crop_sequence, normalize)
-from engines.runners import OnnxRunner, TorchRunner, choose_backend, cores, open_runners, thread_count
+from engines.bundles.bundle import BundleError, load_bundle
+from engines.bundles.export import example_inputs, torch_module
+from engines.pipeline.preprocess import (STYLE_NORM, CropSpec, FaceDetector, content_clip, crop_sequence, normalize)
+from engines.backends.runners import OnnxRunner, TorchRunner, choose_backend, cores, open_runners, thread_count
 
 
 def rel_err(a: np.ndarray, ref: np.ndarray) -> float:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import DFWATCH, REPO
-from engines.bundle import load_bundle
-from engines.trt import (TensorRTSettings, engine_name, engine_path, input_profiles, needs_build, part_precision,
+from engines.bundles.bundle import load_bundle
+from engines.backends.tensorrt import (TensorRTSettings, engine_name, engine_path, input_profiles, needs_build, part_precision,
                          stale_engines)
 
 HAS_TRT_GPU = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
@@ -74,6 +74,6 @@ def test_build_without_a_gpu_says_so_in_one_line(bundle_dir):
 @needs_gpu
 def test_tensorrt_fp16_matches_torch(bundle_dir, tmp_path):
     """Builds all engines and checks them against torch (max error <= 1e-2 of max|torch|)."""
-    from engines.gpu_check import main
+    from engines.benchmarks.gpu_check import main
 
     assert main([str(bundle_dir)]) == 0

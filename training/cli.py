@@ -86,10 +86,10 @@ def register(sub) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from engines.bundle import load_bundle
-    from engines.offline import stream_analysis
-    from engines.preprocess import DetectorSettings, FaceDetector
-    from engines.runners import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.driver import stream_analysis
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+    from engines.backends.runners import open_runners
     from training.datasets import index_dataset
     from training.extract import extract
 
@@ -117,7 +117,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _device(requested: str) -> str:
-    from engines.runners import gpu_available, resolve_device
+    from engines.backends.runners import gpu_available, resolve_device
 
     device = resolve_device(requested)
     return device if device != "cuda" or gpu_available() else "cpu"  # training falls back to the CPU
@@ -126,7 +126,7 @@ def _device(requested: str) -> str:
 def _threads(config) -> None:
     import torch
 
-    from engines.runners import thread_count
+    from engines.backends.runners import thread_count
 
     torch.set_num_threads(thread_count(config.model.threads))
 
@@ -168,7 +168,7 @@ def _fit_dldfd(args: argparse.Namespace, config) -> dict:
 
 
 def _dldfd_bundle(path: str | None, step: str):
-    from engines.bundle import load_bundle
+    from engines.bundles.bundle import load_bundle
 
     if not path:
         raise UserError(f"this cache holds dldfd face crops: 'train {step}' needs --bundle DIR, the dldfd bundle "
@@ -180,7 +180,7 @@ def _dldfd_bundle(path: str | None, step: str):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from engines.bundle import load_bundle
+    from engines.bundles.bundle import load_bundle
     from training.features import cache_family
 
     setup(args, "train")
@@ -201,9 +201,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict) -> dict:
-    from engines.checkpoints import load_head
+    from engines.bundles.checkpoints import load_head
     from engines.models.stylegru import StyleGRUProbability
-    from engines.runners import TorchRunner
+    from engines.backends.runners import TorchRunner
     from training.evaluate import evaluate
     from training.features import load_features
 
@@ -212,10 +212,10 @@ def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict
 
 
 def _eval_dldfd(args, model_path: Path, threshold: float, history, about: dict) -> dict:
-    from engines.bundle import dldfd_normalization
-    from engines.checkpoints import load_dldfd
+    from engines.bundles.bundle import dldfd_normalization
+    from engines.bundles.checkpoints import load_dldfd
     from engines.models.dldfd import DLDFDProbability
-    from engines.runners import TorchRunner
+    from engines.backends.runners import TorchRunner
     from training.evaluate import evaluate_frames
     from training.frames import load_video_crops
 
@@ -242,9 +242,9 @@ def _protocols(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from engines.bundle import derive, describe, load_bundle
-    from engines.checkpoints import read_checkpoint
-    from engines.export import export_bundle
+    from engines.bundles.bundle import derive, describe, load_bundle
+    from engines.bundles.checkpoints import read_checkpoint
+    from engines.bundles.export import export_bundle
 
     setup(args, "train")
     source = load_bundle(args.bundle)

@@ -2,7 +2,7 @@
 
 Scores come from the head runner of a bundle (or a head file) on the cached windows, i.e. the
 same computation the daemon does for the same frames. For the DLDFD family the per-frame model
-runs on the cached crops and `engines.decision.frame_vote` decides each video's window, as the
+runs on the cached crops and `engines.pipeline.decision.frame_vote` decides each video's window, as the
 daemon does; the report adds the paper's true classification rates (video and frame level).
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from engines.decision import frame_vote  # noqa: E402
-from engines.preprocess import Normalization, normalize  # noqa: E402
+from engines.pipeline.decision import frame_vote  # noqa: E402
+from engines.pipeline.preprocess import Normalization, normalize  # noqa: E402
 from training.features import Features  # noqa: E402
 from training.frames import VideoCrops  # noqa: E402
 

@@ -196,7 +196,7 @@ def _spacing(times: list[float]) -> float:
 def _encodings(analysis, sampled: Sampled, runners, detector, frame_part: str, batch: int, on_crop,
                meta: dict) -> tuple[dict, dict]:
     """stylegru: the head's inputs for the video's one window (style codes, content features)."""
-    from engines.offline import ready_windows
+    from engines.pipeline.driver import ready_windows
 
     (window,) = ready_windows(analysis, runners, detector, frame_part, batch, on_crop)
     indices = [sampled.indices[i] for i in window.indices]
@@ -209,7 +209,7 @@ def _encodings(analysis, sampled: Sampled, runners, detector, frame_part: str, b
 def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict, dict]:
     """dldfd: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
     positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
-    from engines.offline import detect_pending
+    from engines.pipeline.driver import detect_pending
 
     detect_pending(analysis, detector)
     (window,) = analysis.due_windows()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from engines.checkpoints import save_head
+from engines.bundles.checkpoints import save_head
 from engines.logs import get_logger
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 from training.features import Features

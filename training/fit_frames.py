@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from engines.checkpoints import save_dldfd
+from engines.bundles.checkpoints import save_dldfd
 from engines.logs import get_logger
 from engines.models.dldfd import DLDFD
-from engines.preprocess import Normalization
+from engines.pipeline.preprocess import Normalization
 from training.fit import seed_everything
 from training.frames import FaceFrames, VideoCrops
 

@@ -3,7 +3,7 @@
 Each video contributes its sampled frames' face crops (the daemon's crops: same detector,
 tracking, smoothing and crop) and the positions of its verdict window in them. Training uses
 every crop with a face as one sample labelled with its video's label; evaluation runs the
-window through `engines.decision`, as the daemon does.
+window through `engines.pipeline.decision`, as the daemon does.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.preprocess import Normalization, normalize
+from engines.pipeline.preprocess import Normalization, normalize
 from training.features import cached_entries
 
 

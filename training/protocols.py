@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engines.errors import DfwatchError
 from engines.logs import get_logger
-from engines.runners import TorchRunner
+from engines.backends.runners import TorchRunner
 from engines.models.dldfd import DLDFDProbability
 from training.evaluate import evaluate_frames
 from training.fit_frames import FrameFitConfig, fit_frames

@@ -2,7 +2,7 @@
 
 `runner.run(*inputs) -> np.ndarray` takes numpy arrays or torch tensors (float32, batch first)
 and returns float32 numpy. Backends: `torch` (CPU or CUDA), `onnxruntime` (CPU; CUDA provider
-when present) and `tensorrt` (engines/trt.py). `open_runners` picks them for a bundle.
+when present) and `tensorrt` (engines/backends/tensorrt.py). `open_runners` picks them for a bundle.
 """
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engines.bundle import Bundle, BundleError
-from engines.export import IO_NAMES, torch_module
-from engines.preprocess import Normalization, normalize_tensor
+from engines.bundles.bundle import Bundle, BundleError
+from engines.bundles.export import IO_NAMES, torch_module
+from engines.pipeline.preprocess import Normalization, normalize_tensor
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # The CPU default, chosen from `dfwatch bench` on the 2-core reference machine (README, Benchmarks).
 CPU_DEFAULT = "onnxruntime"
 # torch on CUDA: the precision `auto` means, chosen from `dfwatch bench --device cuda` (docs/gpu.md):
 # fp16 and bf16 ran within 3 % of each other on an H100 and both passed the parity bounds of
-# engines/gpu_bench.py; fp16's error was 8x smaller (pSp rel. L2 1.9e-4 against 1.5e-3).
+# engines/benchmarks/gpu.py; fp16's error was 8x smaller (pSp rel. L2 1.9e-4 against 1.5e-3).
 CUDA_PRECISION = "fp16"
 # The most faces / clips per model call (`inference.max_batch: null`): 8 keeps a 2-core CPU's
 # latency low; on a GPU batches of 64 are where pSp level 9 reaches 94 % of its batch-256 rate.
@@ -258,7 +258,7 @@ def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", th
             else ["CPUExecutionProvider"]
         runners = {p: OnnxRunner(p, bundle.onnx_path(p), threads, providers) for p in bundle.parts}
     else:
-        from engines.trt import open_tensorrt_runners
+        from engines.backends.tensorrt import open_tensorrt_runners
 
         runners = open_tensorrt_runners(bundle, trt_settings, on_build)
     return runners, choice

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.analysis import StreamAnalysis, WindowInputs, WindowSpec
-from engines.bundle import Bundle
-from engines.decision import Decision, decide
-from engines.preprocess import FaceDetector
+from engines.pipeline.analysis import StreamAnalysis, WindowInputs, WindowSpec
+from engines.bundles.bundle import Bundle
+from engines.pipeline.decision import Decision, decide
+from engines.pipeline.preprocess import FaceDetector
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engines.measure import cuda_timed, flops_of, timed
-from engines.runners import CHANNELS_LAST_PARTS, TorchRunner
+from engines.benchmarks.measure import cuda_timed, flops_of, timed
+from engines.backends.runners import CHANNELS_LAST_PARTS, TorchRunner
 
 # How far a CUDA part may be from the CPU float32 result (relative L2 error of its output):
 # float32 with TF32 off differs only in summation order (~1e-6); TF32 and half-precision products
@@ -148,13 +148,13 @@ def part_flops(module, sample_shapes: list[tuple]) -> int:
 # ---- face detection ------------------------------------------------------------------------
 
 def mtcnn_sweep(frames_bgr: list[np.ndarray], settings, batches, deadline: float) -> dict:
-    """Frames/s of MTCNN on CUDA per batch: facenet-pytorch's detect_face against engines.mtcnn
+    """Frames/s of MTCNN on CUDA per batch: facenet-pytorch's detect_face against engines.pipeline.mtcnn
     (the daemon's path), both from BGR frames at capture size, host preprocessing included; the
     faces both find; and where the daemon's path spends its time."""
     from facenet_pytorch.models.utils.detect_face import detect_face
 
-    from engines.mtcnn import detect_faces, pyramid_scales
-    from engines.preprocess import FaceDetector
+    from engines.pipeline.mtcnn import detect_faces, pyramid_scales
+    from engines.pipeline.preprocess import FaceDetector
 
     detector = FaceDetector(settings, "cuda")
     s = settings

@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 
 from engines import __version__
-from engines.checkpoints import (CheckpointError, check_state_dict, dldfd_from_imagenet, expected_shapes,
+from engines.bundles.checkpoints import (CheckpointError, check_state_dict, dldfd_from_imagenet, expected_shapes,
                                  load_dldfd, load_head, load_psp_encoder, load_slow_r50, read_checkpoint,
                                  save_dldfd, save_head)
-from engines.manifest import (FAMILY_PARTS, FORMAT, FORMAT_VERSION, MANIFEST, BundleError, read_manifest,
+from engines.bundles.manifest import (FAMILY_PARTS, FORMAT, FORMAT_VERSION, MANIFEST, BundleError, read_manifest,
                               sha256_file, verify_file)
 from engines.models.dldfd import DLDFD, DLDFDConfig
 from engines.models.psp import PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
-from engines.preprocess import CONTENT_NORM, IMAGENET_NORM, STYLE_NORM, CropSpec, Normalization
+from engines.pipeline.preprocess import CONTENT_NORM, IMAGENET_NORM, STYLE_NORM, CropSpec, Normalization
 
 STYLE_FILE, CONTENT_FILE, HEAD_FILE = "style_encoder.pt", "content_trunk.pt", "head.pt"
 FRAME_FILE = "frame_model.pt"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.analysis import WindowInputs
+from engines.pipeline.analysis import WindowInputs
 
 
 @dataclass(frozen=True)

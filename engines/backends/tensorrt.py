@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.bundle import Bundle, BundleError
-from engines.export import IO_NAMES
+from engines.bundles.bundle import Bundle, BundleError
+from engines.bundles.export import IO_NAMES
 
 PRECISIONS = ("fp16", "int8")
 
@@ -153,7 +153,7 @@ def calibration_batches(folder: str | Path, batch: int, norm=None, limit: int = 
     folder of face-crop images."""
     import cv2
 
-    from engines.preprocess import STYLE_NORM, normalize
+    from engines.pipeline.preprocess import STYLE_NORM, normalize
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in files]

@@ -95,7 +95,7 @@ class FaceDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces per BGR frame (any sizes; equal sizes are batched), boxes in frame pixels."""
-        from engines.mtcnn import detect_faces
+        from engines.pipeline.mtcnn import detect_faces
 
         results: list[list[Face]] = [[] for _ in frames]
         groups: dict[tuple, list[int]] = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, model_size,
+from engines.pipeline.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face, model_size,
                                 normalize, smooth_one)
 
 

@@ -2,7 +2,7 @@
 
 Capture processes and the supervisor only need a few manifest fields (the analysis frame rate,
 the bundle id) and must start in about a second, so this module imports nothing heavy;
-engines/bundle.py builds on it.
+engines/bundles/bundle.py builds on it.
 """
 from __future__ import annotations
 

@@ -59,8 +59,8 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from engines.bundle import assemble, describe
-    from engines.preprocess import CropSpec
+    from engines.bundles.bundle import assemble, describe
+    from engines.pipeline.preprocess import CropSpec
 
     config = setup(args, "engines")
     crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.select,
@@ -81,7 +81,7 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _bundle_dldfd(args: argparse.Namespace, crop, trust: bool) -> int:
-    from engines.bundle import assemble_dldfd, describe
+    from engines.bundles.bundle import assemble_dldfd, describe
 
     stray = [flag for flag, value in (("--psp", args.psp), ("--r3d", args.r3d), ("--head", args.head)) if value]
     if stray:
@@ -96,7 +96,7 @@ def _bundle_dldfd(args: argparse.Namespace, crop, trust: bool) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from engines.bundle import describe, load_bundle
+    from engines.bundles.bundle import describe, load_bundle
 
     setup(args, "engines")
     print(describe(load_bundle(args.bundle)))
@@ -104,8 +104,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from engines.bundle import describe
-    from engines.export import IO_NAMES, export_bundle
+    from engines.bundles.bundle import describe
+    from engines.bundles.export import IO_NAMES, export_bundle
 
     setup(args, "engines")
     parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else None
@@ -123,8 +123,8 @@ def _build(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise UserError("no NVIDIA GPU is visible here: TensorRT engines can only be built on the machine "
                         "(GPU model and TensorRT version) that will run them")
-    from engines.bundle import load_bundle
-    from engines.trt import TensorRTSettings, calibration_batches, ensure_engines
+    from engines.bundles.bundle import load_bundle
+    from engines.backends.tensorrt import TensorRTSettings, calibration_batches, ensure_engines
 
     bundle = load_bundle(args.bundle)
     calibration = None

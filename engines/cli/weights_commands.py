@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from engines.checkpoints import identify
+    from engines.bundles.checkpoints import identify
 
     info = identify(args.file, trust=args.trust)
     params = f"{info['parameters'] / 1e6:.1f} M parameters" if info["parameters"] else "no parameters read"
@@ -33,7 +33,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _sources(args: argparse.Namespace) -> int:
-    from engines.weights import SOURCES
+    from engines.bundles.weights import SOURCES
 
     for s in SOURCES:
         print(f"{s['file']}\n  model:  {s['model']}\n  where:  {s['where']}\n  size:   {s['size']}\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.bundle import Bundle, BundleError, file_entry, load_bundle, write_manifest
+from engines.bundles.bundle import Bundle, BundleError, file_entry, load_bundle, write_manifest
 from engines.models.dldfd import DLDFDProbability
 from engines.models.stylegru import StyleGRUProbability
 

@@ -1,6 +1,6 @@
 """GPU check for a bundle: build the TensorRT engines, compare them with torch, print throughput.
 
-    scripts/gpu-check.sh [BUNDLE]      (python -m engines.gpu_check [BUNDLE])
+    scripts/gpu-check.sh [BUNDLE]      (python -m engines.benchmarks.gpu_check [BUNDLE])
 
 Without BUNDLE it checks one bundle of each family, assembled from official-format checkpoints
 generated with ../shared/parity/make_checkpoint.py (a StyleGRU bundle from pSp and slow_r50
@@ -25,8 +25,8 @@ TOLERANCE = 1e-2
 def _demo_bundles(folder: Path, shared: Path) -> list:
     import torchvision
 
-    from engines.bundle import assemble, assemble_dldfd
-    from engines.export import export_bundle
+    from engines.bundles.bundle import assemble, assemble_dldfd
+    from engines.bundles.export import export_bundle
 
     spec = importlib.util.spec_from_file_location("make_checkpoint", shared / "parity" / "make_checkpoint.py")
     mc = importlib.util.module_from_spec(spec)
@@ -44,9 +44,9 @@ def _demo_bundles(folder: Path, shared: Path) -> list:
 
 def check_bundle(bundle) -> bool:
     """Builds the bundle's engines and compares every part with torch at each profile batch."""
-    from engines.export import example_inputs, torch_module
-    from engines.runners import TorchRunner
-    from engines.trt import TensorRTRunner, TensorRTSettings, ensure_engines
+    from engines.bundles.export import example_inputs, torch_module
+    from engines.backends.runners import TorchRunner
+    from engines.backends.tensorrt import TensorRTRunner, TensorRTSettings, ensure_engines
 
     settings = TensorRTSettings()
     paths = ensure_engines(bundle, settings, on_build=lambda part: print(f"building {part} engine ...", flush=True))
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         return 2
     torch.backends.cudnn.allow_tf32 = False  # an exact fp32 reference (TF32 errors ~1e-3)
     torch.backends.cuda.matmul.allow_tf32 = False
-    from engines.bundle import load_bundle
+    from engines.bundles.bundle import load_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         bundles = [load_bundle(args.bundle)] if args.bundle else _demo_bundles(Path(tmp), Path(args.shared))
