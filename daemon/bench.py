@@ -20,6 +20,7 @@ import numpy as np
 
 from engines.cli import common_options, setup
 from engines.benchmarks.measure import flops_of, timed
+from engines.families import family_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p = sub.add_parser("bench", parents=[common_options()],
                        help="measure per-stage and end-to-end throughput against this machine's limits")
     p.add_argument("--quick", action="store_true", help="a run of about 4 minutes (1 stream per family end to end)")
-    p.add_argument("--family", choices=["all", "stylegru", "dldfd"], default="all",
+    p.add_argument("--family", choices=["all", *family_names()], default="all",
                    help="model families to measure side by side (default all), with their demo bundles")
     p.add_argument("--bundle", metavar="DIR", help="one bundle to measure instead of the demo bundles (timings do "
                                                    "not depend on the weights' values)")
@@ -83,8 +84,8 @@ def mtcnn_ms(detector, footage: Path) -> dict:
 
 def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
     """pSp level-9 path and full encoder, 3D ResNet-50 clip, head: per backend."""
-    from engines.bundles.bundle import load_style_encoder
-    from engines.bundles.export import example_inputs, torch_module
+    from engines.bundles.checkpoints import load_style_encoder
+    from engines.bundles.export import example_inputs, export_module
     from engines.models.psp import PSPStyleEncoder
 
     rows = []
@@ -93,8 +94,8 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
     shapes = {k: v.shape for k, v in full.state_dict().items()}
     full.load_state_dict({k: v for k, v in level9.state_dict().items() if shapes.get(k) == v.shape}, strict=False)
     parts = {"pSp level 9 (per face)": ("style", level9), "pSp all 18 levels (per face)": ("style-full", full),
-             "3D ResNet-50 16x112x112 (per clip)": ("content", torch_module(bundle, "content")),
-             "head (per window)": ("head", torch_module(bundle, "head"))}
+             "3D ResNet-50 16x112x112 (per clip)": ("content", bundle.module("content")),
+             "head (per window)": ("head", bundle.module("head"))}
     repeats = 2 if quick else 5
     with tempfile.TemporaryDirectory() as tmp:
         for name, (part, module) in parts.items():
@@ -102,7 +103,8 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
             onnx_path = bundle.onnx_path(part) if part != "style-full" else None
             if part == "style-full":
                 onnx_path = Path(tmp) / "style-full.onnx"
-                _export_module(module, inputs, onnx_path)
+                style = bundle.spec.part("style")
+                export_module(module, inputs, onnx_path, style.inputs, style.outputs, style.dynamic_axes())
             rows += stage_rows(name, "style" if part == "style-full" else part, module, inputs, onnx_path, threads,
                                repeats, ceiling)
     return rows
@@ -111,7 +113,7 @@ def model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict
 def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | None, threads: int, repeats: int,
                ceiling: float) -> list[dict]:
     """One stage timed on torch and, when there is an ONNX file, on ONNX Runtime."""
-    from engines.backends.runners import OnnxRunner, TorchRunner
+    from engines.backends import OnnxRunner, TorchRunner
 
     flops = flops_of(module, *inputs)
     runners = {"torch": TorchRunner(part, module)}
@@ -127,11 +129,11 @@ def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | Non
 
 def frame_model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
     """The DLDFD family's per-frame model (its whole per-frame cost besides face detection)."""
-    from engines.bundles.export import example_inputs, torch_module
+    from engines.bundles.export import example_inputs
 
     size = bundle.frame_norm.size
     inputs = [x.numpy() for x in example_inputs(bundle, "frame", 1)]
-    return stage_rows(f"DLDFD {size}x{size} (per face)", "frame", torch_module(bundle, "frame"), inputs,
+    return stage_rows(f"DLDFD {size}x{size} (per face)", "frame", bundle.module("frame"), inputs,
                       bundle.onnx_path("frame"), threads, 2 if quick else 5, ceiling)
 
 
@@ -157,15 +159,6 @@ def per_frame_cost(stages: list[dict], mtcnn: dict, stride: int) -> dict:
         out["model_time_ratio"] = (out["stylegru_s"] - detect) / (out["dldfd_s"] - detect)
         out["frame_time_ratio"] = out["stylegru_s"] / out["dldfd_s"]
     return out
-
-
-def _export_module(module, inputs, path: Path) -> None:
-    import torch
-
-    with torch.no_grad():
-        torch.onnx.export(module, tuple(torch.as_tensor(x) for x in inputs), str(path), input_names=["images"],
-                          output_names=["codes"], dynamic_axes={"images": {0: "batch"}, "codes": {0: "batch"}},
-                          opset_version=17, dynamo=False)
 
 
 def window_economics(bundle, stages: list[dict], mtcnn: dict, stride: int) -> dict:
@@ -409,7 +402,7 @@ def markdown(r: dict) -> str:
     lines += ["", "| family | streams | analysed frames/s per stream | total | dropped | latency p50 / p95 / p99 "
               "| peak RSS |", "|---|---|---|---|---|---|---|"]
     for run in r["end_to_end"]:
-        family = run.get("family", "stylegru")
+        family = run.get("family", "?")
         if "error" in run:
             lines.append(f"| {family} | {run['streams']} | {run['error']} | | | | |")
             continue
@@ -424,17 +417,18 @@ def markdown(r: dict) -> str:
 
 def bench_bundles(args) -> dict[str, Path]:
     """family -> bundle directory: the one given, else the demo bundles (built when missing)."""
-    from daemon.demo import build_demo_bundle, bundle_dir, demo_head, usable
+    from daemon.demo import build_demo_bundle, bundle_dir, demo_trained_part, usable
     from engines.bundles.manifest import read_manifest
+    from engines.families import family_names
 
     if args.bundle:
-        return {read_manifest(args.bundle)["family"]: Path(args.bundle)}
-    families = ("stylegru", "dldfd") if args.family == "all" else (args.family,)
+        return {read_manifest(args.bundle).family: Path(args.bundle)}
+    families = family_names() if args.family == "all" else (args.family,)
     out = {}
     for family in families:
         out[family] = bundle_dir(family)
         if not usable(out[family]):
-            build_demo_bundle(out[family], demo_head() if family == "stylegru" else None, family)
+            build_demo_bundle(out[family], family, demo_trained_part(family))
     return out
 
 
@@ -446,7 +440,7 @@ def _bench(args) -> int:
 
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
-    from engines.backends.runners import thread_count
+    from engines.backends import thread_count
 
     config = setup(args, "bench")
     threads = thread_count(config.model.threads)
@@ -462,11 +456,12 @@ def _bench(args) -> int:
               "quick": args.quick, "bundles": {f: b.id for f, b in bundles.items()}, "ceiling": ceiling,
               "decode": {"video": footage.name, "fps": decode_fps(footage)},
               "detect_width": config.faces.detect_width, "mtcnn_ms": mtcnn_ms(detector, footage), "stages": []}
-    if "stylegru" in bundles:
-        result["stages"] += model_stages(bundles["stylegru"], ceiling["gflops"], threads, args.quick)
-        result["economics"] = window_economics(bundles["stylegru"], result["stages"], result["mtcnn_ms"], stride)
-    if "dldfd" in bundles:
-        result["stages"] += frame_model_stages(bundles["dldfd"], ceiling["gflops"], threads, args.quick)
+    for bundle in bundles.values():
+        if bundle.spec.content_part:  # style codes + content clips -> a window-level head
+            result["stages"] += model_stages(bundle, ceiling["gflops"], threads, args.quick)
+            result["economics"] = window_economics(bundle, result["stages"], result["mtcnn_ms"], stride)
+        else:                         # one frame-level model
+            result["stages"] += frame_model_stages(bundle, ceiling["gflops"], threads, args.quick)
     result["per_frame"] = per_frame_cost(result["stages"], result["mtcnn_ms"], stride)
     first = next(iter(bundles.values()))
     result["alerts_evidence"] = alerts_evidence_cost(footage, stride, first.frames, 2 if args.quick else 5)
@@ -508,9 +503,8 @@ def sample_frames(video: Path, count: int, step: int = 3) -> list:
 def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
     """Each part's inputs made from real frames by the daemon's own per-stream code (faces found,
     smoothed and cropped as served); the head's from the CPU outputs of the style and content parts."""
-    from engines.bundles.export import torch_module
     from engines.pipeline.driver import detect_pending, stream_analysis
-    from engines.backends.runners import TorchRunner
+    from engines.backends import TorchRunner
 
     inputs = {}
     for family, bundle in bundles.items():
@@ -521,14 +515,14 @@ def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
         analysis.end()
         records = analysis.needs_encoding()
         encoder_inputs = np.stack([analysis.encoder_input(r) for r in records])
-        if family == "dldfd":
-            inputs["frame"] = (encoder_inputs[:16],)
+        if not bundle.spec.content_part:  # one frame-level model
+            inputs[bundle.frame_part] = (encoder_inputs[:16],)
             continue
         t, c = bundle.frames, bundle.clip_frames
-        clips = np.stack([np.stack([r.small for r in records[i:i + c]], axis=1) for i in range(0, t, c)])
+        clips = np.stack([np.stack([r.clip_crop for r in records[i:i + c]], axis=1) for i in range(0, t, c)])
         inputs["style"], inputs["content"] = (encoder_inputs[:16],), (clips,)
-        codes = TorchRunner("style", torch_module(bundle, "style")).run(encoder_inputs[:t])
-        features = TorchRunner("content", torch_module(bundle, "content")).run(clips)
+        codes = TorchRunner("style", bundle.module("style")).run(encoder_inputs[:t])
+        features = TorchRunner("content", bundle.module("content")).run(clips)
         inputs["head"] = (np.stack([codes, codes[::-1]]), np.stack([features, features[::-1]]))
     return inputs
 
@@ -586,11 +580,11 @@ def _cuda_parts(result, args, config, bundles, dirs, frames, footage, deadline, 
     import torch
 
     from engines.benchmarks import gpu as gpu_bench
-    from engines.bundles.export import example_inputs, torch_module
+    from engines.bundles.export import example_inputs
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     settings = DetectorSettings.from_config(config.faces)
-    modules = {p: torch_module(b, p) for b in bundles.values() for p in b.parts}
+    modules = {p: b.module(p) for b in bundles.values() for p in b.parts}
     inputs = real_model_inputs(bundles, frames, FaceDetector(settings, "cuda"))
     result["parity"] = gpu_bench.parity(modules, inputs)
     save()

@@ -6,6 +6,7 @@ import signal
 import sys
 
 from engines.cli import UserError, common_options, setup
+from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
 
 
 def _stream_options(p) -> None:
@@ -63,8 +64,9 @@ def register_demo(sub) -> None:
                        help="run the daemon on sample footage with a demo bundle (no weights needed)")
     p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
-    p.add_argument("--family", choices=["stylegru", "dldfd"], default="stylegru",
-                   help="model family: stylegru (default) or dldfd (the frame-level detector, ~15x cheaper per frame)")
+    p.add_argument("--family", choices=family_names(), default=DEFAULT_FAMILY,
+                   help="model family: " + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values())
+                        + f" (default {DEFAULT_FAMILY})")
     p.set_defaults(handler=_demo)
 
 
@@ -129,7 +131,7 @@ def _capture(args: argparse.Namespace) -> int:
     if fps is None:
         from engines.bundles.manifest import read_manifest
 
-        fps = float(read_manifest(require_bundle(config))["window"]["fps"])
+        fps = read_manifest(require_bundle(config)).window.fps
     overrides = {k: v for k, v in (("pace", stream.pace), ("loop", stream.loop)) if v is not None}
     settings = config.capture.model_copy(update=overrides)
     import cv2
@@ -149,7 +151,7 @@ def _infer(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
-    from engines.backends.runners import DEFAULT_MAX_BATCH, open_runners
+    from engines.backends import DEFAULT_MAX_BATCH, open_runners
     from engines.backends.tensorrt import TensorRTSettings
 
     bundle = load_bundle(bundle_dir)
@@ -218,4 +220,4 @@ def _demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
     config = setup(args, "demo")
-    return run_demo(config, args)
+    return run_demo(config, args, passthrough(args))

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from daemon.endpoints import resolve
@@ -23,10 +22,7 @@ from engines.logs import get_logger
 log = get_logger()
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SEED = 2024
-DEMO_FPS = {"stylegru": 2.0,  # what a 2-core CPU sustains with 32-frame windows
-            "dldfd": 6.0}     # the frame-level detector is ~15x cheaper per frame
-
-
+DEMO_TRAINED_PART = "head"  # the demo head (DFWATCH_DEMO_HEAD, else head.pt in the demo cache) is a head
 def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dfwatch" / "demo"
 
@@ -38,48 +34,31 @@ def demo_head() -> Path | None:
 
 
 def bundle_dir(family: str) -> Path:
-    return cache_root() / ("bundle" if family == "stylegru" else f"bundle-{family}")
+    from engines.families import DEFAULT_FAMILY
+
+    return cache_root() / ("bundle" if family == DEFAULT_FAMILY else f"bundle-{family}")
 
 
-def build_demo_bundle(root: Path, head: Path | None = None, family: str = "stylegru") -> None:
-    import torch
-
-    from engines.bundles.bundle import assemble
-    from engines.bundles.demo_weights import psp_checkpoint, slow_r50_checkpoint
+def build_demo_bundle(root: Path, family: str, trained: Path | None = None) -> None:
+    """The family's bundle from stand-in weights (with `trained` as its trained part, if given),
+    exported to ONNX and named demo-FAMILY-STATE-CHECKSUM."""
+    from engines.bundles.bundle import with_id
     from engines.bundles.export import export_bundle
+    from engines.families import get_family
 
-    if family == "dldfd":
-        return build_demo_dldfd(root)
-    print("dfwatch demo: building the demo bundle (stand-in weights; about a minute, once) ...", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(psp_checkpoint(DEMO_SEED), Path(tmp) / "psp_demo.pt")
-        torch.save(slow_r50_checkpoint(DEMO_SEED), Path(tmp) / "slow_r50_demo.pyth")
-        bundle = assemble(root, Path(tmp) / "psp_demo.pt", Path(tmp) / "slow_r50_demo.pyth", head=head,
-                          fps=DEMO_FPS["stylegru"], bundle_id="demo-pending")
-    manifest_id = f"demo-{'trained' if head else 'untrained'}-{bundle.manifest['files']['head']['sha256'][:8]}"
-    from engines.bundles.bundle import write_manifest
-
-    write_manifest(root, {**bundle.manifest, "id": manifest_id})
+    spec = get_family(family)
+    print(f"dfwatch demo: building the {spec.title} demo bundle (stand-in weights; once) ...", flush=True)
+    bundle = spec.build_demo(root, DEMO_SEED, trained)
+    state = "trained" if trained else "untrained"
+    with_id(bundle, f"demo-{family}-{state}-{bundle.manifest.files[spec.trained_part].sha256[:8]}")
     export_bundle(root)
 
 
-def build_demo_dldfd(root: Path) -> None:
-    """An untrained DLDFD bundle: stand-in ImageNet ResNet-50 weights, seeded stem and fc."""
-    import torch
+def demo_trained_part(family: str) -> Path | None:
+    """The trained part the training module made for the demo (the StyleGRU head), if any."""
+    from engines.families import get_family
 
-    from engines.bundles.bundle import assemble_dldfd
-    from engines.bundles.demo_weights import resnet50_imagenet_checkpoint
-    from engines.bundles.export import export_bundle
-
-    print("dfwatch demo: building the DLDFD demo bundle (stand-in weights; seconds, once) ...", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(resnet50_imagenet_checkpoint(DEMO_SEED), Path(tmp) / "resnet50_demo.pth")
-        bundle = assemble_dldfd(root, resnet50=Path(tmp) / "resnet50_demo.pth", fps=DEMO_FPS["dldfd"],
-                                seed=DEMO_SEED, bundle_id="demo-pending")
-    from engines.bundles.bundle import write_manifest
-
-    write_manifest(root, {**bundle.manifest, "id": f"demo-dldfd-untrained-{bundle.manifest['files']['frame']['sha256'][:8]}"})
-    export_bundle(root)
+    return demo_head() if get_family(family).trained_part == DEMO_TRAINED_PART else None
 
 
 def usable(bundle: Path) -> bool:
@@ -89,7 +68,7 @@ def usable(bundle: Path) -> bool:
 
     try:
         b = load_bundle(bundle)
-        b.frame_model() if b.family == "dldfd" else b.head()
+        b.module(b.spec.trained_part)
         return True
     except DfwatchError:
         return False
@@ -99,19 +78,16 @@ def _interrupt(*_):
     raise KeyboardInterrupt
 
 
-def run_demo(config, args) -> int:
+def run_demo(config, args, child_options: list[str]) -> int:
+    """`child_options`: the command-line options the daemon must see too (daemon.cli.passthrough)."""
     footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
     if not footage.is_file():
         raise UserError(f"no sample footage at {footage}: run scripts/setup.sh (it fetches it) or pass --footage VIDEO")
     bundle = bundle_dir(args.family)
     if args.rebuild or not usable(bundle):
-        build_demo_bundle(bundle, demo_head(), args.family)
+        build_demo_bundle(bundle, args.family, demo_trained_part(args.family))
     argv = [sys.executable, "-m", "engines.cli", "run", "--bundle", str(bundle), "--stream", f"demo={footage}",
-            "--set", "capture.loop=true"]
-    if args.config:
-        argv += ["--config", args.config]
-    for item in args.overrides:
-        argv += ["--set", item]
+            "--set", "capture.loop=true", *child_options]
     print(f"dfwatch demo: analysing {footage.name} with {bundle} — verdicts appear after the first window; "
           "Ctrl-C to stop", flush=True)
     log_path = cache_root() / "daemon.log"

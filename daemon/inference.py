@@ -25,7 +25,7 @@ from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_
 from daemon.endpoints import Endpoints
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.pipeline.analysis import FrameRecord, StreamAnalysis, WindowInputs
-from engines.pipeline.decision import Decision, decide
+from engines.pipeline.decision import Decision
 from engines.logs import get_logger
 
 log = get_logger()
@@ -84,7 +84,7 @@ class InferenceServer:
             from daemon.metrics import Metrics
 
             self.metrics = Metrics(self)
-        self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.backends.runners)
+        self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.backends)
         self.max_wait = config.inference.max_wait_ms / 1000
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
@@ -269,7 +269,6 @@ class InferenceServer:
         if not items:
             return False
         part = self.bundle.frame_part
-
         runner = self.runners[part]
 
         def run():
@@ -287,11 +286,13 @@ class InferenceServer:
         if not items:
             return False
 
+        part = self.bundle.spec.content_part
+
         def run():
-            feats = self.runners["content"].run(np.stack([s.analysis.clip_input(k) for s, k in items]))
+            feats = self.runners[part].run(np.stack([s.analysis.clip_input(k) for s, k in items]))
             for (s, k), f in zip(items, feats):
                 s.analysis.set_content(k, f)
-        return self._guarded("content", [s for s, _ in items], run)
+        return self._guarded(part, [s for s, _ in items], run)
 
     def _decide(self) -> bool:
         items = [(s, w) for s in self.streams.values() for w in s.analysis.ready_windows()][: self.max_batch]
@@ -299,7 +300,7 @@ class InferenceServer:
             return False
 
         def run():
-            decisions = decide(self.bundle.family, [w for _, w in items], self.runners.get("head"), self.threshold)
+            decisions = self.bundle.spec.decide([w for _, w in items], self.runners, self.threshold)
             for (s, w), decision in zip(items, decisions):
                 self._publish_verdict(s, w, decision)
                 s.analysis.window_done(w)

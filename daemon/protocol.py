@@ -3,7 +3,7 @@
 Every message is a ZeroMQ multipart message whose first part is (or, on PUB, follows a topic and
 is) a msgpack map with `v` = PROTOCOL_VERSION. Decoders validate everything and raise exactly one
 exception type, `ProtocolError`, whose `reason` is a short code the daemon counts by. Unknown
-extra header fields are ignored so that v1 can grow optional fields. The README documents the
+extra header fields are ignored so that v1 can grow optional fields. docs/PROTOCOL.md documents the
 schema for clients in other languages.
 
 Capture -> inference (PUSH/PULL):

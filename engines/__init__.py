@@ -1,6 +1,13 @@
-"""dfwatch engines: model architectures, checkpoint loading, preprocessing, bundles and backends.
+"""dfwatch engines: everything the daemon and training share (docs/ARCHITECTURE.md).
 
-Shared by the daemon and the training module (which never import each other); also home of the
-configuration schema, logging set-up and the `dfwatch` command-line entry point.
+  families/   what each model family is (the registry)     models/    the architectures
+  bundles/    manifests, bundles, checkpoints, ONNX export  backends/  torch, ONNX Runtime, TensorRT
+  pipeline/   preprocessing, per-stream analysis, decisions benchmarks/ measuring helpers
+  cli/        the `dfwatch` entry point; config.py the configuration schema; logs.py logging
 """
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dfwatch")  # one place: pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

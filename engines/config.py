@@ -1,6 +1,6 @@
 """dfwatch configuration: typed, validated, overridable.
 
-The schema lives here as pydantic models; `configs/default.yaml` documents every key with the
+The schema lives here as pydantic models; `engines/default.yaml` (linked as configs/default.yaml) documents every key with the
 same defaults (a test keeps the two in step). Values come, in increasing precedence, from the
 defaults, a YAML file, `DFWATCH__SECTION__KEY` environment variables and `--set section.key=v`
 command-line overrides. Every error names the key and where the value came from.
@@ -17,6 +17,8 @@ from engines.errors import DfwatchError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "DFWATCH__"
+# The schema defaults as a commented file (a test keeps the two equal); installed with the package.
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default.yaml")
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 

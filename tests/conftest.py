@@ -74,7 +74,7 @@ def official_checkpoints(tmp_path_factory, make_checkpoint, shared):
 def bundle_dir(tmp_path_factory, official_checkpoints) -> Path:
     """A bundle from the seed-0 official-format checkpoints with a fresh (untrained) head,
     exported to ONNX. Session-wide and read-only: copy it before changing anything."""
-    from engines.bundles.bundle import assemble
+    from engines.families.stylegru import assemble
     from engines.bundles.export import export_bundle
 
     root = tmp_path_factory.mktemp("bundle") / "seed0"
@@ -105,7 +105,7 @@ SMALL = dict(frames=8, clip_frames=4, style_size=128, content_size=64, fps=4.0)
 def small_bundle(tmp_path_factory, official_checkpoints) -> Path:
     """A fast bundle for daemon tests: the seed-0 official-format weights with small inputs
     (T = 8 frames, 4-frame clips, 128-px style and 64-px content inputs), exported to ONNX."""
-    from engines.bundles.bundle import assemble
+    from engines.families.stylegru import assemble
     from engines.bundles.export import export_bundle
 
     root = tmp_path_factory.mktemp("small") / "bundle"
@@ -136,7 +136,7 @@ DLDFD_SMALL = dict(frames=8, fps=4.0, input_size=64)
 def dldfd_bundle(tmp_path_factory, resnet50_checkpoint) -> Path:
     """A fast DLDFD bundle for daemon and training tests: the seeded torchvision-format ResNet-50,
     64-px faces (the paper's 224 in production), T = 8, exported to ONNX."""
-    from engines.bundles.bundle import assemble_dldfd
+    from engines.families.dldfd import assemble as assemble_dldfd
     from engines.bundles.export import export_bundle
 
     root = tmp_path_factory.mktemp("dldfd") / "bundle"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from engines.pipeline.analysis import StreamAnalysis, WindowSpec
-from engines.pipeline.preprocess import CONTENT_NORM, STYLE_NORM, CropSpec, Face, Normalization
+from engines.families.stylegru import CONTENT_NORM, STYLE_NORM
+from engines.pipeline.preprocess import CropSpec, Face, Normalization
 
 FACE = Face(box=np.array([40.0, 30.0, 90.0, 90.0]), landmarks=np.zeros((5, 2)), prob=0.99)
 

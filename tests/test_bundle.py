@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import DFWATCH
-from engines.bundles.bundle import FORMAT_VERSION, BundleError, assemble, load_bundle
+from engines.bundles.bundle import FORMAT_VERSION, BundleError, load_bundle
+from engines.families.stylegru import assemble
 from engines.bundles.checkpoints import load_psp_encoder, save_head
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
@@ -26,9 +27,9 @@ def bundle_copy(bundle_dir, tmp_path):
 
 def test_assembled_bundle_describes_everything_the_daemon_needs(bundle_dir):
     b = load_bundle(bundle_dir)
-    m = b.manifest
+    m = b.manifest.as_json()
     assert m["family"] == "stylegru" and not b.trained and b.id.startswith("stylegru-untrained-")
-    assert (b.frames, b.clip_frames, b.levels, b.threshold) == (32, 16, (9,), 0.5)
+    assert (b.frames, b.clip_frames, b.manifest.style.levels, b.threshold) == (32, 16, (9,), 0.5)
     assert m["style"]["normalization"] == {"size": 256, "mean": [0.5] * 3, "std": [0.5] * 3}
     assert m["content"]["normalization"]["mean"] == [0.45] * 3 and m["content"]["normalization"]["std"] == [0.225] * 3
     assert m["crop"]["method"] == "box" and m["crop"]["margin"] == 0.2 and m["window"]["fps"] > 0
@@ -39,7 +40,7 @@ def test_assembled_bundle_describes_everything_the_daemon_needs(bundle_dir):
 def test_bundle_style_encoder_is_the_official_level9_encoder(bundle_dir, official_checkpoints):
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(load_bundle(bundle_dir).style_encoder()(x),
+        torch.testing.assert_close(load_bundle(bundle_dir).module("style")(x),
                                    load_psp_encoder(official_checkpoints("psp", 0))(x), rtol=0, atol=0)
 
 
@@ -87,7 +88,7 @@ def test_trained_head_and_mismatched_head(tmp_path, official_checkpoints):
     save_head(tmp_path / "head.pt", head)
     b = assemble(tmp_path / "b", official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0),
                  head=tmp_path / "head.pt")
-    assert b.trained and b.id.startswith("stylegru-trained-") and b.head_config.gru_hidden == 32
+    assert b.trained and b.id.startswith("stylegru-trained-") and b.manifest.head_config().gru_hidden == 32
     save_head(tmp_path / "head8.pt", StyleGRUHead(StyleGRUConfig(frames=8, content_tokens=1)))
     with pytest.raises(BundleError, match=r"the head expects \(frames, style levels, clips\) = \(8, 1, 1\)"):
         assemble(tmp_path / "c", official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0),

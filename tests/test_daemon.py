@@ -190,7 +190,7 @@ def test_verdict_equals_the_offline_score_of_the_same_frames(infer, small_bundle
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import score_frames
     from engines.pipeline.preprocess import FaceDetector
-    from engines.backends.runners import open_runners
+    from engines.backends import open_runners
 
     proc, push, sub, log = infer
     a = frames_of(franck_frames, 0, 14, "a")

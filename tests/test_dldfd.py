@@ -101,7 +101,7 @@ def test_bundle_manifest_and_parts(dldfd_bundle):
     from engines.bundles.bundle import describe, load_bundle
 
     bundle = load_bundle(dldfd_bundle)
-    m = bundle.manifest
+    m = bundle.manifest.as_json()
     assert m["family"] == "dldfd" and bundle.parts == ("frame",) and not bundle.trained
     assert m["frame"]["normalization"] == {"size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert m["crop"]["size"] == 64 and m["window"]["clip_frames"] == 0 and set(m["onnx"]) == {"frame"}
@@ -111,7 +111,8 @@ def test_bundle_manifest_and_parts(dldfd_bundle):
 def test_bundle_errors(tmp_path, dldfd_bundle, resnet50_checkpoint):
     import shutil
 
-    from engines.bundles.bundle import assemble_dldfd, load_bundle
+    from engines.bundles.bundle import load_bundle
+    from engines.families.dldfd import assemble as assemble_dldfd
     from engines.bundles.export import export_bundle
 
     with pytest.raises(BundleError, match="exactly one of"):
@@ -134,7 +135,7 @@ def test_onnx_matches_torch_on_real_faces(dldfd_bundle, franck_frames):
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import detect_pending, stream_analysis
     from engines.pipeline.preprocess import FaceDetector
-    from engines.backends.runners import open_runners
+    from engines.backends import open_runners
 
     bundle = load_bundle(dldfd_bundle)
     analysis = stream_analysis(bundle, STRIDE, 0.5)
@@ -180,7 +181,7 @@ def test_served_vote_equals_the_offline_vote(dldfd_bundle, franck_frames, tmp_pa
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import score_frames
     from engines.pipeline.preprocess import FaceDetector
-    from engines.backends.runners import open_runners
+    from engines.backends import open_runners
 
     frames = [(franck_frames[i], i, 1000.0 + i / 4, 10.0 + i / 4) for i in range(13)]
     bundle = load_bundle(dldfd_bundle)

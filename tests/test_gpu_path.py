@@ -13,8 +13,9 @@ from torch.nn.functional import interpolate
 from conftest import DFWATCH
 from engines.bundles.bundle import BundleError, load_bundle
 from engines.pipeline.mtcnn import _crop_boxes, area_crops, detect_faces, integral_image, pyramid_scales
-from engines.pipeline.preprocess import IMAGENET_NORM, DetectorSettings, FaceDetector, normalize
-from engines.backends.runners import (CUDA_PRECISION, DEFAULT_MAX_BATCH, TorchRunner, batch_bucket, choose_backend,
+from engines.families.dldfd import IMAGENET_NORM
+from engines.pipeline.preprocess import DetectorSettings, FaceDetector, normalize
+from engines.backends import (CUDA_PRECISION, DEFAULT_MAX_BATCH, TorchRunner, batch_bucket, choose_backend,
                              open_runners, resolve_precision)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -115,7 +116,6 @@ def test_precision_rules():
 
 
 def test_runner_normalises_8bit_crops_as_the_cpu_path_does(dldfd_bundle, franck_frames):
-    from engines.bundles.export import torch_module
     from engines.pipeline.driver import detect_pending, stream_analysis
 
     bundle = load_bundle(dldfd_bundle)
@@ -128,7 +128,7 @@ def test_runner_normalises_8bit_crops_as_the_cpu_path_does(dldfd_bundle, franck_
     pixels = np.stack([analysis.encoder_pixels(r) for r in records])
     floats = np.stack([analysis.encoder_input(r) for r in records])
     assert pixels.dtype == np.uint8 and np.array_equal(normalize(pixels, bundle.frame_norm), floats)
-    runner = TorchRunner("frame", torch_module(bundle, "frame"), pixels=bundle.frame_norm)
+    runner = TorchRunner("frame", bundle.module("frame"), pixels=bundle.frame_norm)
     np.testing.assert_array_equal(runner.run_pixels(pixels), runner.run(floats))
     assert normalize(pixels[:1], IMAGENET_NORM).shape[1] == 3
 
@@ -163,13 +163,13 @@ def test_precision_setting_is_validated():
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_runner_matches_the_cpu(dldfd_bundle, franck_frames, precision):
-    from engines.bundles.export import example_inputs, torch_module
+    from engines.bundles.export import example_inputs
 
     bundle = load_bundle(dldfd_bundle)
     x = example_inputs(bundle, "frame", 5)[0].numpy()
-    ref = TorchRunner("frame", torch_module(bundle, "frame")).run(x)
+    ref = TorchRunner("frame", bundle.module("frame")).run(x)
     for graphs in (False, True):
-        out = TorchRunner("frame", torch_module(bundle, "frame"), "cuda", precision, True, graphs).run(x)
+        out = TorchRunner("frame", bundle.module("frame"), "cuda", precision, True, graphs).run(x)
         assert np.abs(out - ref).max() <= (1e-5 if precision == "fp32" else 1e-2)
 
 

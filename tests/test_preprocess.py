@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engines.pipeline.preprocess import (CONTENT_NORM, STYLE_NORM, CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
-                                content_clip, crop_face, crop_sequence, follow, normalize, smooth_track)
+from engines.families.stylegru import CONTENT_NORM, STYLE_NORM
+from engines.pipeline.preprocess import (CropSpec, DetectorSettings, Face, FaceDetector, FaceTrack,
+                                content_clip, crop_face, normalize)
+from helpers.crops import crop_sequence, follow, smooth_track
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_normalised_ranges_and_layouts(detector, franck):
     assert x.shape == (16, 3, 256, 256) and x.dtype == np.float32
     assert -1.0 <= x.min() < -0.5 and 0.5 < x.max() <= 1.0
     np.testing.assert_allclose(x[3, :, 10, 20], crops[3, 10, 20] / 127.5 - 1, atol=1e-6)
-    clip = content_clip(crops)
+    clip = content_clip(crops, CONTENT_NORM)
     assert clip.shape == (3, 16, 112, 112) and clip.dtype == np.float32  # [C, T, H, W]
     small = cv2.resize(crops[5], (112, 112), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(clip[:, 5, 40, 60], (small[40, 60] / 255 - 0.45) / 0.225, atol=1e-5)

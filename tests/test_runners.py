@@ -9,9 +9,11 @@ import torch
 
 from conftest import DFWATCH
 from engines.bundles.bundle import BundleError, load_bundle
-from engines.bundles.export import example_inputs, torch_module
-from engines.pipeline.preprocess import (STYLE_NORM, CropSpec, FaceDetector, content_clip, crop_sequence, normalize)
-from engines.backends.runners import OnnxRunner, TorchRunner, choose_backend, cores, open_runners, thread_count
+from engines.bundles.export import example_inputs
+from engines.families.stylegru import CONTENT_NORM, STYLE_NORM
+from engines.pipeline.preprocess import (CropSpec, FaceDetector, content_clip, normalize)
+from helpers.crops import crop_sequence
+from engines.backends import OnnxRunner, TorchRunner, choose_backend, cores, open_runners, thread_count
 
 
 def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
@@ -25,7 +27,7 @@ def bundle(bundle_dir):
 
 @pytest.fixture(scope="module")
 def runners(bundle):
-    return ({p: TorchRunner(p, torch_module(bundle, p)) for p in ("style", "content", "head")},
+    return ({p: TorchRunner(p, bundle.module(p)) for p in ("style", "content", "head")},
             {p: OnnxRunner(p, bundle.onnx_path(p)) for p in ("style", "content", "head")})
 
 
@@ -52,7 +54,7 @@ def test_onnxruntime_matches_torch_on_real_faces(runners, real_inputs):
     x = normalize(real_inputs[:2], STYLE_NORM)
     codes = torch_r["style"].run(x)
     assert codes.shape == (2, 1, 512) and rel_err(ort_r["style"].run(x), codes) <= 1e-4
-    clip = content_clip(real_inputs)[None]
+    clip = content_clip(real_inputs, CONTENT_NORM)[None]
     feats = torch_r["content"].run(clip)
     assert feats.shape == (1, 2048) and rel_err(ort_r["content"].run(clip), feats) <= 1e-4
     style = np.repeat(codes[:1][:, None], 32, axis=1) + np.random.default_rng(0).normal(0, 0.05, (1, 32, 1, 512))
@@ -96,5 +98,5 @@ def test_export_command_writes_and_records_onnx(bundle_dir, tmp_path):
     (dst / "onnx" / "head.onnx").unlink()
     r = subprocess.run(DFWATCH + ["engines", "export", str(dst), "--parts", "head"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    entry = load_bundle(dst).manifest["onnx"]["head"]
+    entry = load_bundle(dst).manifest.as_json()["onnx"]["head"]
     assert (dst / entry["path"]).is_file() and entry["inputs"] == ["style", "content"]

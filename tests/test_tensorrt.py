@@ -36,7 +36,7 @@ def test_rebuild_when_the_onnx_file_changes(bundle_dir, tmp_path):
     assert path.parent == tmp_path and needs_build(path)
     path.write_bytes(b"engine")
     assert not needs_build(path)  # same ONNX, precision, TensorRT and GPU: reuse
-    bundle.manifest["onnx"]["style"] = {**bundle.manifest["onnx"]["style"], "sha256": "f" * 64}
+    bundle.manifest.onnx["style"] = bundle.manifest.onnx["style"].model_copy(update={"sha256": "f" * 64})
     new = engine_path(bundle, "style", settings, "10.13.3", "NVIDIA H100")
     assert new != path and needs_build(new)  # re-exported ONNX: a new engine is built
     assert stale_engines(tmp_path, "style", new) == [path]

@@ -15,7 +15,8 @@ from helpers.daemon import DFWATCH, serve_frames
 from helpers.training import sampled_frames
 from training.datasets import DatasetError, index_dataset
 from training.evaluate import compute_metrics, equal_error_rate
-from training.extract import cache_path, read_entry, sample_indices
+from training.cache import cache_path, read_entry
+from training.extract import sample_indices
 
 
 # ---- dataset layouts -----------------------------------------------------------------------
@@ -147,7 +148,7 @@ def test_extract_caches_one_file_per_video_with_provenance(chain, dataset, small
     assert meta["valid"] and meta["source"] == str(video.path) and meta["split"] == "test"
     assert set(meta["models"]) == {"style", "content"} and meta["spacing_s"] > 0
     assert entry["style"].shape == (8, 1, 512) and entry["content"].shape == (2, 2048)
-    assert entry["frame_indices"].tolist() == sample_indices(24, 8) and entry["face_found"].all()
+    assert entry["frame_indices"].tolist() == sample_indices(24, 8) and entry["found"].all()
 
 
 def test_extraction_resumes_and_records_bad_videos(chain, dataset, small_bundle, tmp_path):

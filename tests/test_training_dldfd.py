@@ -14,7 +14,8 @@ from conftest import REPO
 from helpers.daemon import DFWATCH, serve_frames
 from helpers.training import sampled_frames
 from training.datasets import index_dataset
-from training.extract import cache_path, read_entry, sample_indices
+from training.cache import cache_path, read_entry
+from training.extract import sample_indices
 
 T = 8
 
@@ -66,7 +67,7 @@ def test_extract_caches_the_daemons_face_crops(chain, dataset):
     assert meta["valid"] and meta["family"] == "dldfd" and meta["group"] == "retouch"
     assert meta["models"]["crop"]["size"] == 64
     assert entry["crops"].shape == (T, 64, 64, 3) and entry["crops"].dtype == np.uint8
-    assert entry["window"].tolist() == list(range(T)) and entry["crop_found"].all()
+    assert entry["window"].tolist() == list(range(T)) and entry["found"].all()
     assert entry["frame_indices"].tolist() == sample_indices(16, T)
 
 
@@ -81,7 +82,7 @@ def test_fit_weights_the_classes_and_keeps_the_best_epoch(chain, dldfd_bundle):
     assert summary["config"]["lr"] == 1e-3 and summary["config"]["beta1"] == 0.9 and summary["config"]["flip"]
     assert len(rows) == 2 and summary["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in rows))
     trained = load_dldfd(chain["run"] / "model.pt").state_dict()
-    initial = load_bundle(dldfd_bundle).frame_model().state_dict()
+    initial = load_bundle(dldfd_bundle).module("frame").model.state_dict()
     assert not torch.equal(trained["fc.weight"], initial["fc.weight"])
     assert not torch.equal(trained["trunk.layer4.2.conv3.weight"], initial["trunk.layer4.2.conv3.weight"])
     assert list((chain["run"] / "tensorboard").glob("events.out.tfevents.*"))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from engines.cli import UserError, common_options, setup
+from engines.families import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS, FAMILIES
 
 
 def register(sub) -> None:
@@ -89,7 +90,7 @@ def _extract(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
-    from engines.backends.runners import open_runners
+    from engines.backends import open_runners
     from training.datasets import index_dataset
     from training.extract import extract
 
@@ -102,10 +103,10 @@ def _extract(args: argparse.Namespace) -> int:
     options = {"quality": args.quality} if args.layout == "faceforensics" else {}
     videos = [v for split in splits for v in index_dataset(args.dataset, split, args.layout, **options)]
     m = config.model
-    if bundle.family == "stylegru":
+    if bundle.spec.training_cache == CACHE_WINDOW_INPUTS:  # the frozen parts run here, once
         runners, choice = open_runners(bundle, m.backend, m.device, m.threads)
         device = choice.device
-    else:  # dldfd caches face crops: its model is what training trains
+    else:  # face crops are cached: the per-frame model is what training trains
         runners, device = {}, _device(m.device)
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=device)
     cache = Path(args.cache)
@@ -117,7 +118,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _device(requested: str) -> str:
-    from engines.backends.runners import gpu_available, resolve_device
+    from engines.backends import gpu_available, resolve_device
 
     device = resolve_device(requested)
     return device if device != "cuda" or gpu_available() else "cpu"  # training falls back to the CPU
@@ -126,17 +127,17 @@ def _device(requested: str) -> str:
 def _threads(config) -> None:
     import torch
 
-    from engines.backends.runners import thread_count
+    from engines.backends import thread_count
 
     torch.set_num_threads(thread_count(config.model.threads))
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from training.features import cache_family
+    from training.cache import cache_kind
 
     config = setup(args, "train")
     _threads(config)
-    if cache_family(args.cache) == "dldfd":
+    if cache_kind(args.cache) == CACHE_FACE_CROPS:
         summary = _fit_dldfd(args, config)
     else:
         summary = _fit_stylegru(args)
@@ -156,41 +157,45 @@ def _fit_stylegru(args: argparse.Namespace) -> dict:
 
 
 def _fit_dldfd(args: argparse.Namespace, config) -> dict:
+    from engines.bundles.checkpoints import load_dldfd
     from training.fit_frames import FrameFitConfig, fit_frames
     from training.frames import load_video_crops
 
-    bundle = _dldfd_bundle(args.bundle, "fit")
+    bundle = _frame_model_bundle(args.bundle, "fit")
     cfg = FrameFitConfig(epochs=args.epochs or 25, batch_size=args.batch_size or 32, lr=args.lr or 1e-3,
                          flip=not args.no_flip, seed=args.seed)
-    return fit_frames(bundle.frame_model().train(), load_video_crops(args.cache, "train"),
-                      load_video_crops(args.cache, "val"), bundle.frame_norm, cfg, Path(args.out),
-                      about={"bundle": bundle.id}, device=_device(config.model.device))
+    model = load_dldfd(bundle.path(bundle.spec.trained_part)).train()
+    return fit_frames(model, load_video_crops(args.cache, "train"), load_video_crops(args.cache, "val"),
+                      bundle.frame_norm, cfg, Path(args.out), about={"bundle": bundle.id},
+                      device=_device(config.model.device))
 
 
-def _dldfd_bundle(path: str | None, step: str):
+def _frame_model_bundle(path: str | None, step: str):
+    """The bundle whose per-frame model training starts from, for a cache of face crops."""
     from engines.bundles.bundle import load_bundle
 
+    family = "/".join(f.name for f in FAMILIES.values() if f.training_cache == CACHE_FACE_CROPS)
     if not path:
-        raise UserError(f"this cache holds dldfd face crops: 'train {step}' needs --bundle DIR, the dldfd bundle "
-                        "whose weights training starts from ('dfwatch engines bundle --family dldfd')")
+        raise UserError(f"this cache holds {family} face crops: 'train {step}' needs --bundle DIR, the {family} bundle "
+                        f"whose weights training starts from ('dfwatch engines bundle --family {family}')")
     bundle = load_bundle(path)
-    if bundle.family != "dldfd":
-        raise UserError(f"{path}: a {bundle.family} bundle; the cache holds dldfd face crops")
+    if bundle.spec.training_cache != CACHE_FACE_CROPS:
+        raise UserError(f"{path}: a {bundle.family} bundle; the cache holds {family} face crops")
     return bundle
 
 
 def _eval(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import load_bundle
-    from training.features import cache_family
+    from training.cache import cache_kind
 
     setup(args, "train")
     bundle = load_bundle(args.bundle) if args.bundle else None
-    trained = bundle.path("frame" if bundle.family == "dldfd" else "head") if bundle else Path(args.head)
+    trained = bundle.path(bundle.spec.trained_part) if bundle else Path(args.head)
     threshold = args.threshold if args.threshold is not None else (bundle.threshold if bundle else 0.5)
     history_file = trained.parent / "history.json"
     history = json.loads(history_file.read_text())["history"] if history_file.is_file() else None
     about = {"cache": str(args.cache), "split": args.split, "model": str(trained)}
-    if cache_family(args.cache) == "dldfd":
+    if cache_kind(args.cache) == CACHE_FACE_CROPS:
         report = _eval_dldfd(args, trained, threshold, history, about)
         keys = ("videos", "tcr", "frame_tcr", "accuracy", "roc_auc", "eer")
     else:
@@ -203,7 +208,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict) -> dict:
     from engines.bundles.checkpoints import load_head
     from engines.models.stylegru import StyleGRUProbability
-    from engines.backends.runners import TorchRunner
+    from engines.backends import TorchRunner
     from training.evaluate import evaluate
     from training.features import load_features
 
@@ -212,16 +217,16 @@ def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict
 
 
 def _eval_dldfd(args, model_path: Path, threshold: float, history, about: dict) -> dict:
-    from engines.bundles.bundle import dldfd_normalization
+    from engines.families.dldfd import IMAGENET_NORM
     from engines.bundles.checkpoints import load_dldfd
     from engines.models.dldfd import DLDFDProbability
-    from engines.backends.runners import TorchRunner
+    from engines.backends import TorchRunner
     from training.evaluate import evaluate_frames
     from training.frames import load_video_crops
 
     model = load_dldfd(model_path)
     runner = TorchRunner("frame", DLDFDProbability(model))
-    return evaluate_frames(runner, load_video_crops(args.cache, args.split), dldfd_normalization(model.cfg.input_size),
+    return evaluate_frames(runner, load_video_crops(args.cache, args.split), IMAGENET_NORM.at(model.cfg.input_size),
                            threshold, Path(args.out), history, about)
 
 
@@ -232,7 +237,7 @@ def _protocols(args: argparse.Namespace) -> int:
 
     config = setup(args, "train")
     _threads(config)
-    bundle = _dldfd_bundle(args.bundle, "protocols")
+    bundle = _frame_model_bundle(args.bundle, "protocols")
     splits = {s: load_video_crops(args.cache, s) for s in ("train", "val", "test")}
     cfg = FrameFitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     rows = run_protocols(bundle, splits, cfg, Path(args.out),

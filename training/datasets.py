@@ -25,7 +25,6 @@ from engines.errors import DfwatchError
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 SPLITS = ("train", "val", "test")
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
-FF_QUALITIES = ("c23", "c40", "raw")
 
 
 class DatasetError(DfwatchError):

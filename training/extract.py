@@ -1,9 +1,10 @@
 """`dfwatch train extract`: sample T frames per video, run the shared face pipeline and cache
-what training needs — one file per video. For a stylegru bundle that is the head's inputs (the
-style/content models run once here); for a dldfd bundle, whose whole network is trained, the
-face crops themselves.
+what training needs — one file per video, of the kind the bundle's family declares
+(training/cache.py): the trained part's inputs, made here once by the frozen parts (StyleGRU:
+style codes and content features), or, for a family whose per-frame model is what trains
+(DLDFD), the face crops themselves.
 
-Frames are sampled uniformly over the whole video (the seed method); a video shorter than T is
+Frames are sampled uniformly over the whole video (the StyleGRU paper's sampling); a video shorter than T is
 padded circularly by the same `StreamAnalysis` code the daemon uses at the end of a stream, so a
 cached window is exactly what the daemon computes for those frames. Cache files
 (`<cache>/<real|fake>/<name>-<hash>.npz`) carry a validity flag and provenance (source path,
@@ -13,9 +14,6 @@ fatal. The next video is decoded in a thread while the models work on the curren
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from engines.families import CACHE_FACE_CROPS
 from engines.logs import get_logger
+from training.cache import cache_path, up_to_date, write_entry
 from training.datasets import Video
 
 log = get_logger()
@@ -91,40 +91,13 @@ def read_sampled(path: Path, t: int) -> Sampled:
     return Sampled(frames, got, [i / fps for i in got])
 
 
-def cache_path(cache: Path, video: Video) -> Path:
-    digest = hashlib.sha1(video.key.encode()).hexdigest()[:10]
-    return cache / video.label_name / f"{Path(video.key).stem}-{digest}.npz"
-
-
-def read_entry(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        entry = {k: z[k] for k in z.files}
-    entry["meta"] = json.loads(str(entry["meta"]))
-    return entry
-
-
-def write_entry(path: Path, meta: dict, compress: bool = False, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    (np.savez_compressed if compress else np.savez)(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)  # an interrupted run never leaves a half-written entry
-
-
-def up_to_date(path: Path, models: dict) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        return read_entry(path)["meta"].get("models") == models
-    except Exception:  # unreadable entry: redo it
-        return False
-
-
 def extraction_models(bundle) -> dict:
-    """What a cache entry depends on: the encoders' checksums (stylegru) or, for dldfd, whose
-    model is trained on the cached crops, only how faces are cropped."""
-    if bundle.family == "dldfd":
-        return {"family": "dldfd", "crop": bundle.manifest["crop"]}
-    return {part: bundle.manifest["files"][part]["sha256"] for part in ("style", "content")}
+    """What a cache entry depends on: for window inputs, the checksums of the parts that make them;
+    for face crops (the per-frame model is what trains), only how faces are cropped."""
+    family = bundle.spec
+    if family.training_cache == CACHE_FACE_CROPS:
+        return {"family": family.name, "crop": bundle.crop.to_dict()}
+    return {p.name: bundle.manifest.files[p.name].sha256 for p in family.parts if p.name != family.trained_part}
 
 
 def progress(items: list, desc: str, unit: str, interval: float = 10.0):
@@ -166,6 +139,7 @@ def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bund
                  stride_analysis, batch: int, crops_dir: Path | None) -> bool:
     meta = {"source": str(video.path), "key": video.key, "label": video.label, "split": video.split,
             "group": video.group, "models": models, "bundle": bundle.id, "family": bundle.family}
+    kind = bundle.spec.training_cache
     path = cache_path(cache, video)
     if sampled.error:
         log.warning("invalid video recorded", video=str(video.path), error=sampled.error)
@@ -176,16 +150,16 @@ def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bund
         analysis.add_frame(frame, index, t, t)
     analysis.end()
     try:
-        if bundle.family == "dldfd":
+        if kind == CACHE_FACE_CROPS:
             meta, arrays = _face_crops(analysis, sampled, detector, meta)
         else:
             on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
-            meta, arrays = _encodings(analysis, sampled, runners, detector, bundle.frame_part, batch, on_crop, meta)
+            meta, arrays = _encodings(analysis, sampled, runners, detector, bundle.spec, batch, on_crop, meta)
     except Exception as e:  # a model failure on one video must not end the run
         log.exception("extraction failed; video recorded as invalid", video=str(video.path))
         write_entry(path, {**meta, "valid": False, "error": f"{type(e).__name__}: {e}"})
         return False
-    write_entry(path, {**meta, "valid": True, "error": ""}, compress=bundle.family == "dldfd", **arrays)
+    write_entry(path, {**meta, "valid": True, "error": ""}, kind, **arrays)
     return True
 
 
@@ -193,21 +167,22 @@ def _spacing(times: list[float]) -> float:
     return float(np.median(np.diff(sorted(set(times))))) if len(set(times)) > 1 else 0.0
 
 
-def _encodings(analysis, sampled: Sampled, runners, detector, frame_part: str, batch: int, on_crop,
+def _encodings(analysis, sampled: Sampled, runners, detector, family, batch: int, on_crop,
                meta: dict) -> tuple[dict, dict]:
-    """stylegru: the head's inputs for the video's one window (style codes, content features)."""
-    from engines.pipeline.driver import ready_windows
+    """Window inputs: the trained part's inputs for the video's one window (e.g. style codes and
+    content features), made by the frozen parts."""
+    from engines.pipeline.driver import run_pending
 
-    (window,) = ready_windows(analysis, runners, detector, frame_part, batch, on_crop)
+    (window,) = run_pending(analysis, runners, detector, family, batch, on_crop)
     indices = [sampled.indices[i] for i in window.indices]
     times = [sampled.times[i] for i in window.indices]
     meta = {**meta, "frames": len(window.indices), "spacing_s": _spacing(times), "faces": int(window.faces)}
-    return meta, {"style": window.encodings, "content": window.content, "face_found": window.found,
+    return meta, {"style": window.encodings, "content": window.content, "found": window.found,
                   "frame_indices": np.array(indices), "times": np.array(times)}
 
 
 def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict, dict]:
-    """dldfd: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
+    """Face crops: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
     positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
     from engines.pipeline.driver import detect_pending
 
@@ -216,7 +191,7 @@ def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict,
     records = [analysis.records[i] for i in range(analysis.count)]
     found = np.array([r.found for r in records])
     meta = {**meta, "frames": len(window), "spacing_s": _spacing(sampled.times), "faces": int(found.sum())}
-    return meta, {"crops": np.stack([r.crop for r in records]), "crop_found": found, "window": np.array(window),
+    return meta, {"crops": np.stack([r.crop for r in records]), "found": found, "window": np.array(window),
                   "frame_indices": np.array(sampled.indices), "times": np.array(sampled.times)}
 
 

@@ -7,7 +7,6 @@ deterministic for a seed.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -15,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from engines.bundles.checkpoints import save_head
-from engines.logs import get_logger
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
+from training.bookkeeping import EpochLog
 from training.features import Features
 
-log = get_logger()
 
 
 @dataclass(frozen=True)
@@ -83,10 +80,7 @@ def fit(train: Features, val: Features, cfg: FitConfig, out: Path) -> dict:
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.first_period, T_mult=2,
                                                                  eta_min=cfg.lr * cfg.min_lr_ratio)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tensorboard"))
-    best = {"loss": float("inf"), "epoch": -1, "state": None}
-    history, stale = [], 0
+    epochs = EpochLog(out, cfg.patience)
     for epoch in range(cfg.epochs):
         head.train()
         order = torch.randperm(len(train), generator=g)
@@ -105,23 +99,12 @@ def fit(train: Features, val: Features, cfg: FitConfig, out: Path) -> dict:
         lr = opt.param_groups[0]["lr"]
         sched.step()
         val_loss, val_acc = evaluate_loss(head, val, cfg.batch_size)
-        row = {"epoch": epoch, "train_loss": total / len(train), "train_acc": correct / len(train),
-               "val_loss": val_loss, "val_acc": val_acc, "lr": lr}
-        history.append(row)
-        for name, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/train", "train_acc"),
-                          ("accuracy/val", "val_acc"), ("learning_rate", "lr")):
-            writer.add_scalar(name, row[key], epoch)
-        if val_loss < best["loss"] - 1e-6:
-            best, stale = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(head.state_dict())}, 0
-        else:
-            stale += 1
-        log.info("epoch", **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-        if stale >= cfg.patience:
-            log.info("early stop: validation loss stopped improving", best_epoch=best["epoch"])
+        if epochs.record({"epoch": epoch, "train_loss": total / len(train), "train_acc": correct / len(train),
+                          "val_loss": val_loss, "val_acc": val_acc, "lr": lr}, head):
             break
-    writer.close()
-    head.load_state_dict(best["state"])
-    summary = {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs_run": len(history),
+    epochs.finish(head)
+    history = epochs.history
+    summary = {"best_epoch": epochs.best_epoch, "best_val_loss": epochs.best_loss, "epochs_run": len(history),
                "frame_spacing_s": train.median_spacing(), "train_videos": len(train), "val_videos": len(val),
                "config": asdict(cfg)}
     save_head(out / "head.pt", head.eval(), extra={"summary": json.dumps(summary)})

@@ -8,23 +8,21 @@ selection rule) and log per-epoch scalars to TensorBoard.
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from engines.bundles.checkpoints import save_dldfd
-from engines.logs import get_logger
+from engines.families.dldfd import FAMILY
 from engines.models.dldfd import DLDFD
 from engines.pipeline.preprocess import Normalization
+from training.bookkeeping import EpochLog
 from training.fit import seed_everything
 from training.frames import FaceFrames, VideoCrops
 
-log = get_logger()
 
 
 @dataclass(frozen=True)
@@ -73,10 +71,7 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
     model.to(device)
     loader = torch.utils.data.DataLoader(train_frames, batch_size=cfg.batch_size, shuffle=True, generator=g)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tensorboard"))
-    best = {"loss": float("inf"), "epoch": -1, "state": None}
-    history = []
+    epochs = EpochLog(out)  # the paper trains a fixed number of epochs and keeps the best
     for epoch in range(cfg.epochs):
         model.train()
         total, correct = 0.0, 0
@@ -90,20 +85,14 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
             total += loss.item() * len(y)
             correct += int(((logits > 0).float() == y).sum())
         val_loss, val_acc = evaluate_loss(model, val_frames, cfg.batch_size, pos_weight, device)
-        row = {"epoch": epoch, "train_loss": total / len(train_frames), "train_acc": correct / len(train_frames),
-               "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
-        history.append(row)
-        for name, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/train", "train_acc"),
-                          ("accuracy/val", "val_acc")):
-            writer.add_scalar(name, row[key], epoch)
-        if val_loss < best["loss"] - 1e-6:
-            best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        log.info("epoch", **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-    writer.close()
-    model.load_state_dict(best["state"])
+        epochs.record({"epoch": epoch, "train_loss": total / len(train_frames),
+                       "train_acc": correct / len(train_frames), "val_loss": val_loss, "val_acc": val_acc,
+                       "lr": opt.param_groups[0]["lr"]}, model)
+    epochs.finish(model)
     model.cpu()
+    history = epochs.history
     spacings = [v.spacing for v in train if v.spacing > 0]
-    summary = {"family": "dldfd", "best_epoch": best["epoch"], "best_val_loss": best["loss"],
+    summary = {"family": FAMILY.name, "best_epoch": epochs.best_epoch, "best_val_loss": epochs.best_loss,
                "epochs_run": len(history), "frame_spacing_s": float(np.median(spacings)) if spacings else 0.0,
                "train_videos": len(train), "val_videos": len(val), "train_frames": len(train_frames),
                "val_frames": len(val_frames), "fake_weight": float(pos_weight), "config": asdict(cfg),

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from engines.pipeline.preprocess import Normalization, normalize
-from training.features import cached_entries
+from engines.families import CACHE_FACE_CROPS
+from training.cache import cached_entries
 
 
 @dataclass
@@ -29,9 +30,9 @@ class VideoCrops:
 
 
 def load_video_crops(cache: str | Path, split: str) -> list[VideoCrops]:
-    rows, _ = cached_entries(cache, split, "dldfd")
+    rows, _ = cached_entries(cache, split, CACHE_FACE_CROPS)
     return [VideoCrops(key=r["meta"]["key"], label=int(r["meta"]["label"]), group=r["meta"]["group"],
-                       crops=r["crops"], found=r["crop_found"].astype(bool), window=r["window"].astype(np.int64),
+                       crops=r["crops"], found=r["found"].astype(bool), window=r["window"].astype(np.int64),
                        spacing=float(r["meta"].get("spacing_s", 0.0))) for r in rows]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from engines.errors import DfwatchError
 from engines.logs import get_logger
-from engines.backends.runners import TorchRunner
+from engines.backends import TorchRunner
+from engines.bundles.checkpoints import load_dldfd
 from engines.models.dldfd import DLDFDProbability
 from training.evaluate import evaluate_frames
 from training.fit_frames import FrameFitConfig, fit_frames
@@ -68,7 +69,7 @@ def run_protocols(bundle, splits: dict[str, list[VideoCrops]], cfg: FrameFitConf
     rows = []
     for run in plan(methods, protocols):
         log.info("protocol run", run=run.name, train=list(run.train_methods), test=list(run.test_methods))
-        model = bundle.frame_model().train()
+        model = load_dldfd(bundle.path(bundle.spec.trained_part)).train()
         chosen = {split: select(videos, set(run.test_methods if split == "test" else run.train_methods))
                   for split, videos in splits.items()}
         fit_frames(model, chosen["train"], chosen["val"], bundle.frame_norm, cfg, out / run.name,

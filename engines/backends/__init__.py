@@ -1,0 +1,130 @@
+"""The backends that run a bundle's parts, behind one `Runner` interface, chosen from a table.
+
+`torch` (CPU or CUDA: engines/backends/torch_runner.py), `onnxruntime` (CPU; the CUDA provider
+when present: onnx_runner.py) and `tensorrt` (tensorrt.py). `open_runners` picks one for a
+bundle (`model.backend`, `auto` by default) and opens a runner per part of its family.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engines.backends.base import Runner, as_numpy, cores, thread_count
+from engines.backends.onnx_runner import OnnxRunner
+from engines.backends.torch_runner import CUDA_PRECISION, PRECISIONS, TorchRunner, batch_bucket
+from engines.bundles.bundle import Bundle, BundleError
+
+__all__ = ["BACKENDS", "CPU_DEFAULT", "CUDA_PRECISION", "DEFAULT_MAX_BATCH", "PRECISIONS", "BackendChoice",
+           "OnnxRunner", "Runner", "TorchRunner", "as_numpy", "batch_bucket", "choose_backend", "cores",
+           "gpu_available", "open_runners", "resolve_device", "resolve_precision", "tensorrt_available",
+           "thread_count"]
+
+# The CPU default, chosen from `dfwatch bench` on the 2-core reference machine (docs/BENCHMARKS.md).
+CPU_DEFAULT = "onnxruntime"
+# The most faces / clips per model call (`inference.max_batch: null`): 8 keeps a 2-core CPU's
+# latency low; on a GPU batches of 64 are where pSp level 9 reaches 94 % of its batch-256 rate.
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 64}
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str
+    device: str
+    reason: str
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return gpu_available()
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when a GPU is visible, else cpu; other values pass through."""
+    if device == "auto":
+        return "cuda" if gpu_available() else "cpu"
+    return device
+
+
+def has_onnx(bundle: Bundle) -> bool:
+    """Every part of the bundle has an ONNX file."""
+    return all(bundle.onnx_path(p) is not None for p in bundle.parts)
+
+
+def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice:
+    """`auto`: on a GPU, torch on CUDA (at `model.precision`, fp16 by default: the fastest path
+    measured correct there, docs/gpu.md; TensorRT has not been measured, so it runs only when
+    asked for); on the CPU, the CPU default. An explicit choice that cannot run is an error."""
+    device = resolve_device(device)
+    if requested == "auto":
+        if device == "cuda":
+            return BackendChoice("torch", "cuda", "a GPU: torch on CUDA, the measured path")
+        if CPU_DEFAULT == "onnxruntime" and not has_onnx(bundle):
+            return BackendChoice("torch", "cpu", "the bundle has no ONNX files (run 'dfwatch engines export')")
+        return BackendChoice(CPU_DEFAULT, "cpu", "the measured CPU default")
+    if requested == "tensorrt" and not tensorrt_available():
+        raise BundleError("backend tensorrt needs an NVIDIA GPU and the tensorrt package "
+                          "(pip install 'dfwatch[gpu]'); use backend auto, torch or onnxruntime")
+    if requested == "onnxruntime" and not has_onnx(bundle):
+        raise BundleError(f"{bundle.root}: has no ONNX files for backend onnxruntime; "
+                          f"run 'dfwatch engines export {bundle.root}' first")
+    if device == "cuda" and not gpu_available():
+        raise BundleError("device cuda was requested but no GPU is visible; use device auto or cpu")
+    return BackendChoice(requested, device, "requested")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto` -> the measured CUDA default on a GPU, float32 on the CPU (the only CPU precision)."""
+    if precision == "auto":
+        return CUDA_PRECISION if device == "cuda" else "fp32"
+    if precision != "fp32" and device != "cuda":
+        raise BundleError(f"model.precision {precision} needs the torch backend on a CUDA device; "
+                          "on the CPU use precision auto or fp32")
+    return precision
+
+
+def _open_torch(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
+                trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+    precision = resolve_precision(precision, choice.device)
+    on_gpu = choice.device == "cuda"
+    if on_gpu:  # few shapes (batch buckets): tune each once; the per-frame part takes 8-bit crops
+        torch.backends.cudnn.benchmark = True
+    runners = {p.name: TorchRunner(p.name, bundle.module(p.name), choice.device, precision, p.channels_last,
+                                   cuda_graphs, bundle.frame_norm if on_gpu and p.name == bundle.frame_part else None)
+               for p in bundle.spec.parts}
+    return runners, BackendChoice(choice.backend, choice.device, f"{choice.reason}; precision {precision}")
+
+
+def _open_onnxruntime(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
+                      trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if choice.device == "cuda" \
+        else ["CPUExecutionProvider"]
+    return {p.name: OnnxRunner(p.name, bundle.onnx_path(p.name), threads, providers, p.inputs)
+            for p in bundle.spec.parts}, choice
+
+
+def _open_tensorrt(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
+                   trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+    from engines.backends.tensorrt import open_tensorrt_runners
+
+    return open_tensorrt_runners(bundle, trt_settings, on_build), choice
+
+
+# backend name (model.backend) -> the function that opens a runner per part of a bundle
+BACKENDS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
+
+
+def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int = 0,
+                 trt_settings=None, on_build=None, precision: str = "auto",
+                 cuda_graphs: bool = True) -> tuple[dict[str, Runner], BackendChoice]:
+    """A runner per part of the bundle's family, on the chosen backend."""
+    choice = choose_backend(backend, device, bundle)
+    torch.set_num_threads(thread_count(threads))
+    return BACKENDS[choice.backend](bundle, choice, threads, precision, cuda_graphs, trt_settings, on_build)

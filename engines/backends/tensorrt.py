@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from engines.bundles.bundle import Bundle, BundleError
-from engines.bundles.export import IO_NAMES
 
 PRECISIONS = ("fp16", "int8")
 
@@ -55,10 +54,10 @@ def cache_dir(bundle: Bundle, settings: TensorRTSettings) -> Path:
 
 
 def engine_path(bundle: Bundle, part: str, settings: TensorRTSettings, trt_version: str, gpu_name: str) -> Path:
-    entry = bundle.manifest.get("onnx", {}).get(part)
+    entry = bundle.manifest.onnx.get(part)
     if entry is None:
         raise BundleError(f"{bundle.root}: no ONNX file for '{part}'; run 'dfwatch engines export {bundle.root}'")
-    return cache_dir(bundle, settings) / engine_name(part, entry["sha256"], settings.precision, trt_version, gpu_name)
+    return cache_dir(bundle, settings) / engine_name(part, entry.sha256, settings.precision, trt_version, gpu_name)
 
 
 def part_precision(bundle: Bundle, part: str, settings: TensorRTSettings) -> TensorRTSettings:
@@ -80,15 +79,7 @@ def stale_engines(folder: Path, part: str, keep: Path) -> list[Path]:
 
 def input_profiles(bundle: Bundle, part: str, settings: TensorRTSettings) -> dict[str, tuple[tuple, tuple, tuple]]:
     """Input name -> (min, opt, max) shapes; only the batch dimension varies."""
-    if part == "head":
-        cfg = bundle.head_config
-        shapes = {"style": (cfg.frames, cfg.style_levels, cfg.style_dim),
-                  "content": (cfg.content_tokens, cfg.content_dim)}
-    elif part == "content":
-        shapes = {"clips": (3, bundle.clip_frames, bundle.content_norm.size, bundle.content_norm.size)}
-    else:  # the per-frame model: style (pSp) or frame (DLDFD)
-        (name,), _ = IO_NAMES[part]
-        shapes = {name: (3, bundle.frame_norm.size, bundle.frame_norm.size)}
+    shapes = bundle.input_shapes(part)
     b = (settings.min_batch, settings.opt_batch, settings.max_batch)
     return {name: tuple((n, *rest) for n in b) for name, rest in shapes.items()}
 
@@ -113,53 +104,50 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-class CropCalibrator:
-    """INT8 entropy calibration from cached face crops (the per-frame model only); the cache file
-    makes later builds skip calibration."""
+def crop_calibrator(batches: list[np.ndarray], cache: Path):
+    """An INT8 entropy calibrator over cached face crops (the per-frame model only); its cache
+    file makes later builds skip calibration. A function, because the base class exists only
+    once TensorRT is imported."""
+    import torch
 
-    def __new__(cls, *args, **kwargs):
-        trt = _trt()
+    trt = _trt()
 
-        class _Calibrator(trt.IInt8EntropyCalibrator2):
-            def __init__(self, batches: list[np.ndarray], cache: Path):
-                super().__init__()
-                import torch
+    class CropCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            self.index = 0
+            self.device = torch.empty(0)
 
-                self.batches, self.cache, self.index = batches, cache, 0
-                self.device = torch.empty(0)
-                self._torch = torch
+        def get_batch_size(self) -> int:
+            return int(batches[0].shape[0]) if batches else 1
 
-            def get_batch_size(self) -> int:
-                return int(self.batches[0].shape[0]) if self.batches else 1
+        def get_batch(self, names):
+            if self.index >= len(batches):
+                return None
+            self.device = torch.from_numpy(batches[self.index]).cuda()
+            self.index += 1
+            return [int(self.device.data_ptr())]
 
-            def get_batch(self, names):
-                if self.index >= len(self.batches):
-                    return None
-                self.device = self._torch.from_numpy(self.batches[self.index]).cuda()
-                self.index += 1
-                return [int(self.device.data_ptr())]
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
 
-            def read_calibration_cache(self):
-                return self.cache.read_bytes() if self.cache.is_file() else None
+        def write_calibration_cache(self, data):
+            cache.write_bytes(bytes(data))
 
-            def write_calibration_cache(self, cache):
-                self.cache.write_bytes(bytes(cache))
-
-        return _Calibrator(*args, **kwargs)
+    return CropCalibrator()
 
 
-def calibration_batches(folder: str | Path, batch: int, norm=None, limit: int = 512) -> list[np.ndarray]:
-    """Per-frame model inputs (normalised with `norm`, default pSp's) for INT8 calibration from a
-    folder of face-crop images."""
+def calibration_batches(folder: str | Path, batch: int, norm, limit: int = 512) -> list[np.ndarray]:
+    """Per-frame model inputs (normalised with `norm`, the bundle's `frame_norm`) for INT8
+    calibration from a folder of face-crop images."""
     import cv2
 
-    from engines.pipeline.preprocess import STYLE_NORM, normalize
+    from engines.pipeline.preprocess import normalize
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
     crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in files]
     if len(crops) < batch:
         raise BundleError(f"{folder}: {len(crops)} face-crop images; INT8 calibration needs at least {batch}")
-    norm = norm or STYLE_NORM
     x = normalize(np.stack([cv2.resize(c, (norm.size, norm.size), interpolation=cv2.INTER_AREA) for c in crops]), norm)
     return [np.ascontiguousarray(x[i:i + batch]) for i in range(0, len(x) - batch + 1, batch)]
 
@@ -187,7 +175,7 @@ def build_engine(bundle: Bundle, part: str, settings: TensorRTSettings, out: Pat
         if not calibration:
             raise BundleError("INT8 needs calibration face crops ('dfwatch engines build --calibration DIR')")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = CropCalibrator(calibration, out.parent / f"{part}-{out.stem}.calib")
+        config.int8_calibrator = crop_calibrator(calibration, out.parent / f"{part}-{out.stem}.calib")
         config.set_calibration_profile(profile)
     timing_path = out.parent / "timing.cache"
     cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")

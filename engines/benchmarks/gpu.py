@@ -15,7 +15,12 @@ import numpy as np
 import torch
 
 from engines.benchmarks.measure import cuda_timed, flops_of, timed
-from engines.backends.runners import CHANNELS_LAST_PARTS, TorchRunner
+from engines.backends import TorchRunner
+from engines.families import FAMILIES
+
+# 2D convolution parts (channels-last means something for them) and parts whose output is P(fake)
+CHANNELS_LAST_PARTS = {p.name for f in FAMILIES.values() for p in f.parts if p.channels_last}
+PROBABILITY_PARTS = {p.name for f in FAMILIES.values() for p in f.parts if p.outputs == ("probability",)}
 
 # How far a CUDA part may be from the CPU float32 result (relative L2 error of its output):
 # float32 with TF32 off differs only in summation order (~1e-6); TF32 and half-precision products
@@ -90,7 +95,7 @@ def parity(modules: dict, inputs: dict, precisions=("fp32", "tf32", "fp16", "bf1
                 runner = TorchRunner(part, module, "cuda", precision, part in CHANNELS_LAST_PARTS, graphs)
                 out = runner.run(*inputs[part])
                 err = _errors(out, ref)
-                probability = part in ("head", "frame")
+                probability = part in PROBABILITY_PARTS
                 bound = PROBABILITY_BOUND if probability else PARITY_BOUND[precision]
                 measure = np.abs(out - ref).max() if probability else err["rel_l2"]
                 rows.append({"part": part, "precision": precision, "cuda_graphs": graphs, **err,

@@ -25,8 +25,8 @@ TOLERANCE = 1e-2
 def _demo_bundles(folder: Path, shared: Path) -> list:
     import torchvision
 
-    from engines.bundles.bundle import assemble, assemble_dldfd
     from engines.bundles.export import export_bundle
+    from engines.families import dldfd, stylegru
 
     spec = importlib.util.spec_from_file_location("make_checkpoint", shared / "parity" / "make_checkpoint.py")
     mc = importlib.util.module_from_spec(spec)
@@ -34,18 +34,18 @@ def _demo_bundles(folder: Path, shared: Path) -> list:
     keys = shared / "checkpoints"
     torch.save(mc.build_psp(0, keys / "psp_encoder_keys.tsv", keys / "psp_decoder_keys.tsv"), folder / "psp.pt")
     torch.save(mc.build_slow_r50(0, keys / "slow_r50_keys.tsv"), folder / "slow.pyth")
-    assemble(folder / "stylegru", folder / "psp.pt", folder / "slow.pyth")
+    stylegru.assemble(folder / "a", folder / "psp.pt", folder / "slow.pyth")
     with torch.device("meta"):
         rows = [(k, tuple(v.shape)) for k, v in torchvision.models.resnet50().state_dict().items()]
     torch.save(mc.make_state_dict(rows, 0), folder / "resnet50.pth")
-    assemble_dldfd(folder / "dldfd", resnet50=folder / "resnet50.pth")
-    return [export_bundle(folder / "stylegru"), export_bundle(folder / "dldfd")]
+    dldfd.assemble(folder / "b", resnet50=folder / "resnet50.pth")
+    return [export_bundle(folder / "a"), export_bundle(folder / "b")]
 
 
 def check_bundle(bundle) -> bool:
     """Builds the bundle's engines and compares every part with torch at each profile batch."""
-    from engines.bundles.export import example_inputs, torch_module
-    from engines.backends.runners import TorchRunner
+    from engines.bundles.export import example_inputs
+    from engines.backends import TorchRunner
     from engines.backends.tensorrt import TensorRTRunner, TensorRTSettings, ensure_engines
 
     settings = TensorRTSettings()
@@ -55,7 +55,7 @@ def check_bundle(bundle) -> bool:
     print(f"{'part':8} {'batch':>5} {'rel.err':>9} {'trt/s':>9} {'torch/s':>9}")
     for part, path in paths.items():
         trt_runner = TensorRTRunner(part, path)
-        ref_runner = TorchRunner(part, torch_module(bundle, part), "cuda")
+        ref_runner = TorchRunner(part, bundle.module(part), "cuda")
         for batch in sorted({settings.min_batch, settings.opt_batch, settings.max_batch}):
             inputs = [x.numpy() for x in example_inputs(bundle, part, batch)]
             ref, out = ref_runner.run(*inputs), trt_runner.run(*inputs)

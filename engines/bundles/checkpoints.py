@@ -19,6 +19,7 @@ from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
+STYLE_ENCODER_FORMAT = "dfwatch-style-encoder"  # the levels a bundle uses of a pSp encoder
 HEAD_FORMAT = "dfwatch-head"
 HEAD_FORMAT_VERSION = 2  # 2: input standardisation buffers (style/content mean and std)
 DLDFD_FORMAT = "dfwatch-dldfd"
@@ -288,3 +289,24 @@ def identify(path: str | Path, trust: bool = False) -> dict:
     except CheckpointError as e:
         return {"kind": kind, "parameters": params, "loads": False, "detail": str(e)}
     return {"kind": kind, "parameters": params, "loads": True, "detail": ""}
+
+
+# ---- the level-pruned style encoder file ---------------------------------------------------
+
+def save_style_encoder(path: Path, model: PSPStyleEncoder, source: dict) -> None:
+    """Only the levels the bundle uses (a level-9 encoder is 46 M of pSp's 267 M parameters)."""
+    torch.save({"format": STYLE_ENCODER_FORMAT, "version": 1, "levels": list(model.levels),
+                "start_from_latent_avg": model.start_from_latent_avg, "source": source,
+                "state_dict": model.state_dict()}, path)
+
+
+def load_style_encoder(path: Path) -> PSPStyleEncoder:
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != STYLE_ENCODER_FORMAT:
+        raise CheckpointError(f"{path}: not a dfwatch style-encoder file; bundles are made by "
+                              "'dfwatch engines bundle' or 'dfwatch train export'")
+    levels, avg = tuple(ckpt["levels"]), bool(ckpt["start_from_latent_avg"])
+    check_state_dict(ckpt["state_dict"], expected_shapes(lambda: PSPStyleEncoder(levels, avg)), "style encoder", path)
+    model = PSPStyleEncoder(levels, avg)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval()

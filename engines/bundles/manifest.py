@@ -1,8 +1,9 @@
-"""Reading and checking a bundle's manifest.json without torch.
+"""Reading, checking and writing a bundle's manifest.json, without torch.
 
 Capture processes and the supervisor only need a few manifest fields (the analysis frame rate,
 the bundle id) and must start in about a second, so this module imports nothing heavy;
-engines/bundles/bundle.py builds on it.
+engines/bundles/bundle.py builds on it. The schema is engines/bundles/schema.py plus each
+family's sections (engines/families/).
 """
 from __future__ import annotations
 
@@ -10,19 +11,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from engines import __version__
+from engines.bundles.schema import FORMAT, FORMAT_VERSION, ManifestBase
 from engines.errors import DfwatchError
+from engines.families import FAMILIES, MANIFEST_ADAPTER
 
 MANIFEST = "manifest.json"
-FORMAT = "dfwatch-bundle"
-FORMAT_VERSION = 1
-# model family -> the bundle's parts (each a file, an ONNX file and a runner)
-FAMILY_PARTS = {
-    "stylegru": ("style", "content", "head"),  # pSp style codes + 3D ResNet-50 clips -> StyleGRU head
-    "dldfd": ("frame",),                       # one P(fake) per face; majority vote per window
-}
-REQUIRED = ("format", "format_version", "id", "created_at", "code_version", "family", "trained", "window",
-            "threshold", "crop", "files")
 
 
 class BundleError(DfwatchError):
@@ -37,8 +33,13 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def read_manifest(root: str | Path) -> dict:
-    """The parsed manifest after checking format, version and required fields (not the files)."""
+def file_entry(root: Path, relpath: str) -> dict:
+    path = root / relpath
+    return {"path": relpath, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def read_manifest(root: str | Path) -> ManifestBase:
+    """The typed manifest after checking format, version, family and fields (not the files)."""
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
@@ -46,33 +47,50 @@ def read_manifest(root: str | Path) -> dict:
         raise BundleError(f"{root}: not a model bundle ({hint}); create one with 'dfwatch engines bundle' "
                           "or 'dfwatch demo'")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON ({e}); re-create the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    return parse_manifest(data, path)
+
+
+def parse_manifest(data: object, path: Path) -> ManifestBase:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError(f"{path}: not a dfwatch bundle manifest (format is not '{FORMAT}')")
-    version = manifest.get("format_version")
+    version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version} is newer than this dfwatch "
                           f"({__version__}) reads ({FORMAT_VERSION}); upgrade dfwatch or re-create the bundle")
-    family = manifest.get("family")
-    if family not in FAMILY_PARTS:
-        raise BundleError(f"{path}: model family {family!r} is unknown to this dfwatch ({__version__} serves "
-                          f"{', '.join(FAMILY_PARTS)}); upgrade dfwatch")
-    missing = [k for k in REQUIRED + FAMILY_PARTS[family] if k not in manifest]
+    family = FAMILIES.get(data.get("family"))
+    if family is None:
+        raise BundleError(f"{path}: model family {data.get('family')!r} is unknown to this dfwatch ({__version__} "
+                          f"serves {', '.join(FAMILIES)}); upgrade dfwatch")
+    required = [name for name, f in family.manifest_type.model_fields.items() if f.is_required()]
+    missing = [name for name in required if name not in data]
     if missing:
         raise BundleError(f"{path}: manifest lacks required fields: {', '.join(missing)}; re-create the bundle")
-    for part in FAMILY_PARTS[family]:
-        if part not in manifest["files"]:
+    for part in family.part_names:
+        if part not in data["files"]:
             raise BundleError(f"{path}: manifest lists no '{part}' file; re-create the bundle")
-    return manifest
+    try:
+        return MANIFEST_ADAPTER.validate_python(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"][1:]) or "manifest"  # loc[0] is the family tag
+        raise BundleError(f"{path}: manifest field {where}: {first['msg']}; re-create the bundle") from None
 
 
-def verify_file(root: Path, part: str, entry: dict) -> None:
-    path = root / entry["path"]
+def write_manifest(root: Path, manifest: ManifestBase) -> None:
+    """Writes manifest.json atomically (a reader never sees half a file)."""
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest.as_json(), indent=2) + "\n")
+    tmp.replace(root / MANIFEST)
+
+
+def verify_file(root: Path, part: str, entry) -> None:
+    path = root / entry.path
     if not path.is_file():
         raise BundleError(f"{path}: missing ({part} file of the bundle); re-create the bundle "
                           "('dfwatch engines bundle', or 'dfwatch engines export' for ONNX files)")
-    if sha256_file(path) != entry["sha256"]:
+    if sha256_file(path) != entry.sha256:
         raise BundleError(f"{path}: modified since the bundle was made (sha256 differs from the manifest); "
                           "re-create the bundle rather than editing its files")

@@ -10,7 +10,8 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from engines.config import ConfigError, load_config
+from engines import __version__
+from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
@@ -31,7 +32,8 @@ def common_options(config: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
     if config:
-        g.add_argument("--config", metavar="FILE", help="YAML configuration file (see configs/default.yaml)")
+        g.add_argument("--config", metavar="FILE", help="YAML configuration file (default: built-in defaults, "
+                                                        "documented key by key in 'dfwatch config default')")
         g.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides",
                        help="override one configuration key (repeatable), e.g. --set window.stride=4")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
@@ -57,16 +59,24 @@ def register_config(sub) -> None:
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", parents=[common_options(config=False)],
                         help="validate FILE (+ environment overrides) and print the effective configuration")
-    c.add_argument("file", nargs="?", help="YAML file (omit to check the defaults and environment)")
+    c.add_argument("file", nargs="?", help="YAML file (omit to check the packaged default file and environment)")
     c.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides")
     c.set_defaults(handler=_config_check)
+    d = csub.add_parser("default", help="print the default configuration file, every key with a comment "
+                                        "(a starting point: dfwatch config default > dfwatch.yaml)")
+    d.set_defaults(handler=_config_default)
 
 
 def _config_check(args: argparse.Namespace) -> int:
     import yaml
 
-    config = load_config(args.file, args.overrides)  # ConfigError is printed by main()
+    config = load_config(args.file or DEFAULT_CONFIG_FILE, args.overrides)  # ConfigError is printed by main()
     sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return 0
+
+
+def _config_default(args: argparse.Namespace) -> int:
+    sys.stdout.write(DEFAULT_CONFIG_FILE.read_text())
     return 0
 
 
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming deepfake-video detector: capture processes push frames to one inference "
                     "process that publishes a verdict per 32-frame window on ZeroMQ.",
         epilog="Run 'dfwatch COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"dfwatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     eps = {ep.name: ep for ep in entry_points(group="dfwatch.commands")}
     for name in sorted(eps, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):

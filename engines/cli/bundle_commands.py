@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from engines.cli import UserError, common_options, setup
+from engines.errors import DfwatchError
+from engines.families import DEFAULT_FAMILY, FAMILIES, family_names, get_family
 
 
 def register(sub) -> None:
@@ -11,19 +13,16 @@ def register(sub) -> None:
     esub = p.add_subparsers(dest="engines_command", required=True, metavar="ACTION")
 
     b = esub.add_parser("bundle", parents=[common_options()], help="assemble a bundle from official checkpoints")
-    b.add_argument("--family", choices=["stylegru", "dldfd"], default="stylegru",
-                   help="stylegru (pSp + 3D ResNet-50 + StyleGRU head; default) or dldfd (frame-level 2D detector)")
-    b.add_argument("--psp", metavar="PSP.pt", help="stylegru: pSp checkpoint (psp_ffhq_encode.pt)")
-    b.add_argument("--r3d", metavar="SLOW.pyth", help="stylegru: pytorchvideo slow_r50 (SLOW_8x8_R50.pyth)")
-    b.add_argument("--head", metavar="HEAD.pt", help="stylegru: trained head from 'dfwatch train'; without it the "
-                                                     "bundle is marked untrained and every verdict says so")
-    b.add_argument("--resnet50", metavar="RESNET50.pth", help="dldfd: torchvision ResNet-50 ImageNet weights "
-                                                              "(untrained bundle to start 'dfwatch train' from)")
-    b.add_argument("--model", metavar="MODEL.pt", help="dldfd: a trained model from 'dfwatch train fit'")
+    b.add_argument("--family", choices=family_names(), default=DEFAULT_FAMILY,
+                   help="; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values()) + f" (default {DEFAULT_FAMILY})")
+    for family in FAMILIES.values():
+        for source in family.sources:
+            b.add_argument(source.flag, metavar=source.metavar, help=f"{family.name}: {source.help}")
     b.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
-    b.add_argument("--levels", default="9", help="style levels, comma separated (default 9; 0-17 for all)")
+    b.add_argument("--levels", default="9", type=_levels,
+                   help="stylegru: style levels, comma separated (default 9; 0-17 for all)")
     b.add_argument("--frames", type=int, default=32, help="window length T (default 32)")
-    b.add_argument("--clip-frames", type=int, default=16, help="frames per content clip (default 16)")
+    b.add_argument("--clip-frames", type=int, default=16, help="stylegru: frames per content clip (default 16)")
     b.add_argument("--fps", type=float, default=3.0, help="analysis frame rate (default 3; training export "
                                                           "records the real one)")
     b.add_argument("--threshold", type=float, default=0.5, help="decision threshold on P(fake)")
@@ -55,42 +54,27 @@ def _levels(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--levels {text!r}: expected comma-separated integers 0-17, e.g. 9 or 0,9,17") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers 0-17, e.g. 9 or 0,9,17") from None
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from engines.bundles.bundle import assemble, describe
-    from engines.pipeline.preprocess import CropSpec
+    from engines.bundles.bundle import describe
+    from engines.pipeline.specs import CropSpec
 
     config = setup(args, "engines")
     crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.select,
                     smoothing=config.faces.smoothing)
-    trust = args.trust or config.model.trust_checkpoints
-    if args.family == "dldfd":
-        return _bundle_dldfd(args, crop, trust)
-    if not (args.psp and args.r3d) or args.resnet50 or args.model:
-        raise UserError("a stylegru bundle needs --psp PSP.pt and --r3d SLOW.pyth; --resnet50/--model "
-                        "are for --family dldfd")
-    if args.frames % args.clip_frames:
-        raise UserError(f"--frames {args.frames} must be a multiple of --clip-frames {args.clip_frames}")
-    bundle = assemble(args.out, args.psp, args.r3d, args.head, levels=_levels(args.levels), frames=args.frames,
-                      clip_frames=args.clip_frames, fps=args.fps, threshold=args.threshold, crop=crop,
-                      bundle_id=args.id, trust=trust)
-    print(describe(bundle))
-    return 0
-
-
-def _bundle_dldfd(args: argparse.Namespace, crop, trust: bool) -> int:
-    from engines.bundles.bundle import assemble_dldfd, describe
-
-    stray = [flag for flag, value in (("--psp", args.psp), ("--r3d", args.r3d), ("--head", args.head)) if value]
-    if stray:
-        raise UserError(f"{', '.join(stray)}: StyleGRU files; a dldfd bundle takes --resnet50 or --model")
-    if bool(args.resnet50) == bool(args.model):
-        raise UserError("a dldfd bundle needs exactly one of --resnet50 RESNET50.pth (ImageNet weights: untrained) "
-                        "or --model MODEL.pt (trained by 'dfwatch train fit')")
-    bundle = assemble_dldfd(args.out, resnet50=args.resnet50, model=args.model, frames=args.frames, fps=args.fps,
-                            threshold=args.threshold, crop=crop, bundle_id=args.id, trust=trust)
+    family = get_family(args.family)
+    for other in FAMILIES.values():
+        stray = [s.flag for s in other.sources if other is not family and getattr(args, s.dest)]
+        if stray:
+            raise UserError(f"{', '.join(stray)}: {other.title} files; a {family.name} bundle takes "
+                            f"{family.sources_hint}; {'/'.join(s.flag for s in other.sources)} are for "
+                            f"--family {other.name}")
+    try:
+        bundle = family.assemble_from_args(args, crop, args.trust or config.model.trust_checkpoints)
+    except DfwatchError as e:
+        raise UserError(str(e)) from None
     print(describe(bundle))
     return 0
 
@@ -105,13 +89,14 @@ def _info(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import describe
-    from engines.bundles.export import IO_NAMES, export_bundle
+    from engines.bundles.export import export_bundle
 
     setup(args, "engines")
     parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else None
-    unknown = [p for p in parts or () if p not in IO_NAMES]
+    known = [p.name for f in FAMILIES.values() for p in f.parts]
+    unknown = [p for p in parts or () if p not in known]
     if unknown:
-        raise UserError(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(IO_NAMES)}")
+        raise UserError(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     print(describe(export_bundle(args.bundle, parts)))
     return 0
 

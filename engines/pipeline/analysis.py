@@ -46,7 +46,7 @@ class FrameRecord:
     faces: list[Face] | None = None      # MTCNN output; None until detected
     chosen: Face | None = None           # the followed face (None: no face in this frame)
     crop: np.ndarray | None = field(default=None, repr=False)    # RGB crop; freed once encoded
-    small: np.ndarray | None = field(default=None, repr=False)   # content-size crop for clips
+    clip_crop: np.ndarray | None = field(default=None, repr=False)  # normalised content-size crop (3, H, W)
     encoding: np.ndarray | None = field(default=None, repr=False)  # per-frame model output: (levels, 512) or ()
 
     @property
@@ -125,7 +125,7 @@ class StreamAnalysis:
         face = smooth_one(neighbourhood, r.index - lo, self.crop_spec.smoothing)
         r.crop = crop_face(r.pixels, face, self.crop_spec)
         if self.content_norm is not None:
-            r.small = content_clip(r.crop[None], self.content_norm)[:, 0]  # (3, H, W) normalised
+            r.clip_crop = content_clip(r.crop[None], self.content_norm)[:, 0]  # (3, H, W) normalised
         r.pixels = None
 
     # -- the per-frame model ------------------------------------------------------------------
@@ -175,12 +175,12 @@ class StreamAnalysis:
         for _, indices in self._window_plans():
             for key in self._clip_keys(indices):
                 if self.clips.get(key) is None and key not in pending and \
-                        all(self.records[i].small is not None for i in key):
+                        all(self.records[i].clip_crop is not None for i in key):
                     pending.append(key)
         return pending
 
     def clip_input(self, key: tuple[int, ...]) -> np.ndarray:
-        return np.ascontiguousarray(np.stack([self.records[i].small for i in key], axis=1))  # (3, T, H, W)
+        return np.ascontiguousarray(np.stack([self.records[i].clip_crop for i in key], axis=1))  # (3, T, H, W)
 
     def set_content(self, key: tuple[int, ...], features: np.ndarray) -> None:
         self.clips[key] = np.asarray(features, np.float32)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.families import Family
 from engines.pipeline.analysis import StreamAnalysis, WindowInputs, WindowSpec
 from engines.bundles.bundle import Bundle
-from engines.pipeline.decision import Decision, decide
+from engines.pipeline.decision import Decision
 from engines.pipeline.preprocess import FaceDetector
 
 
@@ -48,8 +49,8 @@ def detect_pending(analysis: StreamAnalysis, detector: FaceDetector) -> None:
             analysis.set_detections(record, faces)
 
 
-def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, frame_part: str,
-                  batch: int = 1, on_crop=None) -> list[WindowInputs]:
+def run_pending(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, family: Family,
+                batch: int = 1, on_crop=None) -> list[WindowInputs]:
     """Runs every pending detection, per-frame and content call of one stream (in batches of
     `batch`) and returns the windows that became ready, marking them done. `on_crop(record)`
     sees each face crop before it is encoded (e.g. to keep calibration images)."""
@@ -58,11 +59,11 @@ def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetecto
         if on_crop:
             for record in chunk:
                 on_crop(record)
-        outputs = runners[frame_part].run(np.stack([analysis.encoder_input(r) for r in chunk]))
+        outputs = runners[family.frame_part].run(np.stack([analysis.encoder_input(r) for r in chunk]))
         for record, output in zip(chunk, outputs):
             analysis.set_encoding(record, output)
     for chunk in _chunks(analysis.needs_content(), batch):
-        feats = runners["content"].run(np.stack([analysis.clip_input(k) for k in chunk]))
+        feats = runners[family.content_part].run(np.stack([analysis.clip_input(k) for k in chunk]))
         for key, f in zip(chunk, feats):
             analysis.set_content(key, f)
     windows = analysis.ready_windows()
@@ -74,9 +75,9 @@ def ready_windows(analysis: StreamAnalysis, runners: dict, detector: FaceDetecto
 def drain(analysis: StreamAnalysis, bundle: Bundle, runners: dict, detector: FaceDetector,
           threshold: float | None = None) -> list[WindowScore]:
     """Runs every pending model call of one stream, one item at a time, and decides due windows."""
-    windows = ready_windows(analysis, runners, detector, bundle.frame_part)
+    windows = run_pending(analysis, runners, detector, bundle.spec)
     threshold = bundle.threshold if threshold is None else threshold
-    return [WindowScore(w, d) for w, d in zip(windows, decide(bundle.family, windows, runners.get("head"), threshold))]
+    return [WindowScore(w, d) for w, d in zip(windows, bundle.spec.decide(windows, runners, threshold))]
 
 
 def score_frames(frames: Iterable[tuple[np.ndarray, int, float, float]], bundle: Bundle, runners: dict,

@@ -12,11 +12,13 @@ stored in every bundle's manifest, so a model sees the same pixels at serving ti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import torch
+
+from engines.pipeline.specs import CropSpec, Normalization
 
 
 @dataclass(frozen=True)
@@ -32,35 +34,6 @@ class DetectorSettings:
     def from_config(cls, faces) -> "DetectorSettings":
         return cls(detect_width=faces.detect_width, min_face_size=faces.min_face_size,
                    thresholds=tuple(faces.thresholds), min_probability=faces.min_probability)
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """How a face becomes a model input image; travels in the bundle manifest."""
-    method: str = "box"        # box (square box + margin, seed method) | ffhq (5-landmark similarity)
-    margin: float = 0.2        # fraction of the box size added on every side (box method)
-    size: int = 256            # output side in pixels
-    select: str = "largest"    # largest | confident
-    smoothing: int = 5         # centred moving-average length over frames (1 = off)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """(x / 255 - mean) / std per RGB channel, at `size` pixels."""
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-STYLE_NORM = Normalization(256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))          # pSp: [-1, 1]
-CONTENT_NORM = Normalization(112, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225))  # Kinetics (slow_r50)
-IMAGENET_NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision ResNet-50 (DLDFD)
 
 
 @dataclass(frozen=True)
@@ -176,11 +149,6 @@ class FaceTrack:
         return chosen
 
 
-def follow(detections: Sequence[Sequence[Face]], select: str) -> list[Face | None]:
-    track = FaceTrack(select)
-    return [track.choose(faces) for faces in detections]
-
-
 def smooth_one(track: Sequence[Face | None], i: int, length: int) -> Face | None:
     """The face of frame i averaged over the frames with a face in [i - length//2, i + length//2].
     Frames without a face stay without (the crop falls back to the centre)."""
@@ -190,10 +158,6 @@ def smooth_one(track: Sequence[Face | None], i: int, length: int) -> Face | None
     near = [f for f in track[max(0, i - half): i + half + 1] if f is not None]
     return Face(box=np.mean([f.box for f in near], axis=0),
                 landmarks=np.mean([f.landmarks for f in near], axis=0), prob=track[i].prob)
-
-
-def smooth_track(track: Sequence[Face | None], length: int) -> list[Face | None]:
-    return [smooth_one(track, i, length) for i in range(len(track))]
 
 
 # ---- cropping ------------------------------------------------------------------------------
@@ -290,17 +254,6 @@ def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def content_clip(crops_rgb: np.ndarray, norm: Normalization = CONTENT_NORM) -> np.ndarray:
+def content_clip(crops_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
     """T face crops -> one slow_r50 clip (3, T, 112, 112), Kinetics-normalised, [C, T, H, W]."""
     return np.ascontiguousarray(normalize(crops_rgb, norm).transpose(1, 0, 2, 3))
-
-
-def crop_sequence(frames_bgr: Sequence[np.ndarray], detections: Sequence[Sequence[Face]],
-                  spec: CropSpec) -> tuple[np.ndarray, np.ndarray]:
-    """A whole sequence at once (training, offline checks): follow, smooth, crop.
-    Returns (N, size, size, 3) RGB crops and the (N,) face-found mask. The daemon does the same
-    steps frame by frame with the same functions."""
-    track = follow(detections, spec.select)
-    smoothed = smooth_track(track, spec.smoothing)
-    crops = np.stack([crop_face(f, face, spec) for f, face in zip(frames_bgr, smoothed)])
-    return crops, np.array([face is not None for face in track])

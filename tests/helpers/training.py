@@ -5,7 +5,7 @@ from pathlib import Path
 
 import cv2
 
-from training.extract import cache_path, read_entry
+from training.cache import cache_path, read_entry
 
 
 def sampled_frames(cache: Path, video) -> list[tuple]:

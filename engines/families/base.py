@@ -1,0 +1,117 @@
+"""What a model family is: its parts as data, plus the few functions that differ between families.
+
+A family (StyleGRU, DLDFD) is one module in this package that declares a `Family` instance; the
+registry (engines/families/__init__.py) lists them. Everything else — bundles, ONNX export, the
+backends, TensorRT profiles, the per-stream pipeline, training, the daemon — asks the family
+instead of testing its name, so a third family is one new module.
+
+Torch-free at import time (hosts without torch read manifests through the registry); the
+functions that build or run models import torch inside.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from engines.bundles.schema import ManifestBase
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engines.bundles.bundle import Bundle
+    from engines.pipeline.analysis import WindowInputs
+    from engines.pipeline.decision import Decision
+    from engines.pipeline.specs import CropSpec
+
+# What `dfwatch train extract` caches for a family (the training module reads the cache by kind):
+CACHE_WINDOW_INPUTS = "window-inputs"  # the trained part's inputs per window; the parts before it are frozen
+CACHE_FACE_CROPS = "face-crops"        # every sampled frame's face crop; the per-frame model is what trains
+
+
+@dataclass(frozen=True)
+class Part:
+    """One model of a bundle: a weight file, an ONNX file and a runner, with one contract."""
+    name: str                          # e.g. "style"; the key in the manifest's files/onnx
+    file: str                          # its weight file in a bundle
+    inputs: tuple[str, ...]            # input names in call order (ONNX, TensorRT, every runner)
+    outputs: tuple[str, ...]
+    per: str                           # what one batch item is: "frame" | "clip" | "window"
+    channels_last: bool = False        # a 2D convolution network: channels-last on a GPU
+    extra_axes: dict = field(default_factory=dict)  # input -> {axis: label}, dynamic besides the batch
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {name: {0: "batch"} for name in self.inputs + self.outputs}
+        for name, extra in self.extra_axes.items():
+            axes[name] = {**axes[name], **extra}
+        return axes
+
+
+@dataclass(frozen=True)
+class SourceOption:
+    """A checkpoint `dfwatch engines bundle` assembles this family from (a command-line flag)."""
+    flag: str                          # e.g. "--psp"
+    metavar: str
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+class Family:
+    """A model family. Subclasses set the class attributes and implement the methods."""
+    name: ClassVar[str]                        # as in manifests and --family
+    title: ClassVar[str]                       # as in prose
+    summary: ClassVar[str]                     # one line for --help
+    parts: ClassVar[tuple[Part, ...]]
+    frame_part: ClassVar[str]                  # runs once per analysed frame (on its face crop)
+    content_part: ClassVar[str | None] = None  # runs once per content clip, if the family has clips
+    trained_part: ClassVar[str]                # what 'dfwatch train' produces
+    training_cache: ClassVar[str]              # CACHE_WINDOW_INPUTS | CACHE_FACE_CROPS
+    manifest_type: ClassVar[type[ManifestBase]]
+    sources: ClassVar[tuple[SourceOption, ...]]
+    sources_hint: ClassVar[str]                # which of `sources` a bundle needs, in words
+    demo_fps: ClassVar[float]                  # the demo bundle's analysis rate on a 2-core CPU
+
+    # -- data ---------------------------------------------------------------------------------
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parts)
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(f"a {self.name} bundle has no part {name!r} (its parts: {', '.join(self.part_names)})")
+
+    # -- models -------------------------------------------------------------------------------
+    def input_shapes(self, bundle: Bundle, part: str) -> dict[str, tuple[int, ...]]:
+        """Input name -> shape of one batch item (without the batch dimension)."""
+        raise NotImplementedError
+
+    def torch_module(self, bundle: Bundle, part: str):
+        """The torch module a part's runner (and its ONNX file) computes."""
+        raise NotImplementedError
+
+    # -- windows ------------------------------------------------------------------------------
+    def decide(self, windows: list[WindowInputs], runners: dict, threshold: float) -> list[Decision]:
+        """Verdicts for ready windows (windows with too few faces are no_face)."""
+        raise NotImplementedError
+
+    # -- bundles ------------------------------------------------------------------------------
+    def describe(self, bundle: Bundle, crop: str) -> list[str]:
+        """The family's lines of `dfwatch engines info`."""
+        raise NotImplementedError
+
+    def adopt_trained(self, source: Bundle, trained: Path, out: Path) -> dict:
+        """Writes a trained part file (from 'dfwatch train fit') into bundle folder `out`,
+        after checking it fits `source`; returns the manifest fields it changes."""
+        raise NotImplementedError
+
+    def assemble_from_args(self, args: argparse.Namespace, crop: CropSpec, trust: bool) -> Bundle:
+        """`dfwatch engines bundle --family NAME`: a bundle from this family's source checkpoints."""
+        raise NotImplementedError
+
+    def build_demo(self, root: Path, seed: int, trained: Path | None) -> Bundle:
+        """A bundle from stand-in weights in the official layouts (`dfwatch demo`, benchmarks)."""
+        raise NotImplementedError
