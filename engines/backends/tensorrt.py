@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.backends.base import Runner
 from engines.bundles.bundle import Bundle, BundleError
 
 PRECISIONS = ("fp16", "int8")
@@ -209,7 +210,7 @@ def ensure_engines(bundle: Bundle, settings: TensorRTSettings, calibration=None,
     return paths
 
 
-class TensorRTRunner:
+class TensorRTRunner(Runner):
     """Runs one engine with torch-allocated device buffers on its own CUDA stream."""
     backend = "tensorrt"
 
