@@ -45,7 +45,7 @@ class ModelConfig(Section):
     bundle: str | None = None
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "tf32", "fp16", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "tf32", "fp16", "bf16", "int8"] = "auto"
     cuda_graphs: bool = True
     threads: int = Field(0, ge=0, le=1024)
     trust_checkpoints: bool = False

@@ -26,7 +26,7 @@ def register(sub) -> None:
     e.add_argument("--quality", default="c23", help="FaceForensics++ quality (c23, c40, raw)")
     e.add_argument("--batch", type=int, default=8, help="faces per model call")
     e.add_argument("--save-crops", action="store_true", help="keep a few face crops per video in CACHE/crops "
-                                                             "(INT8 calibration for 'dfwatch engines build')")
+                                                             "(INT8 calibration: 'dfwatch engines quantize', 'engines build')")
     e.set_defaults(handler=_extract)
 
     f = tsub.add_parser("fit", parents=[common_options()],
@@ -104,7 +104,7 @@ def _extract(args: argparse.Namespace) -> int:
     videos = [v for split in splits for v in index_dataset(args.dataset, split, args.layout, **options)]
     m = config.model
     if bundle.spec.training_cache == CACHE_WINDOW_INPUTS:  # the frozen parts run here, once
-        runners, choice = open_runners(bundle, m.backend, m.device, m.threads)
+        runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision)
         device = choice.device
     else:  # face crops are cached: the per-frame model is what training trains
         runners, device = {}, _device(m.device)

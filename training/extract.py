@@ -150,10 +150,10 @@ def _extract_one(video: Video, sampled: Sampled, cache: Path, models: dict, bund
         analysis.add_frame(frame, index, t, t)
     analysis.end()
     try:
+        on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
         if kind == CACHE_FACE_CROPS:
-            meta, arrays = _face_crops(analysis, sampled, detector, meta)
+            meta, arrays = _face_crops(analysis, sampled, detector, meta, on_crop)
         else:
-            on_crop = _crop_saver(crops_dir, path.stem) if crops_dir else None
             meta, arrays = _encodings(analysis, sampled, runners, detector, bundle.spec, batch, on_crop, meta)
     except Exception as e:  # a model failure on one video must not end the run
         log.exception("extraction failed; video recorded as invalid", video=str(video.path))
@@ -181,7 +181,7 @@ def _encodings(analysis, sampled: Sampled, runners, detector, family, batch: int
                   "frame_indices": np.array(indices), "times": np.array(times)}
 
 
-def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict, dict]:
+def _face_crops(analysis, sampled: Sampled, detector, meta: dict, on_crop=None) -> tuple[dict, dict]:
     """Face crops: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
     positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
     from engines.pipeline.driver import detect_pending
@@ -189,6 +189,8 @@ def _face_crops(analysis, sampled: Sampled, detector, meta: dict) -> tuple[dict,
     detect_pending(analysis, detector)
     (window,) = analysis.due_windows()
     records = [analysis.records[i] for i in range(analysis.count)]
+    for record in records if on_crop else ():
+        on_crop(record)
     found = np.array([r.found for r in records])
     meta = {**meta, "frames": len(window), "spacing_s": _spacing(sampled.times), "faces": int(found.sum())}
     return meta, {"crops": np.stack([r.crop for r in records]), "found": found, "window": np.array(window),

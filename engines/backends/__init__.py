@@ -81,12 +81,15 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """`auto` -> the measured CUDA default on a GPU, float32 on the CPU (the only CPU precision)."""
+    """`auto` -> the measured CUDA default on a GPU, float32 on the CPU."""
     if precision == "auto":
         return CUDA_PRECISION if device == "cuda" else "fp32"
+    if precision == "int8":
+        raise BundleError("model.precision int8 runs the bundle's INT8 ONNX models on ONNX Runtime: use "
+                          "model.backend onnxruntime (or auto) on the CPU")
     if precision != "fp32" and device != "cuda":
         raise BundleError(f"model.precision {precision} needs the torch backend on a CUDA device; "
-                          "on the CPU use precision auto or fp32")
+                          "on the CPU use precision auto, fp32 or int8")
     return precision
 
 
@@ -104,10 +107,23 @@ def _open_torch(bundle: Bundle, choice: BackendChoice, threads: int, precision: 
 
 def _open_onnxruntime(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
                       trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+    """float32 ONNX files; with precision int8 each part's INT8 model where the bundle has one."""
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if choice.device == "cuda" \
         else ["CPUExecutionProvider"]
-    return {p.name: OnnxRunner(p.name, bundle.onnx_path(p.name), threads, providers, p.inputs)
-            for p in bundle.spec.parts}, choice
+    int8 = precision == "int8"
+    if int8 and not bundle.manifest.int8:
+        raise BundleError(f"{bundle.root}: has no INT8 models for model.precision int8; make them with "
+                          f"'dfwatch engines quantize {bundle.root} --calibration CROPS_DIR'")
+    if int8 and choice.device != "cpu":
+        raise BundleError("model.precision int8 runs on the CPU; set model.device cpu")
+    if not int8 and precision not in ("auto", "fp32"):
+        resolve_precision(precision, choice.device)  # the error that says which backend runs it
+    paths = {p: (bundle.int8_path(p) if int8 else None) or bundle.onnx_path(p) for p in bundle.parts}
+    runners = {p.name: OnnxRunner(p.name, paths[p.name], threads, providers, p.inputs) for p in bundle.spec.parts}
+    if int8:
+        parts = ", ".join(f"{p} {'int8' if bundle.int8_path(p) else 'fp32'}" for p in bundle.parts)
+        choice = BackendChoice(choice.backend, choice.device, f"{choice.reason}; precision {parts}")
+    return runners, choice
 
 
 def _open_tensorrt(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,

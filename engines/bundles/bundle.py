@@ -90,6 +90,10 @@ class Bundle:
         entry = self.manifest.onnx.get(part)
         return self.root / entry.path if entry else None
 
+    def int8_path(self, part: str) -> Path | None:
+        entry = self.manifest.int8.get(part)
+        return self.root / entry.path if entry else None
+
     def module(self, part: str):
         """The torch module a part's runner (and its ONNX file) computes."""
         return self.spec.torch_module(self, part)
@@ -144,7 +148,7 @@ def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, t
     window = {**updates.pop("window", source.manifest.window.model_dump(mode="json")), "fps": fps or source.fps}
     manifest = {**source.manifest.as_json(), **updates,
                 "id": bundle_id or f"{family.name}-{files[family.trained_part]['sha256'][:8]}",
-                "created_at": now(), "code_version": __version__, "trained": True, "onnx": {},
+                "created_at": now(), "code_version": __version__, "trained": True, "onnx": {}, "int8": {},
                 "threshold": source.threshold if threshold is None else threshold, "window": window,
                 "training": training, "files": files,
                 "sources": {**source.manifest.sources, family.trained_part: Path(trained).name,
@@ -170,9 +174,20 @@ def load_bundle(root: str | Path, verify: bool = True, check_onnx: bool = True) 
         entries = {p: manifest.files[p] for p in get_family(manifest.family).part_names}
         if check_onnx:
             entries.update({f"ONNX {p}": e for p, e in manifest.onnx.items()})
+            entries.update({f"INT8 {p}": e for p, e in manifest.int8.items()})
+            _check_int8_sources(root, manifest)
         for part, entry in entries.items():
             verify_file(root, part, entry)
     return Bundle(root, manifest)
+
+
+def _check_int8_sources(root: Path, manifest: ManifestBase) -> None:
+    """An INT8 model made from another float32 export than the current one is stale."""
+    for part, entry in manifest.int8.items():
+        source = manifest.onnx.get(part)
+        if source is None or source.sha256 != entry.from_onnx_sha256:
+            raise BundleError(f"{root / entry.path}: made from an earlier ONNX export of '{part}'; "
+                              f"run 'dfwatch engines quantize {root}' again")
 
 
 def describe(bundle: Bundle) -> str:
@@ -185,7 +200,8 @@ def describe(bundle: Bundle) -> str:
         f"created {m.created_at} by dfwatch {m.code_version}",
         *bundle.spec.describe(bundle, f"crop {c.method} (margin {c.margin:g}, {c.size} px)"),
     ]
-    for part, entry in {**m.files, **{f"onnx:{k}": v for k, v in m.onnx.items()}}.items():
+    for part, entry in {**m.files, **{f"onnx:{k}": v for k, v in m.onnx.items()},
+                        **{f"int8:{k}": v for k, v in m.int8.items()}}.items():
         lines.append(f"  {part:<14} {entry.path:<28} {entry.bytes / 1e6:8.1f} MB  sha256 {entry.sha256[:16]}")
     if m.training:
         metrics = m.training.get("metrics", {})

@@ -63,6 +63,7 @@ def export_bundle(root: str | Path, parts: tuple[str, ...] | None = None) -> Bun
         onnx[part] = {**file_entry(bundle.root, rel), "opset": OPSET, "inputs": list(spec.inputs),
                       "outputs": list(spec.outputs)}
     manifest = bundle.manifest.as_json()
-    write_manifest(bundle.root, bundle.spec.manifest_type.model_validate({**manifest, "onnx": {
+    int8 = {k: v for k, v in manifest["int8"].items() if k not in parts}  # made from the old export
+    write_manifest(bundle.root, bundle.spec.manifest_type.model_validate({**manifest, "int8": int8, "onnx": {
         k: (v if isinstance(v, dict) else v.model_dump()) for k, v in onnx.items()}}))
     return load_bundle(bundle.root)

@@ -34,6 +34,13 @@ class OnnxEntry(FileEntry):
     outputs: list[str]
 
 
+class Int8Entry(OnnxEntry):
+    """An INT8 model made from the part's float32 ONNX file (`dfwatch engines quantize`)."""
+    from_onnx_sha256: str                # the float32 export it was quantized from
+    calibration: dict                    # sha256 of the crop set, how many crops and samples
+    settings: dict                       # quantization format and types
+
+
 class Window(Model):
     frames: int                          # T, analysed frames per verdict window
     clip_frames: int = 0                 # frames per content clip; 0: a family without content clips
@@ -55,6 +62,7 @@ class ManifestBase(Model):
     training: dict | None = None         # provenance and metrics of 'dfwatch train export'
     files: dict[str, FileEntry]          # part -> its weight file
     onnx: dict[str, OnnxEntry] = Field(default_factory=dict)   # part -> its ONNX export, if any
+    int8: dict[str, Int8Entry] = Field(default_factory=dict)   # part -> its INT8 model, if quantized
     sources: dict = Field(default_factory=dict)                # the checkpoints it was made from
 
     def frame_normalization(self) -> Normalization:

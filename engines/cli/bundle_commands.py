@@ -39,6 +39,16 @@ def register(sub) -> None:
     e.add_argument("--parts", help="comma-separated parts (default: all of the bundle's family)")
     e.set_defaults(handler=_export)
 
+    q = esub.add_parser("quantize", parents=[common_options()],
+                        help="INT8 ONNX models for the CPU, calibrated on face crops (model.precision: int8)")
+    q.add_argument("bundle", metavar="BUNDLE")
+    q.add_argument("--calibration", required=True, metavar="CROPS_DIR",
+                   help="face-crop images made by the bundle's preprocessing (the crops/ folder of "
+                        "'dfwatch train extract --save-crops'); held-out footage is for measuring, not this")
+    q.add_argument("--parts", help="comma-separated parts (default: those that run per frame or per clip)")
+    q.add_argument("--limit", type=int, default=256, help="use at most this many crops (default 256)")
+    q.set_defaults(handler=_quantize)
+
     t = esub.add_parser("build", parents=[common_options()],
                         help="build TensorRT engines for a bundle (needs an NVIDIA GPU)")
     t.add_argument("bundle", metavar="BUNDLE")
@@ -98,6 +108,18 @@ def _export(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"--parts: unknown part(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     print(describe(export_bundle(args.bundle, parts)))
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from engines.bundles.bundle import describe
+    from engines.bundles.quantize import quantize_bundle
+
+    setup(args, "engines")
+    parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else None
+    bundle = quantize_bundle(args.bundle, args.calibration, parts, args.limit,
+                             on_part=lambda p: print(f"quantizing {p} ...", flush=True))
+    print(describe(bundle))
     return 0
 
 
