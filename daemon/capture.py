@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 # OpenCV's and FFmpeg's own console chatter would bury our one-line errors; our log says what
 # happened (set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself to debug a camera).
@@ -32,39 +31,14 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from daemon.protocol import CaptureStats, EndOfStream, Frame
-from engines.errors import DfwatchError
+from engines.sources import SourceError, mask_source, parse_source, source_kind
 from engines.logs import get_logger
 
 log = get_logger()
-URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 TIMELY_RUN = 3  # consecutive prompt frames that prove a source is live again
 
 
-class SourceError(DfwatchError):
-    """A source that cannot be opened; the message says which and what to check."""
-
-
 # ---- sources -------------------------------------------------------------------------------
-
-def parse_source(source: str | int) -> str | int:
-    """A webcam index (int; digit strings converted, negatives refused), a URL, or a file path."""
-    if isinstance(source, int) or (isinstance(source, str) and source.lstrip("-").isdigit()):
-        index = int(source)
-        if index < 0:
-            raise SourceError(f"webcam index {index} is invalid: use 0, 1, ... (a negative index crashes OpenCV)")
-        return index
-    if source.startswith(URL_SCHEMES):
-        return source
-    if "://" in source:
-        raise SourceError(f"unsupported source URL '{source}': use rtsp://, rtsps://, http:// or https://")
-    if not Path(source).is_file():
-        raise SourceError(f"no such video file: {source}")
-    return source
-
-
-def kind(source: str | int) -> str:
-    return "webcam" if isinstance(source, int) else "url" if source.startswith(URL_SCHEMES) else "file"
-
 
 def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int) -> cv2.VideoCapture:
     """Opens a source; timeouts go to the constructor (setting them after opening does nothing)."""
@@ -77,10 +51,11 @@ def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int) ->
         cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        what = {"webcam": f"webcam {source}", "url": f"stream {source}", "file": f"video file {source}"}[kind(source)]
+        what = {"webcam": f"webcam {source}", "url": f"stream {mask_source(source)}",
+                "file": f"video file {source}"}[source_kind(source)]
         hint = {"webcam": "is the camera connected and free?",
                 "url": "check the address, port and credentials, and that the camera is up",
-                "file": "is it a video OpenCV/FFmpeg can decode?"}[kind(source)]
+                "file": "is it a video OpenCV/FFmpeg can decode?"}[source_kind(source)]
         raise SourceError(f"cannot open {what}: {hint}")
     return cap
 
@@ -135,7 +110,7 @@ class Capture:
     def __init__(self, name: str, source: str | int, settings, fps: float, endpoint: str, send_hwm: int,
                  opener=open_video, context: zmq.Context | None = None):
         self.name, self.source, self.settings, self.fps = name, parse_source(source), settings, fps
-        self.kind = kind(self.source)
+        self.kind = source_kind(self.source)
         self.endpoint, self.send_hwm, self.opener = endpoint, send_hwm, opener
         self.context = context or zmq.Context.instance()
         self.counters = Counters()
@@ -190,7 +165,7 @@ class Capture:
         """Runs until stopped (exit 0), the file ends (exit 0) or the source fails to open (raises)."""
         s = self.settings
         cap = self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)  # the first open must work
-        log.info("opened", source=str(self.source), kind=self.kind, fps=self.fps)
+        log.info("opened", source=mask_source(self.source), kind=self.kind, fps=self.fps)
         sock = self._push_socket()
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
         self.counters.state = "running"

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from engines.cli import UserError, common_options, setup
 from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
+from engines.sources import SOURCE_ENV
 
 
 def _stream_options(p) -> None:
@@ -80,6 +82,8 @@ def daemon_config(args: argparse.Namespace, role: str):
     if getattr(args, "bundle", None):
         config = config.model_copy(update={"model": config.model.model_copy(update={"bundle": args.bundle})})
     specs = [s for s in getattr(args, "streams", []) if "=" in s]
+    if role == "capture" and os.environ.get(SOURCE_ENV) and len(args.streams) == 1 and "=" not in args.streams[0]:
+        specs = [f"{args.streams[0]}={os.environ[SOURCE_ENV]}"]  # from `dfwatch run`: not on the command line
     return with_streams(config, specs) if specs else config
 
 
@@ -181,15 +185,15 @@ def _run(args: argparse.Namespace) -> int:
     config = daemon_config(args, "run")
     bundle_dir = require_bundle(config)
     common = passthrough(args) + ["--bundle", bundle_dir]
-    cli_streams = {s.partition("=")[0]: s for s in args.streams}
-    captures = {s.name: child_argv("capture", common + ["--stream", cli_streams.get(s.name, s.name)])
-                for s in config.streams}
+    # each capture gets its source in its environment: a command line is readable by every local user
+    captures = {s.name: child_argv("capture", common + ["--stream", s.name]) for s in config.streams}
+    sources = {s.name: {SOURCE_ENV: str(s.source)} for s in config.streams}
     if not captures:
         get_logger().warning("no streams configured: only remote capture processes can feed this daemon")
     bridges = {f"{i}-{b.kind}": child_argv("bridge", ["configured", str(i)] + passthrough(args))
                for i, b in enumerate(config.bridges)}
     supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures,
-                            resolve(config.endpoints, create=True), bridges)
+                            resolve(config.endpoints, create=True), bridges, sources)
     return supervisor.run()
 
 

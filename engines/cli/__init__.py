@@ -70,8 +70,18 @@ def register_config(sub) -> None:
 def _config_check(args: argparse.Namespace) -> int:
     import yaml
 
+    from engines.sources import SourceError, mask_source, parse_source
+
     config = load_config(args.file or DEFAULT_CONFIG_FILE, args.overrides)  # ConfigError is printed by main()
-    sys.stdout.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    problems = []
+    for stream in config.streams:
+        try:
+            parse_source(stream.source)
+        except SourceError as e:
+            problems.append(f"streams: {stream.name}: {e}")
+    if problems:
+        raise ConfigError(problems)
+    sys.stdout.write(mask_source(yaml.safe_dump(config.to_dict(), sort_keys=False)))
     return 0
 
 
