@@ -150,7 +150,7 @@ def _infer(args: argparse.Namespace) -> int:
     config = daemon_config(args, "infer")
     bundle_dir = require_bundle(config)
     from daemon import notify
-    from daemon.endpoints import resolve
+    from daemon.endpoints import claim, resolve
     from daemon.inference import InferenceServer
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.driver import stream_analysis
@@ -158,6 +158,8 @@ def _infer(args: argparse.Namespace) -> int:
     from engines.backends import DEFAULT_MAX_BATCH, open_runners
     from engines.backends.tensorrt import TensorRTSettings
 
+    endpoints = resolve(config.endpoints, create=True)
+    claim(endpoints)  # the one daemon of these endpoints: checked before minutes of model loading
     bundle = load_bundle(bundle_dir)
     m = config.model
 
@@ -170,7 +172,7 @@ def _infer(args: argparse.Namespace) -> int:
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, TensorRTSettings.from_config(config.tensorrt),
                                    on_build=building, precision=m.precision, cuda_graphs=m.cuda_graphs)
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
-    server = InferenceServer(config, bundle, runners, choice.backend, detector, resolve(config.endpoints, create=True),
+    server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
                              lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
                              max_batch=config.inference.max_batch or DEFAULT_MAX_BATCH[choice.device])
     on_stop(server.stop.set)
@@ -178,12 +180,15 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.endpoints import resolve
+    from daemon.endpoints import LOCK_ENV, claim, resolve
     from daemon.supervisor import Supervisor, child_argv
     from engines.logs import get_logger
 
     config = daemon_config(args, "run")
     bundle_dir = require_bundle(config)
+    endpoints = resolve(config.endpoints, create=True)
+    claim(endpoints)  # the one daemon of these endpoints; its inference process inherits the claim
+    os.environ[LOCK_ENV] = str(os.getpid())
     common = passthrough(args) + ["--bundle", bundle_dir]
     # each capture gets its source in its environment: a command line is readable by every local user
     captures = {s.name: child_argv("capture", common + ["--stream", s.name]) for s in config.streams}
@@ -192,8 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         get_logger().warning("no streams configured: only remote capture processes can feed this daemon")
     bridges = {f"{i}-{b.kind}": child_argv("bridge", ["configured", str(i)] + passthrough(args))
                for i, b in enumerate(config.bridges)}
-    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures,
-                            resolve(config.endpoints, create=True), bridges, sources)
+    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources)
     return supervisor.run()
 
 

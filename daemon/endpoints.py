@@ -2,9 +2,19 @@
 default, `tcp://` when configured (endpoints.frames / endpoints.verdicts)."""
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from engines.errors import DfwatchError
+
+LOCK_FILE = "daemon.lock"
+LOCK_ENV = "DFWATCH_DAEMON_LOCK"  # set by `dfwatch run` for its inference process: the parent holds the lock
+
+
+class EndpointsBusy(DfwatchError):
+    """Another live daemon serves these endpoints."""
 
 
 @dataclass(frozen=True)
@@ -32,3 +42,27 @@ def resolve(endpoints_config, create: bool = False) -> Endpoints:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return Endpoints(root, endpoints_config.frames or f"ipc://{root}/frames",
                      endpoints_config.verdicts or f"ipc://{root}/verdicts", root / "notify")
+
+
+_CLAIMS: list[int] = []  # lock descriptors held for the life of the process
+
+
+def claim(endpoints: Endpoints) -> None:
+    """Makes this process the one daemon of its runtime directory for as long as it lives (an
+    exclusive lock, released by the kernel when it exits, so a dead daemon leaves nothing to
+    clean up); raises EndpointsBusy when a live daemon holds it. An inference process started by `dfwatch run` inherits its parent's claim."""
+    if os.environ.get(LOCK_ENV) == str(os.getppid()):
+        return
+    path = endpoints.runtime_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise EndpointsBusy(f"another dfwatch daemon (pid {holder}) already serves {endpoints.frames} and "
+                            f"{endpoints.verdicts}; stop it first, or give this one its own endpoints.runtime_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.set_inheritable(fd, False)
+    _CLAIMS.append(fd)

@@ -22,7 +22,7 @@ import zmq
 from daemon import notify
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
-from daemon.endpoints import Endpoints
+from daemon.endpoints import Endpoints, EndpointsBusy
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.pipeline.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.pipeline.decision import Decision
@@ -66,6 +66,15 @@ class StreamState:
                 "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None}
 
 
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    """Binds, or one line when something else already has the address (another daemon's tcp port)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise EndpointsBusy(f"cannot bind {endpoint}: {e.strerror}; another process serves it (a second daemon?) "
+                            "or the address is wrong") from None
+
+
 class InferenceServer:
     def __init__(self, config, bundle, runners: dict, backend: str, detector, endpoints: Endpoints,
                  new_analysis, max_batch: int, context: zmq.Context | None = None):
@@ -103,11 +112,11 @@ class InferenceServer:
         pull = self.context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, e.recv_hwm)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.bind(self.endpoints.frames)
+        _bind(pull, self.endpoints.frames)
         pub = self.context.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, e.pub_hwm)
         pub.setsockopt(zmq.LINGER, 0)
-        pub.bind(self.endpoints.verdicts)
+        _bind(pub, self.endpoints.verdicts)
         return pull, pub
 
     # -- the loop -----------------------------------------------------------------------------

@@ -285,3 +285,29 @@ def test_silent_streams_are_evicted(small_bundle, runtime, tmp_path, franck_fram
         sub.close()
         push.close()
         assert stop(proc) == 0
+
+
+def test_a_second_daemon_on_the_same_endpoints_is_refused(dldfd_bundle, footage, runtime, tmp_path):
+    """It exits at once with one line; the first keeps serving, new subscribers included."""
+    import subprocess
+
+    env = daemon_env(runtime)
+    first = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={footage / 'franck.mp4'}", *RUN_SETTINGS],
+                  env, tmp_path / "first.log")
+    try:
+        sub = Subscriber(endpoint(runtime))
+        sub.wait_for(lambda s: s.of("a"), 120, "a first verdict", tmp_path / "first.log")
+        sub.close()
+        started = time.monotonic()
+        for command in (["run", "--stream", f"b={footage / 'franck.mp4'}"], ["infer"]):
+            second = subprocess.run(DFWATCH + command + ["--bundle", str(dldfd_bundle)], env=env, capture_output=True,
+                                    text=True, timeout=30)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 1 and len(lines) == 1, second.stderr
+            assert f"another dfwatch daemon (pid {first.pid}) already serves ipc://{runtime}/frames" in lines[0]
+        assert time.monotonic() - started < 10  # both refused before loading any model
+        late = Subscriber(endpoint(runtime))
+        late.wait_for(lambda s: s.of("a"), 30, "verdicts for a subscriber that came after", tmp_path / "first.log")
+        late.close()
+    finally:
+        assert stop(first) == 0
