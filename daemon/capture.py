@@ -221,23 +221,26 @@ class Capture:
         return 0
 
     def _send(self, sock: zmq.Socket, pixels: np.ndarray, pos_ms: float | None) -> None:
-        msg = Frame(self.name, self.seq, time.time(), time.monotonic(), pixels, pos_ms).encode()
+        def message() -> list:  # stamped when it is queued
+            return Frame(self.name, self.seq, time.time(), time.monotonic(), pixels, pos_ms).encode()
         if self.kind == "file" and not self.settings.pace:
-            sent = self._send_blocking(sock, msg)  # as fast as the consumer takes
+            sent = self._send_blocking(sock, message)  # as fast as the consumer takes
         else:
-            sent = _send_nowait(sock, msg)
+            sent = _send_nowait(sock, message())
         if sent:
             self.seq += 1
             self.counters.frames_sent += 1
         else:
             self.counters.drop("queue_full")
 
-    def _send_blocking(self, sock: zmq.Socket, msg: list) -> bool:
+    def _send_blocking(self, sock: zmq.Socket, message) -> bool:
+        """Waits for room, then sends `message()`: a frame of an unpaced file is stamped when the
+        consumer can take it, not when it was read, so waiting never makes it stale."""
         self.counters.state = "blocked"
         try:
             while not self.stop.is_set():
                 self.last_progress = time.monotonic()
-                if sock.poll(200, zmq.POLLOUT) and _send_nowait(sock, msg):
+                if sock.poll(200, zmq.POLLOUT) and _send_nowait(sock, message()):
                     return True
             return False
         finally:

@@ -95,6 +95,9 @@ class InferenceServer:
             self.metrics = Metrics(self)
         self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.backends)
         self.max_wait = config.inference.max_wait_ms / 1000
+        # a frame is read only when there is room for its model work (max_backlog below), so its age
+        # when read is its age when its turn comes, give or take one batch
+        self.max_frame_age = config.inference.max_frame_age_s
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
         # sender: an overloaded daemon analyses fewer frames, not older ones
@@ -214,6 +217,9 @@ class InferenceServer:
         state.last_seq = frame.seq
         state.last_frame = time.monotonic()
         state.frames_in += 1
+        if self.max_frame_age and time.time() - frame.t_capture > self.max_frame_age:
+            state.drop("stale")  # waited in queues (a paused or overloaded process): analyse the present
+            return
         state.analysis.add_frame(frame.pixels, frame.seq, frame.t_capture, frame.t_mono)
         if state.frames is not None:
             state.frames.add(frame.seq, frame.pixels)

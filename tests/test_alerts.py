@@ -109,7 +109,8 @@ def _serve(bundle, frames, work, threshold: float, metrics_port: int = 0):
     log = work / f"infer{threshold}.log"
     proc = start(["infer", "--bundle", str(bundle), "--set", "window.stride=2", "--set", "alerts.update_every=3",
                   "--set", f"inference.threshold={threshold}", "--set", "inference.status_interval=0.3",
-                  "--set", f"metrics.port={metrics_port}"], daemon_env(runtime), log)
+                  "--set", f"metrics.port={metrics_port}",
+                  "--set", "inference.max_frame_age_s=0"], daemon_env(runtime), log)  # frames with recorded times
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(f"ipc://{runtime}/frames")

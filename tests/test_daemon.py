@@ -169,7 +169,8 @@ def test_watch_with_nothing_publishing(runtime):
 def infer(small_bundle, runtime, tmp_path):
     log = tmp_path / "infer.log"
     proc = start(["infer", "--bundle", str(small_bundle), "--set", f"window.stride={STRIDE}",
-                  "--set", "inference.status_interval=0.5"], daemon_env(runtime), log)
+                  "--set", "inference.status_interval=0.5",
+                  "--set", "inference.max_frame_age_s=0"], daemon_env(runtime), log)  # frames with recorded times
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.setsockopt(zmq.SNDHWM, 100_000)
@@ -311,3 +312,28 @@ def test_a_second_daemon_on_the_same_endpoints_is_refused(dldfd_bundle, footage,
         late.close()
     finally:
         assert stop(first) == 0
+
+
+def test_frames_that_waited_past_the_age_limit_are_dropped_not_analysed(dldfd_bundle, footage, runtime, tmp_path):
+    """The inference process paused (SIGSTOP) for 4 s: the frames queued meanwhile are older than
+    inference.max_frame_age_s when it resumes, so they are counted 'stale' and skipped."""
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={footage / 'franck.mp4'}", *RUN_SETTINGS,
+                  "--set", "inference.max_frame_age_s=1", "--set", "inference.status_interval=0.3"],
+                 daemon_env(runtime), log)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: s.of("a"), 120, "a first verdict", log)
+        infer = child_pid(proc.pid, "infer")
+        os.kill(infer, signal.SIGSTOP)
+        time.sleep(4)
+        os.kill(infer, signal.SIGCONT)
+        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams["a"]["dropped"].get("stale"), 30,
+                              "stale frames counted", log) and sub.statuses[-1]
+        a = status.streams["a"]
+        assert a["analysed"] <= a["frames_in"] - a["dropped"]["stale"]
+        n = len(sub.of("a"))
+        sub.wait_for(lambda s: len(s.of("a")) > n, 30, "verdicts after the pause", log)  # it stays current
+    finally:
+        sub.close()
+        assert stop(proc) == 0

@@ -109,7 +109,9 @@ def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int
     runtime = work / "run"
     runtime.mkdir()
     log = work / "infer.log"
-    proc = start(["infer", "--bundle", str(bundle), *settings], daemon_env(runtime), log)
+    # the frames carry recorded capture times: the age limit is for live frames
+    proc = start(["infer", "--bundle", str(bundle), "--set", "inference.max_frame_age_s=0", *settings],
+                 daemon_env(runtime), log)
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(f"ipc://{runtime}/frames")
