@@ -35,6 +35,7 @@ from engines.sources import SourceError, mask_source, parse_source, source_kind
 from engines.logs import get_logger
 
 log = get_logger()
+EOS_WAIT_S = 120  # how long an ended file waits for the inference process to take its end of stream
 TIMELY_RUN = 3  # consecutive prompt frames that prove a source is live again
 
 
@@ -248,11 +249,20 @@ class Capture:
             self.last_frame = time.monotonic()
 
     def _end(self, sock: zmq.Socket) -> int:
+        """Delivers the end of stream, which closes the stream's final window: a control message,
+        not a frame, so it waits for room (no frame is sent after it, so the queue drains) rather
+        than being dropped when the inference process is busy."""
         self.counters.state = "ended"
         eos = EndOfStream(self.name, self.seq - 1).encode()
-        if not (sock.poll(2000, zmq.POLLOUT) and _send_nowait(sock, eos)):  # worth a short wait: it closes a window
-            log.warning("end of stream not delivered (inference busy or down)")
-        log.info("end of file: stream ended", frames_sent=self.counters.frames_sent)
+        deadline = time.monotonic() + EOS_WAIT_S
+        log.info("end of file: delivering the end of stream")
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.last_progress = time.monotonic()  # waiting, not hung
+            if sock.poll(200, zmq.POLLOUT) and _send_nowait(sock, eos):
+                log.info("end of file: stream ended", frames_sent=self.counters.frames_sent)
+                return 0
+        log.warning("end of stream not delivered: the inference process took nothing for "
+                    f"{EOS_WAIT_S} s (down?); it closes the stream when it evicts it", frames_sent=self.counters.frames_sent)
         return 0
 
     def _reopen(self, cap: cv2.VideoCapture, reason: str) -> cv2.VideoCapture:

@@ -381,8 +381,15 @@ class InferenceServer:
         self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
 
     def _evict(self, now: float) -> None:
+        """A stream silent for window.evict_after is closed first (its last frames make a final
+        window, as an end of stream would), then forgotten once that window is published."""
         for name in [n for n, s in self.streams.items() if now - s.last_seen > self.config.window.evict_after]:
-            log.info("stream silent; evicted from memory", stream=name)
-            state = self.streams.pop(name)
-            if state.alerts:
-                self._publish_alert(state.alerts.end(time.time()))
+            state = self.streams[name]
+            if not state.analysis.ended:
+                log.info("stream silent; closing its last window", stream=name)
+                state.analysis.end()
+            if state.analysis.finished or now - state.last_seen > 2 * self.config.window.evict_after:
+                log.info("stream silent; evicted from memory", stream=name)
+                del self.streams[name]
+                if state.alerts:
+                    self._publish_alert(state.alerts.end(time.time()))

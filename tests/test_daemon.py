@@ -271,7 +271,8 @@ def test_a_subscriber_that_never_reads_does_not_slow_others(infer, franck_frames
 def test_silent_streams_are_evicted(small_bundle, runtime, tmp_path, franck_frames):
     log = tmp_path / "infer.log"
     proc = start(["infer", "--bundle", str(small_bundle), "--set", "window.evict_after=1",
-                  "--set", "inference.status_interval=0.3"], daemon_env(runtime), log)
+                  "--set", "inference.status_interval=0.3", "--set", "inference.max_frame_age_s=0"],
+                 daemon_env(runtime), log)
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(endpoint(runtime, "frames"))
@@ -334,6 +335,43 @@ def test_frames_that_waited_past_the_age_limit_are_dropped_not_analysed(dldfd_bu
         assert a["analysed"] <= a["frames_in"] - a["dropped"]["stale"]
         n = len(sub.of("a"))
         sub.wait_for(lambda s: len(s.of("a")) > n, 30, "verdicts after the pause", log)  # it stays current
+    finally:
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_a_file_that_ends_while_inference_is_busy_still_gets_its_final_window(small_bundle, footage, runtime,
+                                                                              tmp_path):
+    """The end of stream waits for room instead of being dropped: with the inference process
+    paused (SIGSTOP) past the file's end, the stream still ends with its final window once it
+    resumes."""
+    import cv2
+
+    clip = tmp_path / "short.mp4"
+    source = cv2.VideoCapture(str(footage / "franck.mp4"))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 24, (360, 288))
+    for _ in range(24 * 12):  # 12 s: the inference process is paused before the end
+        writer.write(source.read()[1])
+    writer.release()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"a={clip}", *RUN_SETTINGS,
+                  "--set", "capture.fps=4", "--set", "inference.status_interval=0.3"], daemon_env(runtime), log)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        sub.wait_for(lambda s: s.of("a"), 120, "a first verdict", log)
+        infer = child_pid(proc.pid, "infer")
+        os.kill(infer, signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "delivering the end of stream" not in log.read_text(errors="replace"):
+            time.sleep(0.2)
+        time.sleep(3)  # longer than the 2 s an end of stream used to wait before it was dropped
+        os.kill(infer, signal.SIGCONT)
+        paused_after = len(sub.of("a"))
+        sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("state") == "ended", 30,
+                     "the stream to end", log)  # eviction (window.evict_after, 60 s) cannot be what ended it
+        sub.wait_for(lambda s: len(s.of("a")) > paused_after and s.statuses[-1].streams.get("a", {}).get("queue_depth") == 0,
+                     30, "the final window", log)
+        assert "end of stream not delivered" not in log.read_text()
     finally:
         sub.close()
         assert stop(proc) == 0
