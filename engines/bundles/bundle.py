@@ -144,7 +144,6 @@ def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, t
         if part.name != family.trained_part:
             shutil.copyfile(source.path(part.name), out / part.file)
     files = {part.name: file_entry(out, part.file) for part in family.parts}
-    updates = {k: v.model_dump(mode="json") if hasattr(v, "model_dump") else v for k, v in updates.items()}
     window = {**updates.pop("window", source.manifest.window.model_dump(mode="json")), "fps": fps or source.fps}
     manifest = {**source.manifest.as_json(), **updates,
                 "id": bundle_id or f"{family.name}-{files[family.trained_part]['sha256'][:8]}",

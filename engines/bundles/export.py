@@ -55,15 +55,13 @@ def export_bundle(root: str | Path, parts: tuple[str, ...] | None = None) -> Bun
     if foreign:
         raise BundleError(f"{bundle.root}: a {bundle.family} bundle has no part(s) {', '.join(foreign)} "
                           f"(its parts: {', '.join(bundle.parts)})")
-    onnx = dict(bundle.manifest.onnx)
+    manifest = bundle.manifest.as_json()
     for part in parts:
         rel = f"{ONNX_DIR}/{part}.onnx"
         export_part(bundle, part, bundle.root / rel)
         spec = bundle.spec.part(part)
-        onnx[part] = {**file_entry(bundle.root, rel), "opset": OPSET, "inputs": list(spec.inputs),
-                      "outputs": list(spec.outputs)}
-    manifest = bundle.manifest.as_json()
-    int8 = {k: v for k, v in manifest["int8"].items() if k not in parts}  # made from the old export
-    write_manifest(bundle.root, bundle.spec.manifest_type.model_validate({**manifest, "int8": int8, "onnx": {
-        k: (v if isinstance(v, dict) else v.model_dump()) for k, v in onnx.items()}}))
+        manifest["onnx"][part] = {**file_entry(bundle.root, rel), "opset": OPSET, "inputs": list(spec.inputs),
+                                  "outputs": list(spec.outputs)}
+    manifest["int8"] = {k: v for k, v in manifest["int8"].items() if k not in parts}  # made from the old export
+    write_manifest(bundle.root, bundle.spec.manifest_type.model_validate(manifest))
     return load_bundle(bundle.root)

@@ -105,7 +105,7 @@ class Family:
 
     def adopt_trained(self, source: Bundle, trained: Path, out: Path) -> dict:
         """Writes a trained part file (from 'dfwatch train fit') into bundle folder `out`,
-        after checking it fits `source`; returns the manifest fields it changes."""
+        after checking it fits `source`; returns the manifest fields it changes, as JSON values."""
         raise NotImplementedError
 
     def assemble_from_args(self, args: argparse.Namespace, crop: CropSpec, trust: bool) -> Bundle:

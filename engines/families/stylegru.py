@@ -125,9 +125,9 @@ class StyleGRUFamily(Family):
         head = load_head(trained)
         check_head_fits(head.cfg, len(m.style.levels), head.cfg.frames, source.clip_frames)
         save_head(out / self.part("head").file, head)
-        return {"window": m.window.model_copy(update={"frames": head.cfg.frames}),
-                "content": m.content.model_copy(update={"tokens": head.cfg.frames // source.clip_frames}),
-                "head": HeadSection(config=head.cfg.to_dict())}
+        return {"window": {**m.window.model_dump(mode="json"), "frames": head.cfg.frames},
+                "content": {**m.content.model_dump(mode="json"), "tokens": head.cfg.frames // source.clip_frames},
+                "head": {"config": head.cfg.to_dict()}}
 
     def assemble_from_args(self, args, crop: CropSpec, trust: bool):
         from engines.errors import DfwatchError
