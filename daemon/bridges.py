@@ -35,9 +35,10 @@ class BridgeError(DfwatchError):
     pass
 
 
-def follow(endpoint: str, handle, stop: threading.Event) -> None:
-    """Calls handle(message) for every verdict, alert and status on `endpoint` until `stop` is set."""
-    sub = subscribe(endpoint, None)
+def follow(endpoint: str, handle, stop: threading.Event, keys=None) -> None:
+    """Calls handle(message) for every verdict, alert and status on `endpoint` until `stop` is set
+    (`keys`: CURVE client keys for a tcp endpoint)."""
+    sub = subscribe(endpoint, None, keys=keys)
     log.info("bridge following", endpoint=endpoint)
     try:
         while not stop.is_set():
@@ -223,11 +224,11 @@ class WebhookBridge:
             self.thread.join(timeout=self.timeout + 1)
 
 
-def run_bridge(bridge, endpoint: str, stop: threading.Event) -> int:
+def run_bridge(bridge, endpoint: str, stop: threading.Event, keys=None) -> int:
     """Starts the bridge and feeds it every message on `endpoint` until `stop` (SIGTERM) is set."""
     bridge.start()
     try:
-        follow(endpoint, bridge.handle, stop)
+        follow(endpoint, bridge.handle, stop, keys)
     finally:
         bridge.close()
     return 0

@@ -5,13 +5,19 @@ default backend for webcams), keeps frames at the analysis rate, bounds their si
 and sends them with a non-blocking PUSH: when the inference process is slow or down the frame is
 dropped here and counted. A watchdog thread (with its own socket) reports counters every second,
 declares a stall when no frame arrived for `stall_timeout` seconds — even while OpenCV is still
-blocked — and kills the process if the read loop hangs, so the supervisor restarts it. Lost
-sources are reopened with capped exponential backoff. A file that ends sends end-of-stream and
-exits 0. This module imports neither torch nor model code.
+blocked — and kills the process if the read loop hangs, so the supervisor restarts it.
+
+A camera (URL or webcam) is never given up: one that is down at start is retried like a lost one,
+with capped exponential backoff and jitter, its state `waiting` (with the last reason) until it
+opens. A source that can never work (a missing or undecodable file, an unknown scheme, a negative
+webcam index) ends the process with exit code `PERMANENT_EXIT`, which the supervisor does not
+restart. A file that ends sends end-of-stream and exits 0. This module imports neither torch nor
+model code.
 """
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ if os.environ["OPENCV_LOG_LEVEL"] == "ERROR":  # also when cv2 was imported befo
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from daemon.curve import Keys, as_client
 from daemon.protocol import CaptureStats, EndOfStream, Frame
 from engines.sources import SourceError, mask_source, parse_source, source_kind
 from engines.logs import get_logger
@@ -61,6 +68,17 @@ def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int) ->
     return cap
 
 
+def first_frame_check(path: str, opener=open_video) -> None:
+    """Raises SourceError unless the video file opens and decodes at least one frame (a truncated
+    MP4 can open and then yield nothing): `dfwatch run` checks its files with it before starting."""
+    cap = opener(path, 5000, 5000)
+    try:
+        if not cap.grab():
+            raise SourceError(f"video file {path} decodes no frame: it is truncated, empty or not a video")
+    finally:
+        cap.release()
+
+
 def fit_size(frame: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = min(1.0, max_width / w, max_height / h)
@@ -88,8 +106,11 @@ class Sampler:
         return True
 
 
-def backoff(failures: int, initial: float, cap: float) -> float:
-    return min(cap, initial * 2 ** max(0, failures - 1))
+def backoff(failures: int, initial: float, cap: float, jitter: float = 0.0) -> float:
+    """Capped exponential delay; `jitter` spreads it by up to ±that fraction, so cameras that
+    went down together (a power cut) are not retried in lockstep."""
+    delay = min(cap, initial * 2 ** max(0, failures - 1))
+    return delay * (1 + random.uniform(-jitter, jitter)) if jitter else delay
 
 
 # ---- the capture loop ----------------------------------------------------------------------
@@ -102,6 +123,7 @@ class Counters:
     stalls: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     state: str = "connecting"
+    detail: str = ""             # why the source is not running (password masked)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -109,10 +131,10 @@ class Counters:
 
 class Capture:
     def __init__(self, name: str, source: str | int, settings, fps: float, endpoint: str, send_hwm: int,
-                 opener=open_video, context: zmq.Context | None = None):
+                 opener=open_video, context: zmq.Context | None = None, keys: Keys | None = None):
         self.name, self.source, self.settings, self.fps = name, parse_source(source), settings, fps
         self.kind = source_kind(self.source)
-        self.endpoint, self.send_hwm, self.opener = endpoint, send_hwm, opener
+        self.endpoint, self.send_hwm, self.opener, self.keys = endpoint, send_hwm, opener, keys
         self.context = context or zmq.Context.instance()
         self.counters = Counters()
         self.stop = threading.Event()
@@ -120,6 +142,8 @@ class Capture:
         self.last_progress = time.monotonic()
         self.stalled = False
         self.seq = 0
+        self.last_read: float | None = None  # source time of the previous frame read
+        self.gap = 0.0                       # longest pause between reads since the last frame sent
 
     # -- sockets ------------------------------------------------------------------------------
     def _push_socket(self) -> zmq.Socket:
@@ -127,12 +151,14 @@ class Capture:
         s.setsockopt(zmq.SNDHWM, self.send_hwm)
         s.setsockopt(zmq.LINGER, 1000)  # let a final end-of-stream go out, briefly
         s.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a connected peer: inference down -> drop, not buffer
+        as_client(s, self.keys)  # CURVE keys for a tcp endpoint
         s.connect(self.endpoint)
         return s
 
     def _stats(self) -> CaptureStats:
         c = self.counters
-        return CaptureStats(self.name, c.frames_read, c.frames_sent, c.reconnects, c.stalls, dict(c.dropped), c.state)
+        return CaptureStats(self.name, c.frames_read, c.frames_sent, c.reconnects, c.stalls, dict(c.dropped), c.state,
+                            c.detail)
 
     # -- watchdog thread ----------------------------------------------------------------------
     def _watchdog(self) -> None:
@@ -144,7 +170,7 @@ class Capture:
             while not self.stop.wait(0.2):
                 now = time.monotonic()
                 report = now - last_stats >= 1.0
-                if self.counters.state not in ("blocked", "ended") and not self.stalled and \
+                if self.counters.state not in ("waiting", "blocked", "ended") and not self.stalled and \
                         now - self.last_frame > s.stall_timeout:
                     self.stalled = True
                     self.counters.stalls += 1
@@ -163,22 +189,53 @@ class Capture:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
-        """Runs until stopped (exit 0), the file ends (exit 0) or the source fails to open (raises)."""
-        s = self.settings
-        cap = self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)  # the first open must work
-        log.info("opened", source=mask_source(self.source), kind=self.kind, fps=self.fps)
+        """Runs until stopped (exit 0) or the file ends (exit 0); raises SourceError for a source
+        that can never work. A camera that is down is waited for, however long."""
         sock = self._push_socket()
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
-        self.counters.state = "running"
-        self.last_frame = time.monotonic()
         watchdog.start()
+        cap = None
         try:
+            cap = self._first_open()
+            if cap is None:  # stopped while waiting
+                return 0
+            log.info("opened", source=mask_source(self.source), kind=self.kind, fps=self.fps)
+            self.counters.state, self.counters.detail = "running", ""
+            self.last_frame = time.monotonic()
             return self._loop(cap, sock)
         finally:
             self.stop.set()
             watchdog.join(timeout=2)
-            cap.release()
+            if cap is not None:
+                cap.release()
             sock.close()
+
+    def _first_open(self) -> cv2.VideoCapture | None:
+        """Opens the source. A file must open and decode now; a camera is retried until it opens."""
+        s = self.settings
+        if self.kind == "file":
+            first_frame_check(self.source, self.opener)
+            return self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)
+        failures = 0
+        while not self.stop.is_set():
+            self.counters.state = "connecting"
+            self.last_progress = time.monotonic()
+            try:
+                return self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)
+            except SourceError as e:
+                failures += 1
+                self.counters.state, self.counters.detail = "waiting", str(e)
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("source not available yet; retrying until it is", error=str(e), attempt=failures)
+                self._sleep(backoff(failures, s.reconnect_initial, s.reconnect_max, jitter=0.2))
+        return None
+
+    def _sleep(self, seconds: float) -> None:
+        """Waits (stoppably), showing the watchdog that this is waiting, not a hang."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stop.is_set():
+            self.last_progress = time.monotonic()
+            self.stop.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _loop(self, cap: cv2.VideoCapture, sock: zmq.Socket) -> int:
         sampler = Sampler(self.fps)
@@ -210,6 +267,9 @@ class Capture:
             self.counters.frames_read += 1
             pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC) if clock else None
             t_axis = clock.axis(pos_ms) if clock else now
+            if self.last_read is not None:  # an outage shows as a pause on the source's time axis
+                self.gap = max(self.gap, t_axis - self.last_read)
+            self.last_read = t_axis
             if not sampler.keep(t_axis):
                 continue
             if clock and self.settings.pace:
@@ -223,13 +283,15 @@ class Capture:
 
     def _send(self, sock: zmq.Socket, pixels: np.ndarray, pos_ms: float | None) -> None:
         def message() -> list:  # stamped when it is queued
-            return Frame(self.name, self.seq, time.time(), time.monotonic(), pixels, pos_ms).encode()
+            return Frame(self.name, self.seq, time.time(), time.monotonic(), pixels, pos_ms,
+                         gap_s=round(self.gap, 3)).encode()
         if self.kind == "file" and not self.settings.pace:
             sent = self._send_blocking(sock, message)  # as fast as the consumer takes
         else:
             sent = _send_nowait(sock, message())
         if sent:
             self.seq += 1
+            self.gap = 0.0
             self.counters.frames_sent += 1
         else:
             self.counters.drop("queue_full")
@@ -273,23 +335,21 @@ class Capture:
         while not self.stop.is_set():
             if reason != "loop" or failures:
                 self.counters.state = "backoff"
-                delay = backoff(failures + 1, s.reconnect_initial, s.reconnect_max)
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not self.stop.is_set():
-                    self.last_progress = time.monotonic()
-                    self.stop.wait(0.1)
+                self._sleep(backoff(failures + 1, s.reconnect_initial, s.reconnect_max, jitter=0.2))
             self.counters.state = "connecting"
             self.last_progress = time.monotonic()
             try:
                 cap = self.opener(self.source, s.open_timeout_ms, s.read_timeout_ms)
             except SourceError as e:
                 failures += 1
-                log.warning("reopen failed", error=str(e), attempt=failures)
+                self.counters.detail = str(e)
+                if failures <= 3 or failures % 10 == 0:
+                    log.warning("reopen failed", error=str(e), attempt=failures)
                 continue
             if reason != "loop":
                 self.counters.reconnects += 1
                 log.info("reconnected", after=reason, attempts=failures + 1)
-            self.counters.state = "running"
+            self.counters.state, self.counters.detail = "running", ""
             self.last_frame, self.stalled = time.monotonic(), False
             return cap
         return cap

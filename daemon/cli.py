@@ -61,6 +61,16 @@ def register_health(sub) -> None:
     p.set_defaults(handler=_health)
 
 
+def register_keys(sub) -> None:
+    p = sub.add_parser("keys", help="CURVE keys for tcp endpoints (docs/SECURITY.md)")
+    ksub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    g = ksub.add_parser("generate", help="write the server key pair (kept if present) and client key pairs into DIR")
+    g.add_argument("dir", metavar="DIR", help="keys directory (endpoints.keys_dir); created mode 0700")
+    g.add_argument("--client", action="append", dest="clients", metavar="NAME",
+                   help="a client key pair to add (repeatable; default: capture and subscriber)")
+    g.set_defaults(handler=_keys_generate)
+
+
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", parents=[common_options()],
                        help="run the daemon on sample footage with a demo bundle (no weights needed)")
@@ -95,6 +105,29 @@ def require_bundle(config) -> str:
 
     read_manifest(config.model.bundle)  # a clear error now rather than in a child
     return config.model.bundle
+
+
+def check_sources(streams) -> None:
+    """Fails now, with one line, for a source that can never work: a bad scheme or webcam index,
+    a missing file or one that decodes no frame. A camera that is down is not checked: its
+    capture process waits for it."""
+    from daemon.capture import first_frame_check
+    from engines.sources import SourceError, parse_source, source_kind
+
+    for stream in streams:
+        try:
+            source = parse_source(stream.source)
+            if source_kind(source) == "file":
+                first_frame_check(source)
+        except SourceError as e:
+            raise SourceError(f"stream '{stream.name}': {e}") from None
+
+
+def subscriber_keys(config, endpoint: str):
+    """The CURVE keys a subscriber of `endpoint` presents (None for ipc, or insecure tcp)."""
+    from daemon.curve import client_keys_for
+
+    return client_keys_for(endpoint, config.endpoints, config.endpoints.subscriber_key)
 
 
 def on_stop(callback) -> None:
@@ -141,7 +174,11 @@ def _capture(args: argparse.Namespace) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    capture = Capture(name, stream.source, settings, fps, resolve(config.endpoints).frames, config.endpoints.send_hwm)
+    from daemon.curve import client_keys_for
+
+    endpoint = resolve(config.endpoints).frames
+    keys = client_keys_for(endpoint, config.endpoints, config.endpoints.capture_key)
+    capture = Capture(name, stream.source, settings, fps, endpoint, config.endpoints.send_hwm, keys=keys)
     on_stop(capture.stop.set)
     return capture.run()
 
@@ -186,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = daemon_config(args, "run")
     bundle_dir = require_bundle(config)
+    check_sources(config.streams)
     endpoints = resolve(config.endpoints, create=True)
     claim(endpoints)  # the one daemon of these endpoints; its inference process inherits the claim
     os.environ[LOCK_ENV] = str(os.getpid())
@@ -201,15 +239,34 @@ def _run(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+def _keys_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.curve import CLIENTS, SERVER, generate
+    from engines.config import STREAM_NAME
+
+    clients = args.clients or ["capture", "subscriber"]
+    bad = [c for c in clients if not STREAM_NAME.match(c)]
+    if bad:
+        raise UserError(f"client name '{bad[0]}' must be 1-64 characters of A-Z a-z 0-9 _ . -", exit_code=2)
+    root = Path(args.dir)
+    for path in generate(root, clients):
+        print(f"wrote {path}")
+    print(f"server: {root / SERVER}.key_secret stays on the inference host; clients need {root / SERVER}.key and "
+          f"their own {root / CLIENTS}/NAME.key_secret; remove {root / CLIENTS}/NAME.key to revoke NAME")
+    return 0
+
+
 def _watch(args: argparse.Namespace) -> int:
     from daemon.endpoints import resolve
     from daemon.watch import watch
 
     config = setup(args, "watch")
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    keys = subscriber_keys(config, endpoint)
     try:
         return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts,
-                     states=args.states)
+                     states=args.states, keys=keys)
     except KeyboardInterrupt:
         return 0
 
@@ -219,7 +276,8 @@ def _health(args: argparse.Namespace) -> int:
     from daemon.watch import health
 
     config = setup(args, "health")
-    code, line = health(args.endpoint or resolve(config.endpoints).verdicts, args.max_age)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    code, line = health(endpoint, args.max_age, subscriber_keys(config, endpoint))
     print(line, file=sys.stdout if code == 0 else sys.stderr)
     return code
 

@@ -41,6 +41,7 @@ def make_bridge(settings: dict):
 
 def _bridge(args: argparse.Namespace) -> int:
     from daemon.bridges import BridgeError, run_bridge
+    from daemon.cli import subscriber_keys
     from daemon.endpoints import resolve
     from engines.cli import UserError
 
@@ -59,4 +60,5 @@ def _bridge(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    return run_bridge(bridge, args.endpoint or resolve(config.endpoints).verdicts, stop)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    return run_bridge(bridge, endpoint, stop, subscriber_keys(config, endpoint))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from daemon import notify
+from daemon import curve, notify
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
 from daemon.endpoints import Endpoints, EndpointsBusy
@@ -63,7 +63,8 @@ class StreamState:
                 "dropped": dropped, "reconnects": c.reconnects if c else 0, "stalls": c.stalls if c else 0,
                 "last_frame_age_s": round(now - self.last_frame, 3), "queue_depth": self.analysis.backlog,
                 "state": "ended" if ended else (c.state if c else "running"),
-                "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None}
+                "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None,
+                "detail": c.detail if c and not ended else ""}
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:
@@ -98,6 +99,9 @@ class InferenceServer:
         # a frame is read only when there is room for its model work (max_backlog below), so its age
         # when read is its age when its turn comes, give or take one batch
         self.max_frame_age = config.inference.max_frame_age_s
+        # a source that paused longer than this (an outage, a stall) restarts the stream's window
+        fps = config.capture.fps or bundle.fps
+        self.max_gap = config.window.max_gap_s or 2 * config.window.stride / fps
         # frames waiting for a model call, over all streams; past it we stop reading, the (small)
         # ZeroMQ queues fill, and capture processes drop (live) or wait (unpaced files) at the
         # sender: an overloaded daemon analyses fewer frames, not older ones
@@ -108,19 +112,34 @@ class InferenceServer:
         self.started = time.monotonic()
         self.stop = threading.Event()
         self._last_invalid_log: dict[str, float] = {}
+        self.authenticator: curve.Authenticator | None = None  # CURVE on tcp endpoints
 
     # -- sockets ------------------------------------------------------------------------------
     def _bind(self) -> tuple[zmq.Socket, zmq.Socket]:
         e = self.config.endpoints
+        keys = self._server_keys()
         pull = self.context.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, e.recv_hwm)
         pull.setsockopt(zmq.LINGER, 0)
+        curve.as_server(pull, keys.get(self.endpoints.frames))
         _bind(pull, self.endpoints.frames)
         pub = self.context.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, e.pub_hwm)
         pub.setsockopt(zmq.LINGER, 0)
+        curve.as_server(pub, keys.get(self.endpoints.verdicts))
         _bind(pub, self.endpoints.verdicts)
         return pull, pub
+
+    def _server_keys(self) -> dict:
+        """Endpoint -> the server's CURVE keys, for the tcp endpoints that need them; starts the
+        authenticator that admits only the allowed clients."""
+        e = self.config.endpoints
+        secured = [x for x in (self.endpoints.frames, self.endpoints.verdicts) if curve.needs_keys(x, e)]
+        if not secured:
+            return {}
+        self.authenticator = curve.Authenticator(self.context, e.keys_dir).start()
+        keys = curve.server_keys(e.keys_dir)
+        return {x: keys for x in secured}
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -154,6 +173,8 @@ class InferenceServer:
         finally:
             pull.close()
             pub.close()
+            if self.authenticator:
+                self.authenticator.close()
             if self.evidence:
                 self.evidence.close()
         return 0
@@ -214,6 +235,9 @@ class InferenceServer:
         if frame.seq <= state.last_seq or state.analysis.ended:  # the capture process restarted
             log.info("stream restarted", stream=state.name, seq=frame.seq, previous=state.last_seq)
             self._new_session(state)
+        elif frame.gap_s > self.max_gap and state.analysis.count:
+            log.info("stream resumed after a gap; its window restarts", stream=state.name, gap_s=frame.gap_s)
+            self._new_session(state)  # no verdict mixes frames from both sides of an outage
         state.last_seq = frame.seq
         state.last_frame = time.monotonic()
         state.frames_in += 1
@@ -377,8 +401,13 @@ class InferenceServer:
     def _publish_status(self, now: float) -> None:
         status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
                         backend=self.backend, streams={n: s.status(now) for n, s in self.streams.items()},
-                        invalid=dict(self.invalid), stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.items()})
+                        invalid=self._invalid(), stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.items()})
         self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
+
+    def _invalid(self) -> dict[str, int]:
+        """Invalid messages by reason, and connections CURVE refused (`unauthorized`)."""
+        denied = self.authenticator.denied if self.authenticator else 0
+        return {**self.invalid, "unauthorized": denied} if denied else dict(self.invalid)
 
     def _evict(self, now: float) -> None:
         """A stream silent for window.evict_after is closed first (its last frames make a final

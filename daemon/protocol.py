@@ -133,6 +133,7 @@ class Frame:
     pixels: np.ndarray = field(repr=False)
     pos_ms: float | None = None  # position in a file source
     format: str = "bgr24"
+    gap_s: float = 0.0        # longest pause of the source since the previous frame sent (an outage, a stall)
     KIND: ClassVar[str] = "frame"
 
     @property
@@ -149,6 +150,8 @@ class Frame:
                   "height": self.height, "format": self.format}
         if self.pos_ms is not None:
             header["pos_ms"] = self.pos_ms
+        if self.gap_s:
+            header["gap_s"] = self.gap_s
         return [_pack(header), np.ascontiguousarray(self.pixels, dtype=np.uint8).data]
 
     @classmethod
@@ -173,7 +176,7 @@ class Frame:
         array = np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3)
         return cls(stream=stream, seq=_int(h, "seq"), t_capture=_num(h, "t_capture"),
                    t_mono=_num(h, "t_mono"), pixels=array, pos_ms=_num(h, "pos_ms", optional=True),
-                   format=fmt)
+                   format=fmt, gap_s=max(0.0, _num(h, "gap_s", optional=True) or 0.0))
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,8 @@ class CaptureStats:
     reconnects: int = 0
     stalls: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count, e.g. queue_full
-    state: str = "running"  # connecting | running | backoff | ended
+    state: str = "running"  # connecting | waiting | running | backoff | blocked | ended
+    detail: str = ""        # why it is not running (the last open error, password masked); absent before 0.2
     KIND: ClassVar[str] = "stats"
 
     def encode(self) -> list:
@@ -219,7 +223,7 @@ class CaptureStats:
             raise ProtocolError("bad_field", "'dropped' must map reason strings to counts")
         return cls(stream=_stream(h), frames_read=_int(h, "frames_read"), frames_sent=_int(h, "frames_sent"),
                    reconnects=_int(h, "reconnects"), stalls=_int(h, "stalls"), dropped=dict(dropped),
-                   state=_str(h, "state", 32))
+                   state=_str(h, "state", 32), detail=_str(h, "detail", 500) if "detail" in h else "")
 
 
 CAPTURE_KINDS = {c.KIND: c for c in (Frame, EndOfStream, CaptureStats)}

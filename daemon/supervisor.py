@@ -4,7 +4,8 @@ A crashed child is restarted with exponential backoff; after `max_crashes` crash
 `crash_window` seconds the supervisor gives up on it loudly (on the inference process: stops
 everything and exits 1, so systemd's Restart= takes over; on a capture process: that stream
 stays down, the others keep running). A capture that exits 0 has finished its file and is not
-restarted. SIGTERM/SIGINT stop everything within `stop_timeout` seconds, exit code 0.
+restarted, nor is one that exits with PERMANENT_EXIT (its source can never work: it said why). A
+camera that is down is not a crash: its capture process waits for it, so no give-up rule applies. SIGTERM/SIGINT stop everything within `stop_timeout` seconds, exit code 0.
 
 systemd: this is the service's main process. It relays the inference process's READY=1 (models
 loaded), WATCHDOG=1 (sent only by the inference loop) and EXTEND_TIMEOUT_USEC (engine builds)
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from daemon import notify
 from daemon.endpoints import Endpoints
 from engines.logs import get_logger
+from engines.sources import PERMANENT_EXIT
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
@@ -78,6 +80,11 @@ class Supervisor:
         child.proc = None
         if child.name.startswith("capture:") and code == 0:
             log.info("capture finished (end of file)", child=child.name)
+            child.done = True
+            return
+        if child.name.startswith("capture:") and code == PERMANENT_EXIT:
+            log.error("stream cannot work; not restarting its capture (see its error above; fix the "
+                      "source and restart dfwatch)", child=child.name)
             child.done = True
             return
         s = self.settings

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 import zmq
 
+from daemon.curve import Keys, as_client
 from daemon.protocol import ALERT_TOPIC, STATUS_TOPIC, VERDICT_TOPIC, Alert, ProtocolError, Status, Verdict
 from engines.errors import DfwatchError
 
@@ -19,17 +20,20 @@ class NothingPublishing(DfwatchError):
 
 # A stream in any other state is a fault. `blocked`: an unpaced file waiting for the inference process.
 HEALTHY_STATES = ("running", "blocked", "ended")
-FAULTS = {"connecting": "connecting to its source", "backoff": "waiting to reconnect to its source (backoff)"}
+FAULTS = {"connecting": "connecting to its source", "backoff": "waiting to reconnect to its source (backoff)",
+          "waiting": "waiting for its source to come up"}
 
 
 def subscribe(endpoint: str, stream: str | None, context: zmq.Context | None = None,
-              topics: tuple[bytes, ...] = (VERDICT_TOPIC, ALERT_TOPIC)) -> zmq.Socket:
-    """A SUB socket for these per-stream topics (of `stream` only, when given) and status.
+              topics: tuple[bytes, ...] = (VERDICT_TOPIC, ALERT_TOPIC), keys: Keys | None = None) -> zmq.Socket:
+    """A SUB socket for these per-stream topics (of `stream` only, when given) and status;
+    `keys`: the CURVE client keys a tcp endpoint needs (daemon/curve.py).
 
     ZeroMQ matches topics by prefix, so `verdict.door` also delivers `verdict.door2`: `receive`
     drops other streams' messages by their `stream` field (clients in other languages must too)."""
     sub = (context or zmq.Context.instance()).socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    as_client(sub, keys)
     for topic in topics:
         sub.setsockopt(zmq.SUBSCRIBE, topic + (stream.encode() if stream else b""))
     sub.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)  # a live daemon sends status every second
@@ -58,11 +62,11 @@ def receive(sub: zmq.Socket, timeout_s: float, stream: str | None = None) -> Ver
     return None
 
 
-def health(endpoint: str, max_age: float) -> tuple[int, str]:
+def health(endpoint: str, max_age: float, keys: Keys | None = None) -> tuple[int, str]:
     """(exit code, one line): 0 when a status message arrives within `max_age` seconds and every
     stream in it is running (or blocked on the consumer, or ended: a file that finished), else 1
     naming what is wrong."""
-    sub = subscribe(endpoint, None, topics=())
+    sub = subscribe(endpoint, None, topics=(), keys=keys)
     try:
         status = receive(sub, max_age)
     finally:
@@ -71,6 +75,7 @@ def health(endpoint: str, max_age: float) -> tuple[int, str]:
         return 1, (f"unhealthy: no status message from {endpoint} within {max_age:g} s: is dfwatch running, "
                    "with the same endpoints configuration?")
     faults = [f"stream {name} is {FAULTS.get(st.get('state'), st.get('state', '?'))}"
+              + (f" ({st['detail']})" if st.get("detail") else "")
               for name, st in sorted(status.streams.items()) if st.get("state") not in HEALTHY_STATES]
     if faults:
         return 1, "unhealthy: " + "; ".join(faults)
@@ -135,13 +140,14 @@ def state_changes(status: Status, known: dict[str, str], stream: str | None = No
 
 
 def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeout_s: float = 5.0,
-          count: int | None = None, out=None, alerts: bool = False, states: bool = False) -> int:
+          count: int | None = None, out=None, alerts: bool = False, states: bool = False,
+          keys: Keys | None = None) -> int:
     """Prints verdicts until Ctrl-C (or `count` verdicts); in JSON, with `alerts` the alert messages
     too (they carry `alert_id`), with `states` a line per stream state change (they carry
     `previous`). Raises NothingPublishing if nothing arrives within timeout_s of starting."""
     known: dict[str, str] = {}
     out = out or sys.stdout
-    sub = subscribe(endpoint, stream)
+    sub = subscribe(endpoint, stream, keys=keys)
     table = None if as_json or not out.isatty() else Table(out)
     seen, warned = 0, False
     try:

@@ -66,6 +66,11 @@ class EndpointsConfig(Section):
     send_hwm: int = Field(2, ge=1, le=100_000)
     recv_hwm: int = Field(2, ge=1, le=100_000)
     pub_hwm: int = Field(1000, ge=1, le=1_000_000)
+    curve: bool = False                  # CURVE keys on tcp:// endpoints (daemon/curve.py)
+    keys_dir: str | None = None          # what `dfwatch keys generate DIR` wrote
+    capture_key: str = "capture"         # the client key pair capture processes present
+    subscriber_key: str = "subscriber"   # the client key pair watch, health and bridges present
+    allow_insecure_tcp: bool = False
 
     @field_validator("frames", "verdicts")
     @classmethod
@@ -74,13 +79,23 @@ class EndpointsConfig(Section):
             raise ValueError(f"'{v}' is not a ZeroMQ endpoint (ipc://PATH or tcp://HOST:PORT)")
         return v
 
+    @model_validator(mode="after")
+    def _authenticated_tcp(self) -> "EndpointsConfig":
+        tcp = [e for e in (self.frames, self.verdicts) if e and e.startswith("tcp://")]
+        if self.curve and not self.keys_dir:
+            raise ValueError("curve: true needs keys_dir (run 'dfwatch keys generate DIR')")
+        if tcp and not self.curve and not self.allow_insecure_tcp:
+            raise ValueError(f"{tcp[0]} is a tcp endpoint without authentication: set curve: true and keys_dir "
+                             "(dfwatch keys generate DIR), or allow_insecure_tcp: true on a trusted network")
+        return self
+
 
 class CaptureConfig(Section):
     open_timeout_ms: int = Field(5000, ge=100, le=600_000)
     read_timeout_ms: int = Field(2000, ge=100, le=600_000)
     stall_timeout: float = Field(5.0, gt=0, le=3600)
     reconnect_initial: float = Field(0.5, gt=0, le=3600)
-    reconnect_max: float = Field(30.0, gt=0, le=3600)
+    reconnect_max: float = Field(5.0, gt=0, le=3600)
     max_width: int = Field(640, ge=64, le=8192)
     max_height: int = Field(480, ge=64, le=8192)
     fps: float | None = Field(None, gt=0, le=240)
@@ -115,6 +130,7 @@ class WindowConfig(Section):
     stride: int = Field(8, ge=1, le=1024)
     min_face_fraction: float = Field(0.5, ge=0, le=1)
     evict_after: float = Field(60.0, gt=0, le=86_400)
+    max_gap_s: float | None = Field(None, gt=0, le=3600)
 
 
 class InferenceConfig(Section):

@@ -16,6 +16,7 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # syslog priorities: journald reads a "<N>" line prefix as the line's priority (journalctl -p warning)
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+_format: str | None = None  # "json" or "console" once configure_logging ran in this process
 
 
 def to_journal(stream) -> bool:
@@ -58,6 +59,25 @@ def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(role=role)
+    global _format
+    _format = fmt
+    if fmt == "json":  # a crash is one JSON line too, not a traceback amid the JSON stream
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind, value, tb) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        return sys.__excepthook__(kind, value, tb)
+    get_logger().critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def report_error(message: str) -> bool:
+    """Logs a command's final error as one structured line when this process logs JSON (a child
+    of `dfwatch run`, a service): True if it did; the caller prints it otherwise."""
+    if _format != "json":
+        return False
+    get_logger().error(message)
+    return True
 
 
 def bind(**fields) -> None:

@@ -14,11 +14,14 @@ from engines.errors import DfwatchError
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 SOURCE_ENV = "DFWATCH_STREAM_SOURCE"
+PERMANENT_EXIT = 78  # sysexits' EX_CONFIG: a capture whose source can never work; not restarted
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 
 
 class SourceError(DfwatchError):
-    """A source that cannot be opened; the message says which and what to check."""
+    """A source that cannot be opened; the message says which and what to check. Escaping a
+    capture process it is permanent (a camera that is down is retried inside), hence the exit code."""
+    exit_code = PERMANENT_EXIT
 
 
 def mask_source(text: str | int) -> str:

@@ -14,6 +14,7 @@ import zmq
 from daemon.capture import Capture, Sampler, SourceError, fit_size, parse_source
 from daemon.protocol import CaptureStats, EndOfStream, Frame, decode_capture
 from engines.config import CaptureConfig
+from engines.sources import PERMANENT_EXIT
 from helpers.daemon import DFWATCH, daemon_env
 
 
@@ -166,22 +167,52 @@ def test_webcam_index_path_with_a_fake_camera(pull):
     assert [f.seq for f in frames] == list(range(len(frames))) and frames[0].pos_ms is None
 
 
+def truncated_avi(path) -> None:
+    """A real video cut right after its header: it opens, and decodes no frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(10):
+        writer.write(np.full((64, 64, 3), i * 20, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"movi") + 4])
+
+
 @pytest.mark.parametrize("source, message", [
     ("{missing}", "dfwatch capture: no such video file: "),
     ("ftp://127.0.0.1/x", "dfwatch capture: unsupported source URL 'ftp://127.0.0.1/x'"),
-    ("rtsp://127.0.0.1:1/stream", "dfwatch capture: cannot open stream rtsp://127.0.0.1:1/stream: check the address"),
     ("-1", "dfwatch capture: webcam index -1 is invalid"),
     ("{notvideo}", "dfwatch capture: cannot open video file "),
+    ("{truncated}", "dfwatch capture: video file {truncated} decodes no frame: it is truncated"),
 ])
-def test_capture_errors_are_one_clear_line(source, message, tmp_path):
-    notvideo = tmp_path / "notes.mp4"
+def test_sources_that_can_never_work_are_one_clear_line(source, message, tmp_path):
+    notvideo, truncated = tmp_path / "notes.mp4", tmp_path / "cut.avi"
     notvideo.write_text("not a video")
-    source = source.format(missing=tmp_path / "missing.mp4", notvideo=notvideo)
+    truncated_avi(truncated)
+    paths = dict(missing=tmp_path / "missing.mp4", notvideo=notvideo, truncated=truncated)
+    source, message = source.format(**paths), message.format(**paths)
     r = subprocess.run(DFWATCH + ["capture", "--stream", f"s={source}", "--fps", "2"],
-                       env=daemon_env(tmp_path), capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1
+                       env=daemon_env(tmp_path, DFWATCH__LOGGING__FORMAT="console"), capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == PERMANENT_EXIT  # the supervisor does not restart it
     assert r.stderr.startswith(message), r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_camera_that_is_down_is_waited_for_with_the_password_masked(pull):
+    """A real FFmpeg open of a closed port, retried: state `waiting` with the reason, never an exit."""
+    sock, endpoint = pull
+    settings = CaptureConfig(reconnect_initial=0.1, reconnect_max=0.3, open_timeout_ms=1000)
+    capture = Capture("door", "rtsp://admin:hunter2@127.0.0.1:1/stream", settings, fps=2.0, endpoint=endpoint,
+                      send_hwm=100)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: sum(isinstance(m, CaptureStats) and m.state == "waiting" for m in g) >= 3,
+                   timeout=20)
+    capture.stop.set()
+    thread.join(5)
+    waiting = [m for m in msgs if isinstance(m, CaptureStats) and m.state == "waiting"]
+    assert len(waiting) >= 3 and thread.is_alive() is False
+    assert waiting[-1].detail.startswith("cannot open stream rtsp://admin:***@127.0.0.1:1/stream")
+    assert not any("hunter2" in str(m) for m in msgs)
 
 
 def test_capture_process_stays_small():

@@ -38,7 +38,7 @@ def test_default_yaml_documents_exactly_the_schema_defaults():
 def test_unknown_key(tmp_path):
     path = write(tmp_path, "window:\n  strid: 4\n")
     assert problems(path) == [
-        f"{path}: unknown key 'strid' in section 'window' (known: stride, min_face_fraction, evict_after)"]
+        f"{path}: unknown key 'strid' in section 'window' (known: stride, min_face_fraction, evict_after, max_gap_s)"]
 
 
 def test_unknown_section(tmp_path):
@@ -119,5 +119,5 @@ def test_config_check_command(tmp_path):
     r = subprocess.run(DFWATCH + ["config", "check", str(bad)], capture_output=True, text=True, env=env)
     assert r.returncode == 2
     assert r.stderr == (f"dfwatch config check: configuration error: {bad}: unknown key 'strid' in section "
-                        "'window' (known: stride, min_face_fraction, evict_after)\n")
+                        "'window' (known: stride, min_face_fraction, evict_after, max_gap_s)\n")
     assert "Traceback" not in r.stderr

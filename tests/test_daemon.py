@@ -15,7 +15,7 @@ import zmq
 
 from conftest import SMALL
 from daemon.protocol import PROTOCOL_VERSION, EndOfStream, Frame
-from helpers.daemon import DFWATCH, Subscriber, child_pid, children, daemon_env, start, stop
+from helpers.daemon import DFWATCH, Subscriber, child_pid, children, daemon_env, one_error, start, stop
 
 T, STRIDE = SMALL["frames"], 2
 RUN_SETTINGS = ["--set", f"window.stride={STRIDE}", "--set", "capture.fps=2"]
@@ -148,10 +148,10 @@ def test_missing_bundle_is_one_clear_line(runtime, tmp_path):
 
     r = subprocess.run(DFWATCH + ["run", "--stream", "a=x.mp4"], env=daemon_env(runtime), capture_output=True,
                        text=True)
-    assert r.returncode == 1 and r.stderr.startswith("dfwatch run: no model bundle: pass --bundle DIR")
+    assert r.returncode == 1 and one_error(r.stderr).startswith("dfwatch run: no model bundle: pass --bundle DIR")
     r = subprocess.run(DFWATCH + ["infer", "--bundle", str(tmp_path / "nope")], env=daemon_env(runtime),
                        capture_output=True, text=True)
-    assert r.returncode == 1 and "not a model bundle (no such directory)" in r.stderr
+    assert r.returncode == 1 and "not a model bundle (no such directory)" in one_error(r.stderr)
     assert r.stderr.count("\n") == 1
 
 
@@ -160,7 +160,7 @@ def test_watch_with_nothing_publishing(runtime):
 
     r = subprocess.run(DFWATCH + ["watch", "--timeout", "1"], env=daemon_env(runtime), capture_output=True, text=True)
     assert r.returncode == 1
-    assert r.stderr.startswith(f"dfwatch watch: nothing is publishing on ipc://{runtime}/verdicts (waited 1 s)")
+    assert one_error(r.stderr).startswith(f"dfwatch watch: nothing is publishing on ipc://{runtime}/verdicts (waited 1 s)")
 
 
 # ---- the inference process alone, fed by the test acting as capture processes ---------------

@@ -16,7 +16,7 @@ from daemon.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, CaptureStats, E
 
 def make_frame(h=16, w=24, seq=7, stream="cam-1") -> Frame:
     pixels = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
-    return Frame(stream=stream, seq=seq, t_capture=1700000000.25, t_mono=12.5, pixels=pixels, pos_ms=40.0)
+    return Frame(stream=stream, seq=seq, t_capture=1700000000.25, t_mono=12.5, pixels=pixels, pos_ms=40.0, gap_s=21.5)
 
 
 def header(**fields) -> bytes:
@@ -38,8 +38,8 @@ def test_frame_round_trip_keeps_pixels_and_stamps():
     f = make_frame()
     g = decode_capture([bytes(p) for p in f.encode()])
     assert isinstance(g, Frame)
-    assert (g.stream, g.seq, g.t_capture, g.t_mono, g.pos_ms, g.width, g.height) == \
-           ("cam-1", 7, 1700000000.25, 12.5, 40.0, 24, 16)
+    assert (g.stream, g.seq, g.t_capture, g.t_mono, g.pos_ms, g.width, g.height, g.gap_s) == \
+           ("cam-1", 7, 1700000000.25, 12.5, 40.0, 24, 16, 21.5)
     np.testing.assert_array_equal(g.pixels, f.pixels)
     assert not g.pixels.flags.writeable  # a view on the received buffer, never mutated
 
@@ -122,7 +122,7 @@ def test_verdict_topic_must_match_stream():
 part = st.one_of(st.binary(max_size=256), st.integers(), st.text(max_size=8), st.none(),
                  st.builds(lambda d: msgpack.packb(d), st.dictionaries(
                      st.sampled_from(["v", "kind", "stream", "seq", "t_capture", "t_mono", "width",
-                                      "height", "format", "pos_ms", "dropped", "state"]),
+                                      "height", "format", "pos_ms", "dropped", "state", "gap_s", "detail"]),
                      st.one_of(st.integers(-2, 10**12), st.floats(allow_nan=True), st.text(max_size=10),
                                st.booleans(), st.none(), st.binary(max_size=8),
                                st.dictionaries(st.text(max_size=4), st.integers(-1, 5), max_size=3)),

@@ -67,6 +67,9 @@ def camera(footage):
     server.close()
 
 
+T, STRIDE, FPS = 8, 2, 2.0  # the small bundle's window; a verdict every second
+
+
 def stream_status(sub: Subscriber, name: str) -> dict:
     return sub.statuses[-1].streams.get(name, {}) if sub.statuses else {}
 
@@ -77,7 +80,8 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
     log = tmp_path / "daemon.log"
     stall_timeout = 3.0
     proc = start(["run", "--bundle", str(small_bundle), "--stream", f"cam={camera.url}",
-                  "--set", "window.stride=2", "--set", "capture.fps=2", "--set", f"capture.stall_timeout={stall_timeout}",
+                  "--set", f"window.stride={STRIDE}", "--set", f"capture.fps={FPS}",
+                  "--set", f"capture.stall_timeout={stall_timeout}",
                   "--set", "capture.reconnect_initial=0.2", "--set", "capture.reconnect_max=1",
                   "--set", "capture.read_timeout_ms=1000", "--set", "capture.open_timeout_ms=2000",
                   "--set", "inference.status_interval=0.25"], daemon_env(runtime), log)
@@ -85,13 +89,17 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
     try:
         sub.wait_for(lambda s: s.of("cam"), 90, "a verdict from the RTSP camera", log)
 
-        # 1. the camera dies and comes back on the same port: reconnect, verdicts resume
+        # 1. a 20-s outage; the camera comes back on the same port: reconnect, verdicts resume, and
+        # the first window after it holds no frame from before it
         camera.kill()
-        time.sleep(1.5)
+        sub.pump(20)
         camera.start()
-        sub.wait_for(lambda s: stream_status(s, "cam").get("reconnects", 0) >= 1, 30, "a counted reconnect", log)
         sub.verdicts.clear()
+        sub.wait_for(lambda s: stream_status(s, "cam").get("reconnects", 0) >= 1, 30, "a counted reconnect", log)
         sub.wait_for(lambda s: len(s.of("cam")) >= 2, 60, "verdicts after the camera came back", log)
+        normal, stride_period = (T - 1) / FPS, STRIDE / FPS
+        spans = [round(v.t_last - v.t_first, 2) for v in sub.of("cam")]
+        assert max(spans) <= normal + stride_period, spans
 
         # 2. the camera hangs (connection open, no data): a stall within stall_timeout + 1 s
         sub.wait_for(lambda s: stream_status(s, "cam").get("state") == "running" and
@@ -108,4 +116,36 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
         sub.wait_for(lambda s: s.of("cam"), 60, "verdicts after the stall", log)
     finally:
         sub.close()
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("down_for", [30, pytest.param(150, marks=pytest.mark.long)])
+def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, small_bundle, tmp_path):
+    """Default reconnect settings: no give-up, `waiting` meanwhile, verdicts soon after it comes up."""
+    camera = RtspServer(footage / "franck.mp4", free_port())
+    url = camera.url.replace("rtsp://", "rtsp://viewer:s3cret@")  # the password must show nowhere
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    log = tmp_path / "daemon.log"
+    started = time.monotonic()
+    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"cam={url}", "--set", f"window.stride={STRIDE}",
+                  "--set", f"capture.fps={FPS}", "--set", "inference.status_interval=0.5"], daemon_env(runtime), log)
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    try:
+        sub.wait_for(lambda s: stream_status(s, "cam").get("state") == "waiting", 30, "the stream to wait", log)
+        sub.pump(down_for - (time.monotonic() - started))
+        states = {s.streams["cam"]["state"] for s in sub.statuses if "cam" in s.streams}
+        assert states <= {"waiting", "connecting"}, states
+        detail = stream_status(sub, "cam")["detail"]
+        assert detail.startswith("cannot open stream rtsp://viewer:***@127.0.0.1"), detail
+        camera.start()
+        up = time.monotonic()
+        sub.wait_for(lambda s: s.of("cam"), 30, "a verdict after the camera came up", log)
+        assert time.monotonic() - up <= 15
+        text = log.read_text()
+        assert "giving up" not in text and "crashed" not in text and "s3cret" not in text
+        assert not any("s3cret" in str(s.streams) for s in sub.statuses)
+    finally:
+        sub.close()
+        camera.close()
         assert stop(proc) == 0

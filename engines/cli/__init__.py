@@ -15,7 +15,7 @@ from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
-ORDER = ["demo", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config"]
+ORDER = ["demo", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys"]
 EXIT_USAGE = 2
 
 
@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prog}: configuration error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except DfwatchError as e:  # UserError, CheckpointError, BundleError, ...
-        print(f"{prog}: {e}", file=sys.stderr)
+        from engines.logs import report_error
+
+        if not report_error(f"{prog}: {e}"):
+            print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

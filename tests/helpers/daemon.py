@@ -25,6 +25,17 @@ def daemon_env(runtime_dir: Path, **extra) -> dict:
     return env
 
 
+def one_error(output: str) -> str:
+    """The message of the one structured error line a command wrote (JSON logging, as under
+    `dfwatch run` or systemd): every line must be JSON."""
+    import json
+
+    lines = [json.loads(line) for line in output.splitlines()]
+    errors = [line["event"] for line in lines if line["level"] == "error"]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
 def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
     return subprocess.Popen(DFWATCH + command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -59,9 +70,12 @@ def child_pid(pid: int, word: str) -> int | None:
 class Subscriber:
     """A SUB socket on the daemon's verdict endpoint that keeps what it receives."""
 
-    def __init__(self, endpoint: str, topic: bytes = b""):
+    def __init__(self, endpoint: str, topic: bytes = b"", keys=None):
+        from daemon.curve import as_client
+
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        as_client(self.sock, keys)  # CURVE client keys for a tcp endpoint (daemon/curve.py)
         self.sock.setsockopt(zmq.SUBSCRIBE, topic)
         self.sock.connect(endpoint)
         self.verdicts: list[Verdict] = []
