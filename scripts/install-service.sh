@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs dfwatch as a systemd service running from this checkout's .venv.
 #   sudo scripts/install-service.sh [--config /etc/dfwatch/dfwatch.yaml] [--dry-run]
-# Creates the 'dfwatch' system user, /etc/dfwatch/dfwatch.yaml (from configs/default.yaml, if
-# missing), /etc/systemd/system/dfwatch.service, then enables and starts the service.
-# Put the model bundle where the service user can read it (e.g. /var/lib/dfwatch/bundle) and set
-# model.bundle and streams in the configuration first.
+# Creates the 'dfwatch' system user (in groups video and render where they exist),
+# /etc/dfwatch/dfwatch.yaml (from configs/default.yaml if missing; always 0640 root:dfwatch),
+# /usr/share/doc/dfwatch, /etc/systemd/system/dfwatch.service, and enables the service. It starts
+# it only once model.bundle is set in the configuration (else it says what to do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,16 +27,34 @@ command -v systemctl >/dev/null || { echo "install-service.sh: systemctl not fou
 
 id dfwatch >/dev/null 2>&1 || run useradd --system --no-create-home --home-dir /var/lib/dfwatch \
   --shell /usr/sbin/nologin dfwatch
-for g in video render; do getent group "$g" >/dev/null && run usermod -aG "$g" dfwatch; done
+# webcams (/dev/video*) and GPUs (/dev/dri/render*), where the host has these groups
+for g in video render; do if getent group "$g" >/dev/null; then run usermod -aG "$g" dfwatch; fi; done
 run install -d -m 0755 "$(dirname "$CONFIG")"
 if [ ! -f "$CONFIG" ]; then  # the service's sockets live in its RuntimeDirectory, /run/dfwatch
   if [ -n "$DRY" ]; then echo "+ write $CONFIG from configs/default.yaml with endpoints.runtime_dir: /run/dfwatch"
-  else sed 's|^  runtime_dir: null |  runtime_dir: /run/dfwatch |' configs/default.yaml > "$CONFIG"; chmod 0644 "$CONFIG"; fi
+  else sed 's|^  runtime_dir: null |  runtime_dir: /run/dfwatch |' configs/default.yaml > "$CONFIG"; fi
 fi
+# camera passwords and key paths live here: readable by root and the service only
+run chown root:dfwatch "$CONFIG"
+run chmod 0640 "$CONFIG"
+run install -d -m 0755 /usr/share/doc/dfwatch  # what the unit's Documentation= names
+run install -m 0644 README.md docs/*.md /usr/share/doc/dfwatch/
 unit=$(sed -e "s|@DFWATCH@|$DFWATCH|" -e "s|@CONFIG@|$CONFIG|" scripts/systemd/dfwatch.service)
 if [ -n "$DRY" ]; then echo "+ write $UNIT:"; echo "$unit"; else echo "$unit" > "$UNIT"; fi
 run "$DFWATCH" config check "$CONFIG" >/dev/null
 run systemctl daemon-reload
-run systemctl enable --now dfwatch.service
-echo "install-service.sh: installed; follow it with: journalctl -u dfwatch -f"
+has_bundle() {  # model.bundle set in the configuration (a missing file in a dry run: not set)
+  [ -f "$CONFIG" ] && "$ROOT/.venv/bin/python" -c 'import sys
+from engines.config import load_config
+sys.exit(0 if load_config(sys.argv[1]).model.bundle else 1)' "$CONFIG"
+}
+if has_bundle; then
+  run systemctl enable --now dfwatch.service
+  echo "install-service.sh: installed and started; follow it with: journalctl -u dfwatch -f"
+else
+  run systemctl enable dfwatch.service
+  echo "install-service.sh: installed and enabled, NOT started: model.bundle is not set in $CONFIG."
+  echo "  Put a bundle where user dfwatch can read it (e.g. /var/lib/dfwatch/bundle), set model.bundle"
+  echo "  and streams in $CONFIG, then: systemctl start dfwatch"
+fi
 echo "  verdicts: $DFWATCH watch --config $CONFIG   (as root or a member of group dfwatch)"

@@ -29,16 +29,29 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
 def test_unit_file_declares_what_the_daemon_relies_on():
     text = UNIT.read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RuntimeDirectory=dfwatch",
-                 "StateDirectory=dfwatch", "User=dfwatch", "ProtectSystem=strict", "NoNewPrivileges=yes"):
+                 "StateDirectory=dfwatch", "CacheDirectory=dfwatch", "User=dfwatch", "ProtectSystem=strict",
+                 "NoNewPrivileges=yes", "MemoryMax=", "Documentation=file:///usr/share/doc/dfwatch/README.md"):
         assert line in text
     assert "PrivateDevices=yes" not in text and "MemoryDenyWriteExecute=yes" not in text  # would break CUDA
+    assert "\nSupplementaryGroups=" not in text  # a group the host lacks fails the start (216/GROUP)
 
 
-def test_install_script_dry_run():
-    r = subprocess.run([str(REPO / "scripts" / "install-service.sh"), "--dry-run"], capture_output=True, text=True)
+@pytest.mark.parametrize("bundle", [None, "/var/lib/dfwatch/bundle"])
+def test_install_script_dry_run(bundle, tmp_path):
+    config = tmp_path / "dfwatch.yaml"
+    if bundle:
+        config.write_text(f"model:\n  bundle: {bundle}\n")
+    r = subprocess.run([str(REPO / "scripts" / "install-service.sh"), "--dry-run", "--config", str(config)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "systemctl enable --now dfwatch.service" in r.stdout
-    assert f"ExecStart={REPO}/.venv/bin/dfwatch run --config /etc/dfwatch/dfwatch.yaml" in r.stdout
+    assert f"ExecStart={REPO}/.venv/bin/dfwatch run --config {config}" in r.stdout
+    assert f"+ chown root:dfwatch {config}" in r.stdout and f"+ chmod 0640 {config}" in r.stdout
+    assert "+ install -m 0644 README.md" in r.stdout and "/usr/share/doc/dfwatch/" in r.stdout
+    if bundle:
+        assert "+ systemctl enable --now dfwatch.service" in r.stdout
+    else:  # started without a bundle it would fail five times and hit the start limit
+        assert "+ systemctl enable dfwatch.service" in r.stdout and "--now" not in r.stdout
+        assert "NOT started: model.bundle is not set" in r.stdout
 
 
 def test_supervisor_gives_up_on_a_crashing_capture_and_keeps_the_rest(small_bundle, footage, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import DFWATCH, REPO
 from engines.bundles.bundle import load_bundle
-from engines.backends.tensorrt import (TensorRTSettings, engine_name, engine_path, input_profiles, needs_build, part_precision,
+from engines.backends.tensorrt import (TensorRTSettings, cache_dir, engine_name, engine_path, input_profiles, needs_build, part_precision,
                          stale_engines)
 
 HAS_TRT_GPU = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
@@ -43,6 +43,15 @@ def test_rebuild_when_the_onnx_file_changes(bundle_dir, tmp_path):
     assert needs_build(engine_path(bundle, "style", settings, "10.14.0", "NVIDIA H100"))
     assert needs_build(engine_path(bundle, "style", TensorRTSettings(cache_dir=str(tmp_path), precision="int8"),
                                    "10.13.3", "NVIDIA H100"))
+
+
+def test_engine_cache_goes_where_the_service_may_write(bundle_dir, tmp_path, monkeypatch):
+    bundle = load_bundle(bundle_dir)
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))  # systemd's CacheDirectory=dfwatch
+    assert cache_dir(bundle, TensorRTSettings()) == tmp_path / "cache" / "tensorrt"
+    assert cache_dir(bundle, TensorRTSettings(cache_dir=str(tmp_path / "mine"))) == tmp_path / "mine"
+    monkeypatch.delenv("CACHE_DIRECTORY")
+    assert cache_dir(bundle, TensorRTSettings()) == bundle.root / "tensorrt"  # a writable bundle
 
 
 def test_optimisation_profiles_vary_only_the_batch(bundle_dir):

@@ -10,6 +10,7 @@ Python and tested everywhere.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,7 +52,16 @@ def engine_name(part: str, onnx_sha256: str, precision: str, trt_version: str, g
 
 
 def cache_dir(bundle: Bundle, settings: TensorRTSettings) -> Path:
-    return Path(settings.cache_dir) if settings.cache_dir else bundle.root / "tensorrt"
+    """Where engines are kept: tensorrt.cache_dir; else systemd's CacheDirectory= (a service's
+    bundle is read-only under ProtectSystem=strict); else next to a writable bundle; else the
+    user's cache. Engine names say what built them, so bundles can share a directory."""
+    if settings.cache_dir:
+        return Path(settings.cache_dir)
+    if os.environ.get("CACHE_DIRECTORY"):
+        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "tensorrt"
+    if os.access(bundle.root, os.W_OK):
+        return bundle.root / "tensorrt"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "tensorrt"
 
 
 def engine_path(bundle: Bundle, part: str, settings: TensorRTSettings, trt_version: str, gpu_name: str) -> Path:

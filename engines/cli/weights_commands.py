@@ -1,7 +1,8 @@
-"""`dfwatch weights`: say what a checkpoint file is; list where the official weights come from."""
+"""`dfwatch weights`: say what a checkpoint file is; where the official weights come from; fetch them."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from engines.cli import common_options
 
@@ -18,6 +19,13 @@ def register(sub) -> None:
     s = wsub.add_parser("sources", parents=[common_options(config=False)],
                         help="where to download each official weight file, and its licence")
     s.set_defaults(handler=_sources)
+    f = wsub.add_parser("fetch", parents=[common_options(config=False)],
+                        help="download official weight files: resumable, checksum-verified")
+    f.add_argument("names", nargs="*", metavar="NAME", help="files to fetch (default: all 'weights sources' lists)")
+    f.add_argument("--dir", default="weights", help="where to put them (default ./weights)")
+    f.add_argument("--from", dest="mirror", metavar="URL_OR_DIR",
+                   help="a mirror: a base URL (the file name is appended) or a local directory")
+    f.set_defaults(handler=_fetch)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -32,11 +40,39 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if info["loads"] else 1
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engines.bundles.fetch import FetchError, fetch, find_sources, terminal_progress
+
+    failed = 0
+    for source in find_sources(args.names):
+        try:
+            path, digest, pinned = fetch(source, Path(args.dir), args.mirror, terminal_progress(source["file"]))
+        except FetchError as e:
+            print(f"dfwatch weights fetch: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        check = "verified" if pinned else "UNPINNED (no published checksum: record this one)"
+        print(f"{path}  sha256 {digest}  {check}")
+    return 1 if failed else 0
+
+
+def _checksum(source: dict) -> str:
+    if source["sha256"]:
+        return source["sha256"]
+    if source["sha256_prefix"]:
+        return f"{source['sha256_prefix']}... (the prefix the publisher puts in the file name)"
+    return "not published ('weights fetch' prints it: record yours)"
+
+
 def _sources(args: argparse.Namespace) -> int:
     from engines.bundles.weights import SOURCES
 
     for s in SOURCES:
-        print(f"{s['file']}\n  model:  {s['model']}\n  where:  {s['where']}\n  size:   {s['size']}\n"
-              f"  sha256: {s['sha256']}\n  terms:  {s['terms']}\n")
-    print("dfwatch ships no weights. Put the files anywhere and pass them to 'dfwatch engines bundle'.")
+        print(f"{s['file']}\n  model:  {s['model']}\n  where:  {s['where']}\n  url:    {s.get('url') or 'none'}\n"
+              f"  size:   {s['size']}\n  sha256: {_checksum(s)}\n"
+              f"  terms:  {s['terms']}\n")
+    print("dfwatch ships no weights. 'dfwatch weights fetch' downloads them (resumable, checked); pass them "
+          "to 'dfwatch engines bundle'.")
     return 0
