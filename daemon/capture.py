@@ -79,6 +79,27 @@ def first_frame_check(path: str, opener=open_video) -> None:
         cap.release()
 
 
+def file_frames(path: str, fps: float, max_width: int, max_height: int, open_timeout_ms: int = 5000,
+                read_timeout_ms: int = 5000):
+    """Yields (pixels, pos_ms, frames read, frames in the file) for the frames a capture process
+    sends from this file unpaced — the same decoder, sampling and size bound as `Capture._loop`
+    — for `dfwatch scan`, which must score what the daemon would."""
+    cap = open_video(path, open_timeout_ms, read_timeout_ms)
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    sampler, clock, read = Sampler(fps), _FileClock(), 0
+    try:
+        while cap.grab():
+            read += 1
+            pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if not sampler.keep(clock.axis(pos_ms)):
+                continue
+            ok, frame = cap.retrieve()
+            if ok and frame is not None:
+                yield fit_size(frame, max_width, max_height), pos_ms, read, max(total, read)
+    finally:
+        cap.release()
+
+
 def fit_size(frame: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = min(1.0, max_width / w, max_height / h)
@@ -321,6 +342,9 @@ class Capture:
         while not self.stop.is_set() and time.monotonic() < deadline:
             self.last_progress = time.monotonic()  # waiting, not hung
             if sock.poll(200, zmq.POLLOUT) and _send_nowait(sock, eos):
+                # queued is not delivered: the socket keeps it (and the frames before it) for the
+                # rest of the wait after close, and the process waits for that (see cli._capture)
+                sock.setsockopt(zmq.LINGER, max(1000, int((deadline - time.monotonic()) * 1000)))
                 log.info("end of file: stream ended", frames_sent=self.counters.frames_sent)
                 return 0
         log.warning("end of stream not delivered: the inference process took nothing for "

@@ -61,6 +61,60 @@ def register_health(sub) -> None:
     p.set_defaults(handler=_health)
 
 
+def register_scan(sub) -> None:
+    p = sub.add_parser("scan", parents=[common_options()],
+                       help="is this video fake? score whole files with the daemon's own analysis",
+                       description="Scores each file's windows as the daemon would and gives each file a verdict "
+                                   "by the alert rule. Exit 0: all real; 1: at least one fake; 2: bad usage or an "
+                                   "unreadable file (the others are still scanned); 3: no face found (none fake).")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--bundle", metavar="DIR", help="model bundle directory (overrides model.bundle)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per window, then one per file (all name the file)")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report per file (score timeline, fake windows' faces)")
+    p.set_defaults(handler=_scan)
+
+
+def register_web(sub) -> None:
+    p = sub.add_parser("web", parents=[common_options()],
+                       help="the dashboard: streams, live score timelines, alerts with evidence, in a browser")
+    p.add_argument("--bind", metavar="HOST:PORT", help="where to listen (default web.bind: 127.0.0.1:8080)")
+    p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
+    p.add_argument("--evidence", metavar="DIR", help="evidence directory to serve (default: evidence.dir)")
+    p.add_argument("--token-file", metavar="FILE", help="access token file (needed beyond loopback)")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding beyond loopback (with --token-file)")
+    p.set_defaults(handler=_web)
+
+
+def web_settings(config, bind, token_file, allow_remote, evidence):
+    """(host, port, token, evidence dir) for the dashboard; refuses a non-loopback bind without
+    --allow-remote and a token."""
+    from pathlib import Path
+
+    from daemon.evidence import default_dir
+    from daemon.web import WebError, is_loopback, parse_bind, read_token
+
+    host, port = parse_bind(bind or config.web.bind)
+    token = read_token(token_file or config.web.token_file)
+    if not is_loopback(host):
+        if not (allow_remote or config.web.allow_remote):
+            raise WebError(f"refusing to serve the dashboard on {host}: beyond loopback it needs --allow-remote "
+                           "(web.allow_remote) and --token-file (web.token_file)")
+        if token is None:
+            raise WebError(f"serving the dashboard on {host} needs a token: --token-file FILE (web.token_file)")
+    ev = evidence or config.evidence.dir
+    return host, port, token, Path(ev) if ev else default_dir()
+
+
+def _web(args: argparse.Namespace) -> int:
+    from daemon.endpoints import resolve
+    from daemon.web import Dashboard, serve
+
+    config = setup(args, "web")
+    host, port, token, evidence = web_settings(config, args.bind, args.token_file, args.allow_remote, args.evidence)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint)), host, port)
+
+
 def register_keys(sub) -> None:
     p = sub.add_parser("keys", help="CURVE keys for tcp endpoints (docs/SECURITY.md)")
     ksub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -180,7 +234,19 @@ def _capture(args: argparse.Namespace) -> int:
     keys = client_keys_for(endpoint, config.endpoints, config.endpoints.capture_key)
     capture = Capture(name, stream.source, settings, fps, endpoint, config.endpoints.send_hwm, keys=keys)
     on_stop(capture.stop.set)
-    return capture.run()
+    code = capture.run()
+    import threading
+
+    import zmq
+
+    from daemon.capture import EOS_WAIT_S
+
+    # term() returns once queued messages (a final end of stream) are delivered or their linger
+    # ends; bounded, in case a socket was left open
+    closing = threading.Thread(target=zmq.Context.instance().term, daemon=True)
+    closing.start()
+    closing.join(EOS_WAIT_S + 5)
+    return code
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -235,8 +301,44 @@ def _run(args: argparse.Namespace) -> int:
         get_logger().warning("no streams configured: only remote capture processes can feed this daemon")
     bridges = {f"{i}-{b.kind}": child_argv("bridge", ["configured", str(i)] + passthrough(args))
                for i, b in enumerate(config.bridges)}
-    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources)
+    web = child_argv("web", passthrough(args)) if config.web.enabled else None
+    if web:
+        web_settings(config, None, None, None, None)  # its mistakes fail `run` now, not a child five times
+    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources, web)
     return supervisor.run()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.scan import Scanner, exit_code, human_line, json_lines, terminal_progress, write_report
+    from engines.backends import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    config = daemon_config(args, "scan")
+    if not config.model.bundle:
+        raise UserError("no model bundle: pass --bundle DIR or set model.bundle", exit_code=2)
+    bundle = load_bundle(require_bundle(config))
+    m = config.model
+    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
+                                   cuda_graphs=m.cuda_graphs)
+    scanner = Scanner(config, bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
+                                                            device=choice.device), choice.backend)
+    results = []
+    for path in args.videos:
+        progress = None if args.json else terminal_progress(path)
+        result = scanner.scan(path, keep_sheets=bool(args.report), progress=progress)
+        if progress:
+            print("\r\x1b[K", end="", file=sys.stderr)
+        results.append(result)
+        if result.error:
+            print(f"dfwatch scan: {result.error}", file=sys.stderr)
+        print("\n".join(json_lines(result)) if args.json else human_line(result, scanner.threshold), flush=True)
+        if args.report and not result.error:
+            page = write_report(result, Path(args.report), scanner.threshold, bundle.id, not bundle.trained)
+            print(f"report: {page}", file=sys.stderr if args.json else sys.stdout)
+    return exit_code(results)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Evidence for alerts: what the detector saw, kept for a person to look at afterwards.
 
 For every alert, `<evidence dir>/<stream>/<alert_id>/` holds
-  window.mp4   the frames of the window that opened the alert, at the analysis rate, with the
+  window.webm  the frames of the window that opened the alert, at the analysis rate, with the
                followed face's box and the window's score drawn on them
   faces.jpg    a contact sheet of that window's face crops
   alert.json   the alert's messages so far (start, updates, end)
@@ -31,7 +31,7 @@ from daemon.protocol import Alert
 from engines.logs import get_logger
 
 log = get_logger()
-FILES = ("window.mp4", "faces.jpg", "alert.json")
+FILES = ("window.webm", "faces.jpg", "alert.json")
 
 
 def default_dir() -> Path:
@@ -129,7 +129,7 @@ class EvidenceWriter:
     def _write_window(self, ev: WindowEvidence) -> None:
         folder = self.folder(ev.alert)
         folder.mkdir(parents=True, exist_ok=True)
-        write_video(folder / "window.mp4", annotated(ev.frames, ev.boxes, ev.score), ev.fps)
+        write_video(folder / "window.webm", annotated(ev.frames, ev.boxes, ev.score), ev.fps)
         cv2.imwrite(str(folder / "faces.jpg"), contact_sheet(ev.frames, ev.boxes))
         self._append(ev.alert)
 
@@ -168,13 +168,12 @@ def annotated(frames: list[np.ndarray], boxes: list, score: float) -> list[np.nd
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """MPEG-4 part 2 (`mp4v`): the encoder every OpenCV wheel has; OpenCV, ffmpeg and VLC play it,
-    most browsers do not. (The pip OpenCV has no H.264 encoder, and probing for one prints
-    FFmpeg errors into the log stream.)"""
+    """WebM with VP8: an encoder the pip OpenCV wheel has (it has no H.264 one) and a format
+    browsers play, so the dashboard shows the clip; OpenCV, ffmpeg and VLC play it too."""
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), max(fps, 1.0), (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), max(fps, 1.0), (w, h))
     if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write {path} with the mp4v encoder")
+        raise OSError(f"OpenCV cannot write {path} with the VP8 encoder")
     try:
         for frame in frames:
             writer.write(frame)

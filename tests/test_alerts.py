@@ -158,12 +158,12 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
 
         # evidence: the opening window as video and contact sheet, and every message of the alert
         first = alerts[0]
-        assert first.evidence == [f"cam/{first.alert_id}/{n}" for n in ("window.mp4", "faces.jpg", "alert.json")]
+        assert first.evidence == [f"cam/{first.alert_id}/{n}" for n in ("window.webm", "faces.jpg", "alert.json")]
         folder = runtime / "evidence" / "cam" / first.alert_id
         sub.wait_for(lambda s: (folder / "alert.json").exists() and
                      len(__import__("json").loads((folder / "alert.json").read_text())) == len(alerts), 30,
                      "alert.json with every message")
-        cap, n = cv2.VideoCapture(str(folder / "window.mp4")), 0
+        cap, n = cv2.VideoCapture(str(folder / "window.webm")), 0
         while cap.read()[0]:
             n += 1
         assert n >= 8 and cv2.imread(str(folder / "faces.jpg")) is not None  # T = 8 frames in the test bundle

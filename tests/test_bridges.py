@@ -278,7 +278,7 @@ def test_run_starts_configured_bridges_and_alerts_reach_the_webhook(tmp_path, dl
         assert "update" in {b["state"] for b in bodies} and len({b["alert_id"] for b in bodies}) == 1
         assert all(b["stream"] == "cam" and b["untrained"] for b in bodies)
         evidence = runtime / "evidence" / "cam" / bodies[0]["alert_id"]
-        assert (evidence / "window.mp4").is_file() and (evidence / "faces.jpg").is_file()
+        assert (evidence / "window.webm").is_file() and (evidence / "faces.jpg").is_file()
         assert "bridge:0-webhook" in log.read_text()
     finally:
         assert stop(proc, timeout=20) == 0

@@ -15,7 +15,7 @@ from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
-ORDER = ["demo", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys"]
+ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys", "web"]
 EXIT_USAGE = 2
 
 

@@ -1,0 +1,112 @@
+// dfwatch dashboard: one snapshot (/api/state), then server-sent events (/api/events).
+"use strict";
+const HISTORY_S = 600;
+const state = { status: null, last: {}, alerts: new Map(), rates: {}, prev: null, threshold: null };
+const charts = {};   // stream -> {plot, data}
+window.dfwatch = { charts, state };
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+function chart(stream) {
+  if (charts[stream]) return charts[stream];
+  const box = document.createElement("div");
+  box.className = "timeline";
+  box.dataset.stream = stream;
+  box.innerHTML = `<h3>${esc(stream)}</h3>`;
+  $("#timelines").appendChild(box);
+  const data = [[], [], []];  // time, score (null: no face), threshold
+  const plot = new uPlot({
+    width: 560, height: 200,
+    scales: { x: { time: true }, y: { range: [0, 1] } },
+    series: [{}, { label: "P(fake)", stroke: "#06c", width: 2, spanGaps: false, points: { show: true } },
+             { label: "threshold", stroke: "#c00", dash: [6, 4], points: { show: false } }],
+  }, data, box);
+  charts[stream] = { plot, data, box };
+  return charts[stream];
+}
+
+function addPoint(stream, t, score, threshold) {
+  const c = chart(stream);
+  c.data[0].push(t); c.data[1].push(score); c.data[2].push(threshold);
+  while (c.data[0].length && c.data[0][0] < t - HISTORY_S) c.data.forEach((s) => s.shift());
+  c.plot.setData(c.data);
+}
+
+function renderStreams() {
+  const s = state.status;
+  const names = new Set([...Object.keys(state.last), ...Object.keys((s && s.streams) || {})]);
+  const rows = [...names].sort().map((name) => {
+    const st = (s && s.streams[name]) || {};
+    const v = state.last[name];
+    const dropped = Object.values(st.dropped || {}).reduce((a, b) => a + b, 0);
+    const rate = state.rates[name] === undefined ? "" : state.rates[name].toFixed(1);
+    const label = v ? v.label + (v.untrained ? "*" : "") : "";
+    return `<tr data-stream="${esc(name)}"><td>${esc(name)}</td><td class="state-${esc(st.state || "")}">${esc(st.state || "")}` +
+      `${st.detail ? " (" + esc(st.detail) + ")" : ""}</td><td>${rate}</td><td>${dropped}</td>` +
+      `<td class="${v && v.label === "fake" ? "fake" : ""}">${esc(label)}</td><td>${v && v.score !== null ? v.score.toFixed(3) : ""}</td>` +
+      `<td>${v ? v.faces + "/" + v.frames : ""}</td><td>${v ? esc(v.model) + (v.untrained ? " (untrained)" : "") : ""}</td></tr>`;
+  });
+  $("#streams tbody").innerHTML = rows.join("");
+}
+
+function renderAlerts() {
+  const all = [...state.alerts.values()].sort((a, b) => (a.state === "end") - (b.state === "end") || b.t_start - a.t_start);
+  if (!all.length) { $("#alerts").innerHTML = '<li class="none">none</li>'; return; }
+  $("#alerts").innerHTML = all.map((a) => {
+    const files = a.evidence || [];
+    const sheet = files.find((f) => f.endsWith(".jpg"));
+    const clip = files.find((f) => f.endsWith(".webm"));
+    const when = new Date(a.t_start * 1000).toLocaleTimeString();
+    return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}"><div><b>${esc(a.stream)}</b> ` +
+      `${a.state === "end" ? "ended" : "OPEN"} since ${when}: ${a.windows} fake window(s), peak ${a.peak_score.toFixed(3)}` +
+      `${a.untrained ? " (untrained bundle)" : ""}<br><small>${esc(a.alert_id)}</small></div>` +
+      (sheet ? `<img alt="faces" src="evidence/${sheet.split("/").map(encodeURIComponent).join("/")}">` : "") +
+      (clip ? `<video controls muted preload="metadata" src="evidence/${clip.split("/").map(encodeURIComponent).join("/")}"></video>` : "") +
+      `</li>`;
+  }).join("");
+}
+
+function onStatus(s) {
+  if (state.prev) {  // analysed frames/s from two successive status messages
+    const dt = s.t - state.prev.t;
+    for (const [name, st] of Object.entries(s.streams)) {
+      const before = state.prev.streams[name];
+      if (before && dt > 0) state.rates[name] = (st.analysed - before.analysed) / dt;
+    }
+  }
+  state.prev = s; state.status = s;
+  $("#model").textContent = `model ${s.model} (${s.backend}), up ${Math.round(s.uptime_s)} s`;
+  $("#untrained").hidden = !(s.model.startsWith("demo-") || Object.values(state.last).some((v) => v.untrained));
+  renderStreams();
+}
+
+function onVerdict(v) {
+  state.last[v.stream] = v;
+  addPoint(v.stream, v.t_last, v.score, v.threshold);
+  if (v.untrained) $("#untrained").hidden = false;
+  renderStreams();
+}
+
+function onAlert(a) { state.alerts.set(a.alert_id, a); renderAlerts(); }
+function onDaemon(d) { $("#unreachable").hidden = d.reachable; }
+
+async function start() {
+  const snap = await (await fetch("api/state")).json();
+  onDaemon(snap);
+  for (const [stream, points] of Object.entries(snap.history)) {
+    const threshold = snap.last[stream] ? snap.last[stream].threshold : null;
+    for (const p of points) addPoint(stream, p.t, p.score, threshold);
+  }
+  Object.assign(state.last, snap.last);
+  for (const a of snap.alerts) state.alerts.set(a.alert_id, a);
+  if (snap.status) onStatus(snap.status);
+  renderStreams(); renderAlerts();
+  const events = new EventSource("api/events");
+  events.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
+  events.addEventListener("verdict", (e) => onVerdict(JSON.parse(e.data)));
+  events.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
+  events.addEventListener("daemon", (e) => onDaemon(JSON.parse(e.data)));
+  events.onerror = () => { $("#unreachable").hidden = false; };
+}
+start();

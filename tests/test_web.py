@@ -1,0 +1,116 @@
+"""The dashboard in a real browser (Debian's Chromium through Selenium), fed by the real daemon."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO
+from helpers.daemon import DFWATCH, daemon_env, start, stop
+
+ARTIFACTS = REPO / ".cache" / "test-artifacts"
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+                                reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1400",
+                 "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+def wait(driver, script: str, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def status_of(url: str, headers: dict | None = None) -> int:
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except urllib.error.URLError:  # not listening (yet)
+        return 0
+
+
+def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dldfd_bundle, footage, tmp_path):
+    port = free_port()
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={footage / 'franck.mp4'}",
+                  "--set", "window.stride=2", "--set", "inference.threshold=0.0",  # every window fake: an alert
+                  "--set", "web.enabled=true", "--set", f"web.bind=127.0.0.1:{port}"], daemon_env(runtime), log)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and status_of(url) != 200:  # the supervised web child is up
+            time.sleep(0.5)
+        browser.get(url)
+        wait(browser, "return document.querySelector('#streams tr[data-stream=a]')", 90, "the stream's row")
+        first = wait(browser, "const c = window.dfwatch.charts.a; return c && c.data[0].length", 60, "a point")
+        wait(browser, f"return window.dfwatch.charts.a.data[0].length > {first}", 30, "the timeline to grow")
+        assert browser.execute_script("return document.querySelector('#untrained').hidden") is False
+        wait(browser, "return document.querySelector('#alerts li.open img')", 60, "an alert with its thumbnail")
+        assert wait(browser, "const i = document.querySelector('#alerts li.open img'); "
+                             "return i.complete && i.naturalWidth", 20, "the thumbnail to load") > 0
+        assert wait(browser, "const v = document.querySelector('#alerts li.open video'); "
+                             "return v && v.readyState >= 1 && v.duration", 30, "the clip to load") > 0
+        row = browser.execute_script("return document.querySelector('#streams tr[data-stream=a]').innerText")
+        assert "fake" in row and "running" in row
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        assert (ARTIFACTS / "dashboard.png").stat().st_size > 20_000
+        for path in ("..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "a/..%2F..%2F..%2Fetc%2Fpasswd"):
+            assert status_of(url + "evidence/" + path) in (403, 404)
+        alert = browser.execute_script("return document.querySelector('#alerts li.open').dataset.alert")
+        assert status_of(f"{url}evidence/a/{alert}/alert.json") == 200
+    finally:
+        assert stop(proc) == 0
+
+
+def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_path):
+    port = free_port()
+    token_file = tmp_path / "token"
+    token_file.write_text("correct-horse-battery-staple\n")
+    refused = subprocess.run(DFWATCH + ["web", "--bind", "0.0.0.0:9", "--endpoint", "ipc:///nonexistent"],
+                             capture_output=True, text=True, timeout=30, env=daemon_env(tmp_path))
+    assert refused.returncode == 2 and "beyond loopback it needs --allow-remote" in refused.stderr
+    proc = start(["web", "--bind", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                  "--endpoint", f"ipc://{tmp_path}/nothing"], daemon_env(tmp_path), tmp_path / "web.log")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and status_of(url) != 401:
+            time.sleep(0.3)
+        for path in ("", "api/state", "evidence/a/b/faces.jpg", "ui/app.js"):
+            assert status_of(url + path) == 401
+        assert status_of(url + "api/state", {"Authorization": "Bearer correct-horse-battery-staple"}) == 200
+        browser.get(url + "?token=correct-horse-battery-staple")  # later requests carry the cookie
+        wait(browser, "return !document.querySelector('#unreachable').hidden", 20, "the not-reachable banner")
+    finally:
+        assert stop(proc) == 0
