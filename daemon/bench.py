@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from daemon.soak import memory_mb, stop_daemon
 from engines.cli import common_options, setup
 from engines.benchmarks.measure import flops_of, timed
 from engines.families import family_names
@@ -224,13 +224,7 @@ def alerts_evidence_cost(footage: Path, stride: int, window: int, repeats: int) 
 # ---- end to end ----------------------------------------------------------------------------
 
 def rss_peak_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return memory_mb(pid, "VmHWM")
 
 
 def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, stride: int, family: str,
@@ -276,12 +270,7 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
     finally:
         sub.close()
         use = usage.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
     return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks), **use, "alerts": alerts}
 
 

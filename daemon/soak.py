@@ -19,14 +19,25 @@ from pathlib import Path
 SAMPLE_S = 30.0
 
 
-def rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of /proc/PID/status in MB (VmRSS: resident now; VmHWM: its peak); 0 when gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def stop_daemon(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within `timeout` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def processes(root: int, children) -> dict[str, int]:
@@ -69,19 +80,14 @@ def soak(bundle_dir: Path, footage: Path, minutes: float, streams: int, children
                 status = msg
             if start is not None and now >= next_sample:
                 next_sample = now + SAMPLE_S
-                samples.append({"t_s": round(now - start), **{role: round(rss_mb(pid), 1) for role, pid in
+                samples.append({"t_s": round(now - start), **{role: round(memory_mb(pid), 1) for role, pid in
                                                               processes(proc.pid, children).items()}})
         end_pids = processes(proc.pid, children)
         samples.append({"t_s": round(time.monotonic() - start) if start else 0,
-                        **{role: round(rss_mb(pid), 1) for role, pid in end_pids.items()}})
+                        **{role: round(memory_mb(pid), 1) for role, pid in end_pids.items()}})
     finally:
         sub.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
     if start is None:
         return {"error": f"no verdict within {startup:.0f} s; see {log}"}
     first, last = samples[0], samples[-1]

@@ -8,7 +8,6 @@ file name is appended to) or a local directory, for air-gapped sites.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import time
@@ -16,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engines.bundles.manifest import sha256_file
 from engines.bundles.weights import SOURCES
 from engines.errors import DfwatchError
 
@@ -40,17 +40,9 @@ def find_sources(names: list[str]) -> list[dict]:
     return chosen
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(path: Path, source: dict) -> str:
     """The file's sha256; raises FetchError (and deletes the file) when it is not the pinned one."""
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     expected = source.get("sha256") or source.get("sha256_prefix")
     if expected and not digest.startswith(expected):
         path.unlink()
