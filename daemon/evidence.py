@@ -168,17 +168,21 @@ def annotated(frames: list[np.ndarray], boxes: list, score: float) -> list[np.nd
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """WebM with VP8: an encoder the pip OpenCV wheel has (it has no H.264 one) and a format
-    browsers play, so the dashboard shows the clip; OpenCV, ffmpeg and VLC play it too."""
+    """VP8 in Matroska (the container WebM restricts): an encoder the pip OpenCV wheel has (it has
+    no H.264 one) and a file browsers play, so the dashboard shows the clip; OpenCV, ffmpeg and
+    VLC play it too. Written as .mkv and renamed: for a .webm name OpenCV prints a codec-tag
+    warning straight to stderr, a plain-text line amid the JSON log."""
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), max(fps, 1.0), (w, h))
+    scratch = path.with_name(path.stem + ".writing.mkv")
+    writer = cv2.VideoWriter(str(scratch), cv2.VideoWriter_fourcc(*"VP80"), max(fps, 1.0), (w, h))
     if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write {path} with the VP8 encoder")
+        raise OSError(f"OpenCV cannot write {scratch} with the VP8 encoder")
     try:
         for frame in frames:
             writer.write(frame)
     finally:
         writer.release()
+    scratch.replace(path)
 
 
 def contact_sheet(frames: list[np.ndarray], boxes: list, side: int = 96, columns: int = 8) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium through Selenium), fed by the real daemon."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -91,6 +92,8 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
         assert status_of(f"{url}evidence/a/{alert}/alert.json") == 200
     finally:
         assert stop(proc) == 0
+    for line in log.read_text().splitlines():  # every process under run (web, evidence writer too) logs JSON
+        assert json.loads(line)["role"] in ("run", "infer", "capture", "web"), line
 
 
 def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_path):
