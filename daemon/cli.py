@@ -273,7 +273,8 @@ def _infer(args: argparse.Namespace) -> int:
         get_logger().info("building TensorRT engine", part=part)
 
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, TensorRTSettings.from_config(config.tensorrt),
-                                   on_build=building, precision=m.precision, cuda_graphs=m.cuda_graphs)
+                                   on_build=building, precision=m.precision, cuda_graphs=m.cuda_graphs,
+                                   triton=(config.triton.url, config.triton.timeout_s))
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
     server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
                              lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
@@ -322,7 +323,7 @@ def _scan(args: argparse.Namespace) -> int:
     bundle = load_bundle(require_bundle(config))
     m = config.model
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
-                                   cuda_graphs=m.cuda_graphs)
+                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
     scanner = Scanner(config, bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
                                                             device=choice.device), choice.backend)
     results = []

@@ -113,6 +113,8 @@ class InferenceServer:
         self.stop = threading.Event()
         self._last_invalid_log: dict[str, float] = {}
         self.authenticator: curve.Authenticator | None = None  # CURVE on tcp endpoints
+        self.model_errors = 0
+        self._last_model_error_log = -1e9
 
     # -- sockets ------------------------------------------------------------------------------
     def _bind(self) -> tuple[zmq.Socket, zmq.Socket]:
@@ -283,10 +285,16 @@ class InferenceServer:
             if self.metrics:
                 self.metrics.model_seconds.labels(stage).observe(seconds)
             return True
-        except Exception:
-            log.exception("model call failed; resetting the streams involved", stage=stage,
-                          streams=sorted({s.name for s in streams}))
-            for s in set(streams):
+        except Exception as e:
+            involved = {s.name: s for s in streams}  # each stream once (states are not hashable)
+            self.model_errors += 1
+            now = time.monotonic()
+            if now - self._last_model_error_log > 10:  # a model server that is down fails every call: one line per 10 s
+                log.exception("model call failed; resetting the streams involved", stage=stage,
+                              streams=sorted(involved), error=str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
+                              failures=self.model_errors)
+                self._last_model_error_log = now
+            for s in involved.values():
                 s.drop("model_error")
                 self._new_session(s)
             return False

@@ -43,7 +43,7 @@ class LoggingConfig(Section):
 
 class ModelConfig(Section):
     bundle: str | None = None
-    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt", "triton"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "tf32", "fp16", "bf16", "int8"] = "auto"
     cuda_graphs: bool = True
@@ -201,6 +201,16 @@ class WebConfig(Section):
         return v
 
 
+class TritonConfig(Section):
+    """Models served by NVIDIA Triton (`model.backend: triton`; docs/SCALING.md)."""
+    url: str = "grpc://127.0.0.1:8001"
+    timeout_s: float = Field(10.0, gt=0, le=600)
+    serve: bool = False                 # `dfwatch run` starts `dfwatch serve-models` for its bundle
+    instances: int = Field(1, ge=1, le=64)
+    max_batch: int = Field(32, ge=1, le=1024)
+    max_queue_delay_us: int = Field(2000, ge=0, le=1_000_000)
+
+
 class SupervisorConfig(Section):
     max_crashes: int = Field(5, ge=1, le=1000)
     crash_window: float = Field(60.0, gt=0, le=86_400)
@@ -256,6 +266,7 @@ class Config(Section):
     evidence: EvidenceConfig = EvidenceConfig()
     metrics: MetricsConfig = MetricsConfig()
     tensorrt: TensorRTConfig = TensorRTConfig()
+    triton: TritonConfig = TritonConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     web: WebConfig = WebConfig()
     streams: tuple[StreamConfig, ...] = ()

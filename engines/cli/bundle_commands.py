@@ -56,6 +56,9 @@ def register(sub) -> None:
     t.add_argument("--calibration", metavar="DIR", help="INT8: a folder of 256x256 face-crop images "
                                                        "(the crops/ folder of a 'dfwatch train extract' cache)")
     t.set_defaults(handler=_build)
+    from engines.cli.triton_commands import register_repo
+
+    register_repo(esub)
 
 
 def _levels(text: str) -> tuple[int, ...]:

@@ -1,0 +1,99 @@
+"""The Triton backend: a bundle's parts run by an NVIDIA Triton Inference Server (gRPC or HTTP).
+
+`open_triton_runners` checks, before the daemon serves, that the server is live, that every part
+of the bundle is loaded there (`engines/triton/repository.py` names them `<family>.<part>`) and
+that each model carries the same ONNX checksum as the local manifest: one line otherwise, naming
+the part and both checksums. A call has a timeout; a failed call raises, which the inference
+loop counts as `model_error` for the streams involved, and the next call tries the server again,
+so a restarted server is picked up without restarting the daemon.
+"""
+from __future__ import annotations
+
+import json
+from urllib.parse import urlparse
+
+import numpy as np
+
+from engines.backends.base import Runner, as_numpy
+from engines.bundles.bundle import Bundle, BundleError
+from engines.triton.repository import model_name
+
+DEFAULT_URL = "grpc://127.0.0.1:8001"
+
+
+class TritonError(BundleError):
+    """The model server is unreachable or serves something else."""
+
+
+def client_for(url: str, timeout_s: float):
+    """A tritonclient for grpc://HOST:PORT (default) or http://HOST:PORT."""
+    parsed = urlparse(url if "://" in url else f"grpc://{url}")
+    if parsed.scheme not in ("grpc", "http") or not parsed.hostname or not parsed.port:
+        raise TritonError(f"model.triton_url {url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
+    target = f"{parsed.hostname}:{parsed.port}"
+    if parsed.scheme == "grpc":
+        import tritonclient.grpc as module
+
+        return module, module.InferenceServerClient(target)
+    import tritonclient.http as module
+
+    return module, module.InferenceServerClient(target, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+
+class TritonRunner(Runner):
+    backend = "triton"
+
+    def __init__(self, part: str, model: str, inputs: tuple[str, ...], output: str, item_dims: list[int],
+                 client_module, client, timeout_s: float):
+        self.part, self.model, self.inputs, self.output, self.item_dims = part, model, inputs, output, item_dims
+        self.module, self.client, self.timeout_s = client_module, client, timeout_s
+
+    def run(self, *inputs) -> np.ndarray:
+        tensors = []
+        for name, x in zip(self.inputs, inputs):
+            array = as_numpy(x)
+            tensor = self.module.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        wanted = [self.module.InferRequestedOutput(self.output)]
+        kwargs = {"client_timeout": self.timeout_s} if self.module.__name__.endswith("grpc") else {}
+        result = self.client.infer(self.model, tensors, outputs=wanted, **kwargs)
+        out = result.as_numpy(self.output).astype(np.float32, copy=False)
+        return out.reshape(out.shape[0], *self.item_dims)
+
+
+def served_parameters(client, model: str) -> dict[str, str]:
+    """The parameters of a served model's config.pbtxt (dfwatch_onnx_sha256, ...)."""
+    if "grpc" in type(client).__module__:
+        config = client.get_model_config(model, as_json=True)["config"]
+    else:
+        config = client.get_model_config(model)
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def open_triton_runners(bundle: Bundle, url: str, timeout_s: float) -> dict[str, Runner]:
+    module, client = client_for(url, timeout_s)
+    try:
+        live = client.is_server_live()
+    except Exception as e:  # tritonclient raises its own InferenceServerException for a refused connection
+        raise TritonError(f"no Triton server at {url} ({str(e).splitlines()[0][:120]}): start one with "
+                          f"'dfwatch serve-models {bundle.root}' or set model.triton_url") from None
+    if not live:
+        raise TritonError(f"the Triton server at {url} is not live yet; retry when its health check passes")
+    runners = {}
+    for part in bundle.spec.parts:
+        name = model_name(bundle, part.name)
+        if not client.is_model_ready(name):
+            raise TritonError(f"part {part.name}: model {name} is not loaded on the Triton server at {url}; load "
+                              f"the repository of 'dfwatch engines triton-repo {bundle.root}'")
+        expected = bundle.manifest.onnx[part.name].sha256
+        params = served_parameters(client, name)
+        found = params.get("dfwatch_onnx_sha256")
+        if found != expected:
+            raise TritonError(f"part {part.name}: the Triton server at {url} serves {name} with ONNX sha256 "
+                              f"{(found or 'none')[:16]}..., this bundle's is {expected[:16]}...: it serves another "
+                              f"bundle; load this one's repository ('dfwatch engines triton-repo {bundle.root}')")
+        dims = [-1 if d < 0 else d for d in json.loads(params.get("dfwatch_output_dims", "[]"))]
+        runners[part.name] = TritonRunner(part.name, name, part.inputs, part.outputs[0], dims, module, client,
+                                          timeout_s)
+    return runners
