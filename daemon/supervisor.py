@@ -57,14 +57,15 @@ class Child:
 class Supervisor:
     def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints,
                  bridges: dict[str, list[str]] | None = None, capture_env: dict[str, dict] | None = None,
-                 web: list[str] | None = None):
+                 web: list[str] | None = None, models: list[str] | None = None):
         """`capture_env`: per capture, variables added to its environment (its source); `web`:
-        the dashboard's command line, when it is enabled."""
+        the dashboard's command line, when it is enabled; `models`: a local model server's
+        (`dfwatch serve-models`, triton.serve), started first."""
         self.settings = settings
         self.endpoints = endpoints
         env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
         capture_env = capture_env or {}
-        self.children = [Child("infer", infer_argv, env)] + \
+        self.children = ([Child("models", models)] if models else []) + [Child("infer", infer_argv, env)] + \
             [Child(f"capture:{n}", a, {**os.environ, **capture_env[n]} if n in capture_env else None)
              for n, a in captures.items()] + \
             [Child(f"bridge:{n}", a) for n, a in (bridges or {}).items()] + \

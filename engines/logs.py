@@ -17,6 +17,10 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 # syslog priorities: journald reads a "<N>" line prefix as the line's priority (journalctl -p warning)
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 _format: str | None = None  # "json" or "console" once configure_logging ran in this process
+_role: str | None = None
+# Processes that run as services (under `dfwatch run` or systemd): their final error is a log line
+# too. One-shot tools (engines, train, scan, bench, ...) print it as a plain line for the person.
+SERVICE_ROLES = ("run", "infer", "capture", "web", "serve-models", "bridge")
 
 
 def to_journal(stream) -> bool:
@@ -59,8 +63,8 @@ def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(role=role)
-    global _format
-    _format = fmt
+    global _format, _role
+    _format, _role = fmt, role
     if fmt == "json":  # a crash is one JSON line too, not a traceback amid the JSON stream
         sys.excepthook = _log_uncaught
 
@@ -72,9 +76,9 @@ def _log_uncaught(kind, value, tb) -> None:
 
 
 def report_error(message: str) -> bool:
-    """Logs a command's final error as one structured line when this process logs JSON (a child
-    of `dfwatch run`, a service): True if it did; the caller prints it otherwise."""
-    if _format != "json":
+    """Logs a command's final error as one structured line when this process is a service that
+    logs JSON (`dfwatch run` and its children): True if it did; the caller prints it otherwise."""
+    if _format != "json" or not (_role or "").startswith(SERVICE_ROLES):
         return False
     get_logger().error(message)
     return True

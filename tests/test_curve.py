@@ -11,7 +11,7 @@ import zmq
 
 from daemon import curve
 from daemon.protocol import Frame
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, one_error, start, stop
+from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
 
 
 def free_port() -> int:
@@ -129,9 +129,9 @@ def test_tcp_without_curve_is_refused_at_start(tmp_path):
     assert "tcp://0.0.0.0:7700 is a tcp endpoint without authentication: set curve: true" in r.stderr
     r = subprocess.run(DFWATCH + ["watch", "--endpoint", "tcp://127.0.0.1:7701", "--timeout", "1"],
                        env=daemon_env(tmp_path), capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "without authentication" in one_error(r.stderr)
+    assert r.returncode == 2 and r.stderr.startswith("dfwatch watch: tcp://127.0.0.1:7701 is a tcp endpoint without auth")
     insecure = daemon_env(tmp_path, DFWATCH__ENDPOINTS__ALLOW_INSECURE_TCP="true")
     r = subprocess.run(DFWATCH + ["watch", "--endpoint", "tcp://127.0.0.1:7701", "--timeout", "1"],
                        env=insecure, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "nothing is publishing" in one_error(r.stderr)  # allowed, warned
+    assert r.returncode == 1 and "dfwatch watch: nothing is publishing" in r.stderr  # allowed, warned
     assert '"level": "warning"' in r.stderr and "without authentication or encryption" in r.stderr

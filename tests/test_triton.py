@@ -77,30 +77,49 @@ def push_file(footage, runtime, stream: str, loop: bool = False) -> subprocess.P
                             env=daemon_env(runtime), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("family_bundle", ["dldfd_bundle", "small_bundle"])
-def test_verdicts_through_triton_equal_onnxruntime(family_bundle, request, footage, tmp_path):
-    """Same frames, same windows: the Triton backend's scores equal in-process ONNX Runtime's."""
+@pytest.mark.parametrize("family_bundle, supervised", [("dldfd_bundle", True), ("small_bundle", False)])
+def test_verdicts_through_triton_equal_onnxruntime(family_bundle, supervised, request, footage, tmp_path):
+    """Same frames, same windows: the Triton backend's scores equal in-process ONNX Runtime's.
+    `supervised`: `dfwatch run` with triton.serve starts the model server as one of its children."""
     from engines.backends import open_runners
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import FaceDetector
 
     bundle_dir = request.getfixturevalue(family_bundle)
-    server = ModelServer(bundle_dir, tmp_path)
-    server.start()
-    runtime = tmp_path / "run"
-    proc = infer(bundle_dir, runtime, server.url, tmp_path / "infer.log")
+    runtime, log = tmp_path / "run", tmp_path / "infer.log"
+    server, capture = ModelServer(bundle_dir, tmp_path), None
+    if supervised:
+        runtime.mkdir()
+        proc = start(["run", "--bundle", str(bundle_dir), "--stream", f"a={footage / 'franck.mp4'}",
+                      "--set", "capture.pace=false", "--set", "capture.fps=4", "--set", "model.backend=triton",
+                      "--set", "triton.serve=true", "--set", f"triton.url={server.url}", *SETTINGS],
+                     daemon_env(runtime), log)
+    else:
+        server.start()
+        proc = infer(bundle_dir, runtime, server.url, log)
     sub = Subscriber(f"ipc://{runtime}/verdicts")
-    capture = None
     try:
-        sub.wait_for(lambda s: s.statuses, 60, "the inference process", tmp_path / "infer.log")
+        sub.wait_for(lambda s: s.statuses, 90, "the inference process", log)
         assert sub.statuses[-1].backend == "triton"
-        capture = push_file(footage, runtime, "a")
-        sub.wait_for(lambda s: len(s.of("a")) >= 6, 120, "verdicts through Triton", tmp_path / "infer.log")
+        if not supervised:
+            capture = push_file(footage, runtime, "a")
+        sub.wait_for(lambda s: len(s.of("a")) >= 6, 120, "verdicts through Triton", log)
+        if supervised:
+            assert "model server ready" in log.read_text()  # the child `dfwatch run` started
+        else:  # another bundle of the same family against this server: refused at start, one line
+            other = request.getfixturevalue("bundle_dir")
+            r = subprocess.run(DFWATCH + ["infer", "--bundle", str(other), "--set", "model.backend=triton",
+                                          "--set", f"triton.url={server.url}"], env=daemon_env(tmp_path / "other"),
+                               capture_output=True, text=True, timeout=60)
+            line = one_error(r.stderr)
+            assert r.returncode == 1 and line.startswith(f"dfwatch infer: part style: the Triton server at {server.url} "
+                                                         "serves stylegru.style with ONNX sha256 "), line
+            assert line.count("...") == 2  # both checksums, shortened
     finally:
         sub.close()
         if capture:
             capture.kill()
-        assert stop(proc) == 0
+        assert stop(proc, timeout=30) == 0
         server.stop()
     from itertools import islice
 
@@ -168,30 +187,3 @@ def test_two_inference_processes_share_one_server_which_survives_a_restart(dldfd
         for p in procs:
             assert stop(p) == 0
         server.stop()
-
-
-def test_a_server_with_another_bundle_is_refused_at_start(dldfd_bundle, make_checkpoint, tmp_path):
-    import torch
-    import torchvision
-
-    from conftest import DLDFD_SMALL
-    from engines.bundles.export import export_bundle
-    from engines.families.dldfd import assemble
-
-    with torch.device("meta"):
-        rows = [(k, tuple(v.shape)) for k, v in torchvision.models.resnet50().state_dict().items()]
-    weights = tmp_path / "resnet50-seed1.pth"
-    torch.save(make_checkpoint.make_state_dict(rows, 1), weights)  # same family and sizes, other weights
-    other = tmp_path / "other"
-    assemble(other, resnet50=weights, bundle_id="other-dldfd", **DLDFD_SMALL)
-    export_bundle(other)
-    server = ModelServer(other, tmp_path)
-    server.start()
-    try:
-        r = subprocess.run(DFWATCH + ["infer", "--bundle", str(dldfd_bundle), "--set", "model.backend=triton",
-                                      "--set", f"triton.url={server.url}"], env=daemon_env(tmp_path),
-                           capture_output=True, text=True, timeout=60)
-    finally:
-        server.stop()
-    line = one_error(r.stderr)
-    assert r.returncode == 1 and "part frame: the Triton server at" in line and "serves dldfd.frame with ONNX sha256" in line

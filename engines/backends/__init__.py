@@ -138,7 +138,7 @@ def _open_tensorrt(bundle: Bundle, choice: BackendChoice, threads: int, precisio
 
 def _open_triton(bundle: Bundle, choice: BackendChoice, threads: int, precision: str, cuda_graphs: bool,
                  trt_settings, on_build, triton: tuple[str, float] | None = None) -> tuple[dict[str, Runner], BackendChoice]:
-    """`triton`: (model.triton_url, model.triton_timeout_s)."""
+    """`triton`: (triton.url, triton.timeout_s); waits up to 60 s for the server to be ready."""
     from engines.backends.triton_runner import DEFAULT_URL, open_triton_runners
 
     url, timeout_s = triton or (DEFAULT_URL, 10.0)

@@ -71,15 +71,31 @@ def served_parameters(client, model: str) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
-def open_triton_runners(bundle: Bundle, url: str, timeout_s: float) -> dict[str, Runner]:
+def wait_until_ready(client, url: str, bundle: Bundle, wait_s: float) -> None:
+    """Waits up to `wait_s` for a live, ready server (one started with the daemon needs seconds)."""
+    import time
+
+    from engines.logs import get_logger
+
+    deadline, told, error = time.monotonic() + wait_s, False, "not ready"
+    while True:
+        try:
+            if client.is_server_ready():
+                return
+        except Exception as e:  # tritonclient's InferenceServerException for a refused connection
+            error = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        if time.monotonic() >= deadline:
+            raise TritonError(f"no ready Triton server at {url} after {wait_s:g} s ({error}): start one with "
+                              f"'dfwatch serve-models {bundle.root}', or set triton.url")
+        if not told:
+            get_logger().info("waiting for the model server", url=url, wait_s=wait_s)
+            told = True
+        time.sleep(0.5)
+
+
+def open_triton_runners(bundle: Bundle, url: str, timeout_s: float, wait_s: float = 60.0) -> dict[str, Runner]:
     module, client = client_for(url, timeout_s)
-    try:
-        live = client.is_server_live()
-    except Exception as e:  # tritonclient raises its own InferenceServerException for a refused connection
-        raise TritonError(f"no Triton server at {url} ({str(e).splitlines()[0][:120]}): start one with "
-                          f"'dfwatch serve-models {bundle.root}' or set model.triton_url") from None
-    if not live:
-        raise TritonError(f"the Triton server at {url} is not live yet; retry when its health check passes")
+    wait_until_ready(client, url, bundle, wait_s)
     runners = {}
     for part in bundle.spec.parts:
         name = model_name(bundle, part.name)
