@@ -41,6 +41,9 @@ run install -d -m 0755 /usr/share/doc/dfwatch  # what the unit's Documentation= 
 run install -m 0644 README.md docs/*.md /usr/share/doc/dfwatch/
 unit=$(sed -e "s|@DFWATCH@|$DFWATCH|" -e "s|@CONFIG@|$CONFIG|" scripts/systemd/dfwatch.service)
 if [ -n "$DRY" ]; then echo "+ write $UNIT:"; echo "$unit"; else echo "$unit" > "$UNIT"; fi
+# the shard template (docs/SCALING.md): dfwatch@NAME runs with /etc/dfwatch/NAME.yaml; not enabled here
+shard=$(sed -e "s|@DFWATCH@|$DFWATCH|" scripts/systemd/dfwatch@.service)
+if [ -n "$DRY" ]; then echo "+ write /etc/systemd/system/dfwatch@.service"; else echo "$shard" > /etc/systemd/system/dfwatch@.service; fi
 run "$DFWATCH" config check "$CONFIG" >/dev/null
 run systemctl daemon-reload
 has_bundle() {  # model.bundle set in the configuration (a missing file in a dry run: not set)

@@ -18,9 +18,11 @@ UNIT = REPO / "scripts" / "systemd" / "dfwatch.service"
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="needs systemd-analyze (Debian package systemd) to verify the unit")
-def test_unit_file_passes_systemd_analyze_verify(tmp_path):
-    unit = tmp_path / "dfwatch.service"
-    unit.write_text(UNIT.read_text().replace("@DFWATCH@", str(REPO / ".venv" / "bin" / "dfwatch"))
+@pytest.mark.parametrize("template, installed", [("dfwatch.service", "dfwatch.service"),
+                                                 ("dfwatch@.service", "dfwatch@shard-a.service")])
+def test_unit_file_passes_systemd_analyze_verify(template, installed, tmp_path):
+    unit = tmp_path / installed
+    unit.write_text((UNIT.parent / template).read_text().replace("@DFWATCH@", str(REPO / ".venv" / "bin" / "dfwatch"))
                     .replace("@CONFIG@", "/etc/dfwatch/dfwatch.yaml"))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stderr
@@ -47,6 +49,7 @@ def test_install_script_dry_run(bundle, tmp_path):
     assert f"ExecStart={REPO}/.venv/bin/dfwatch run --config {config}" in r.stdout
     assert f"+ chown root:dfwatch {config}" in r.stdout and f"+ chmod 0640 {config}" in r.stdout
     assert "+ install -m 0644 README.md" in r.stdout and "/usr/share/doc/dfwatch/" in r.stdout
+    assert "+ write /etc/systemd/system/dfwatch@.service" in r.stdout  # the shard template
     if bundle:
         assert "+ systemctl enable --now dfwatch.service" in r.stdout
     else:  # started without a bundle it would fail five times and hit the start limit

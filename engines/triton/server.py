@@ -21,7 +21,6 @@ from pathlib import Path
 from engines.errors import DfwatchError
 
 DIR_ENV = "DFWATCH_TRITONSERVER_DIR"
-WHEEL = "nvidia-pytriton==0.7.0"
 
 
 class ServerMissing(DfwatchError):
