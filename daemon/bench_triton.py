@@ -27,11 +27,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_model_server(bundle_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_model_server(bundle_dir: Path, workdir: Path, threads: int) -> tuple[subprocess.Popen, str]:
     grpc, http, metrics = _free_port(), _free_port(), _free_port()
     log = open(workdir / "serve-models.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "engines.cli", "serve-models", str(bundle_dir), "--port", str(grpc),
-                             "--http-port", str(http), "--metrics-port", str(metrics)], stdout=log, stderr=log,
+                             "--http-port", str(http), "--metrics-port", str(metrics), "--threads", str(threads)],
+                            stdout=log, stderr=log,
                             env={**os.environ, "DFWATCH__LOGGING__FORMAT": "json"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -48,12 +49,13 @@ def bench_triton(bundle_dir: Path, family: str, footage: Path, stride: int, seco
                  end_to_end) -> dict:
     """`end_to_end`: bench's runner of `dfwatch run` (bundle, footage, streams, seconds, stride,
     family, overrides) -> summary."""
-    from engines.backends import DEFAULT_MAX_BATCH, open_runners
+    from engines.backends import DEFAULT_MAX_BATCH, open_runners, thread_count
     from engines.benchmarks.triton import call_overhead
     from engines.bundles.bundle import load_bundle
 
     work = Path(tempfile.mkdtemp(prefix="dfwatch-bench-triton-"))
-    server, url = start_model_server(bundle_dir, work)
+    threads = thread_count(0)  # the served model computes with as many threads as the in-process one
+    server, url = start_model_server(bundle_dir, work, threads)
     try:
         bundle = load_bundle(bundle_dir)
         local, _ = open_runners(bundle, "onnxruntime", "cpu")
@@ -69,7 +71,8 @@ def bench_triton(bundle_dir: Path, family: str, footage: Path, stride: int, seco
             runs["triton, 2 processes"] = [f.result() for f in both]
     finally:
         stop_daemon(server)
-    result = {"family": family, "bundle": bundle.id, "calls": calls, "end_to_end": runs, "seconds": seconds}
+    result = {"family": family, "bundle": bundle.id, "calls": calls, "end_to_end": runs, "seconds": seconds,
+              "threads": threads}
     out.mkdir(parents=True, exist_ok=True)
     (out / "triton-results.json").write_text(json.dumps(result, indent=1))
     (out / "triton-results.md").write_text(triton_markdown(result))
@@ -77,7 +80,8 @@ def bench_triton(bundle_dir: Path, family: str, footage: Path, stride: int, seco
 
 
 def triton_markdown(r: dict) -> str:
-    lines = [f"Triton against in-process ONNX Runtime ({r['family']}, bundle {r['bundle']}; `dfwatch bench --triton`):",
+    lines = [f"Triton against in-process ONNX Runtime ({r['family']}, bundle {r['bundle']}, {r['threads']} ONNX Runtime "
+             "threads on both sides; `dfwatch bench --triton`):",
              "", "| part | batch | ONNX Runtime in process | through Triton | overhead | ratio |", "|---|---|---|---|---|---|"]
     for c in r["calls"]:
         lines.append(f"| {c['part']} | {c['batch']} | {c['onnxruntime_ms']:.1f} ms | {c['triton_ms']:.1f} ms | "

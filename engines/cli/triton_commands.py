@@ -34,6 +34,8 @@ def register_serve(sub) -> None:
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--repository", metavar="DIR", help="where to write the model repository (default: a temporary one)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime threads per model instance (default 1: instances x threads <= cores)")
     _repo_options(p)
     p.set_defaults(handler=_serve_models)
 
@@ -71,4 +73,4 @@ def _serve_models(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="dfwatch-triton-") as tmp:
         repository = Path(args.repository) if args.repository else Path(tmp) / "models"
         return serve(bundle, repository, Path(tmp) / "work", args.bind, args.port, args.http_port, args.metrics_port,
-                     **_settings(args, config))
+                     threads=args.threads, **_settings(args, config))

@@ -95,9 +95,10 @@ def _die_with_parent() -> None:
 
 
 def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_port: int, metrics_port: int,
-          instances: int, max_batch: int, queue_delay_us: int) -> int:
+          instances: int, max_batch: int, queue_delay_us: int, threads: int = 1) -> int:
     """Writes the bundle's Python-platform repository and runs tritonserver over it until SIGTERM;
-    logs one line when every model is ready. Returns the server's exit code."""
+    logs one line when every model is ready. `threads`: ONNX Runtime threads per model instance.
+    Returns the server's exit code."""
     import signal
     import subprocess
     import time
@@ -113,7 +114,7 @@ def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_
         [f"--grpc-address={bind}", f"--http-address={bind}", f"--metrics-address={bind}"]
     server_log = work / "tritonserver.log"  # its own lines; the Python-backend stubs write there too
     with open(server_log, "wb") as out:
-        proc = subprocess.Popen(command, env=server_env(home), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command, env={**server_env(home), "DFWATCH_TRITON_THREADS": str(threads)}, stdout=out, stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent)
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
