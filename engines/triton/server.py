@@ -131,6 +131,8 @@ def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_
                 log.info("model server ready", grpc=f"{bind}:{grpc_port}", http=f"{bind}:{http_port}",
                          metrics=f"{bind}:{metrics_port}", models=names, bundle=bundle.id, instances=instances)
         time.sleep(0.3)
+    for region in Path("/dev/shm").glob(f"dfwatch{grpc_port}-*"):  # a killed server leaves its Python-backend memory
+        region.unlink(missing_ok=True)
     if stopping:
         return 0
     errors = [line for line in server_log.read_text(errors="replace").splitlines()
