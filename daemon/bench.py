@@ -491,6 +491,7 @@ def _bench(args) -> int:
 def _bench_triton(args) -> int:
     """daemon/bench_triton.py on --bundle or the demo bundle of --family (default: the default family)."""
     from daemon.bench_triton import bench_triton, triton_markdown
+    from engines.families import DEFAULT_FAMILY
 
     config = setup(args, "bench")
     if args.family == "all" and not args.bundle:

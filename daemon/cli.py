@@ -151,10 +151,10 @@ def daemon_config(args: argparse.Namespace, role: str):
     return with_streams(config, specs) if specs else config
 
 
-def require_bundle(config) -> str:
+def require_bundle(config, exit_code: int = 1) -> str:
     if not config.model.bundle:
         raise UserError("no model bundle: pass --bundle DIR or set model.bundle (make one with "
-                        "'dfwatch engines bundle', or try 'dfwatch demo')")
+                        "'dfwatch engines bundle', or try 'dfwatch demo')", exit_code=exit_code)
     from engines.bundles.manifest import read_manifest
 
     read_manifest(config.model.bundle)  # a clear error now rather than in a child
@@ -164,18 +164,17 @@ def require_bundle(config) -> str:
 def models_argv(config, bundle_dir: str, args) -> list[str] | None:
     """`dfwatch serve-models` for triton.serve: on this host, at triton.url's gRPC port, HTTP one
     below and metrics one above it (Triton's own 8000/8001/8002 pattern)."""
-    from urllib.parse import urlparse
-
     from daemon.supervisor import child_argv
+    from engines.triton import parse_url
 
     if not config.triton.serve:
         return None
-    url = urlparse(config.triton.url if "://" in config.triton.url else f"grpc://{config.triton.url}")
-    if url.scheme != "grpc" or url.hostname not in ("127.0.0.1", "localhost", "::1") or not url.port:
+    scheme, host, port = parse_url(config.triton.url)
+    if scheme != "grpc" or host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError(f"triton.serve starts a server on this host: triton.url must be grpc://127.0.0.1:PORT, "
                         f"not {config.triton.url}", exit_code=2)
-    return child_argv("serve-models", [bundle_dir, "--port", str(url.port), "--http-port", str(url.port - 1),
-                                       "--metrics-port", str(url.port + 1)] + passthrough(args))
+    return child_argv("serve-models", [bundle_dir, "--port", str(port), "--http-port", str(port - 1),
+                                       "--metrics-port", str(port + 1)] + passthrough(args))
 
 
 def check_sources(streams) -> None:
@@ -336,9 +335,7 @@ def _scan(args: argparse.Namespace) -> int:
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     config = daemon_config(args, "scan")
-    if not config.model.bundle:
-        raise UserError("no model bundle: pass --bundle DIR or set model.bundle", exit_code=2)
-    bundle = load_bundle(require_bundle(config))
+    bundle = load_bundle(require_bundle(config, exit_code=2))  # 2: bad usage, as scan documents
     m = config.model
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
                                    cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))

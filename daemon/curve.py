@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from engines.errors import DfwatchError
-from engines.logs import get_logger
+from engines.logs import Throttle, get_logger
 
 log = get_logger()
 SERVER = "server"
@@ -148,7 +147,7 @@ class Authenticator:
             raise CurveError(f"no client keys directory {self.clients}: run 'dfwatch keys generate {keys_dir}'")
         self.allowed = self._read()
         self.denied = 0
-        self._last_log = 0.0
+        self._throttle = Throttle(10.0)  # one line per 10 s, whatever the rate of attempts
         self.auth = ThreadAuthenticator(context)
         self.stop = threading.Event()
         self.reloader = threading.Thread(target=self._reload, name="curve-keys", daemon=True)
@@ -161,10 +160,8 @@ class Authenticator:
         if client_key in self.allowed:
             return True
         self.denied += 1
-        now = time.monotonic()
-        if now - self._last_log > 10:  # one line per 10 s, whatever the rate of attempts
+        if self._throttle.ready():
             log.warning("connection refused: its CURVE key is not among the allowed clients", denied=self.denied)
-            self._last_log = now
         return False
 
     def start(self) -> "Authenticator":

@@ -26,7 +26,7 @@ from daemon.endpoints import Endpoints, EndpointsBusy
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.pipeline.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.pipeline.decision import Decision
-from engines.logs import get_logger
+from engines.logs import Throttle, get_logger
 
 log = get_logger()
 MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
@@ -65,6 +65,16 @@ class StreamState:
                 "state": "ended" if ended else (c.state if c else "running"),
                 "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None,
                 "detail": c.detail if c and not ended else ""}
+
+
+def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision, threshold: float, bundle,
+                   backend: str, latency_ms: float) -> Verdict:
+    """The verdict message of a decided window (the daemon publishes it; `dfwatch scan` feeds it to
+    the alert rule)."""
+    return Verdict(stream=stream, window=window, seq_first=w.seq_first, seq_last=w.seq_last, t_first=w.t_first,
+                   t_last=w.t_last, score=decision.score, label=decision.label, threshold=threshold, faces=w.faces,
+                   frames=w.frames, model=bundle.id, backend=backend, latency_ms=latency_ms,
+                   untrained=not bundle.trained, family=bundle.family, fake_frames=decision.fake_frames)
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:
@@ -111,10 +121,9 @@ class InferenceServer:
         self.stages: dict[str, dict] = {}  # stage -> calls, items, seconds (model work, in the status)
         self.started = time.monotonic()
         self.stop = threading.Event()
-        self._last_invalid_log: dict[str, float] = {}
+        self._throttle = Throttle(10.0)  # one line per invalid-message reason, and for model errors, per 10 s
         self.authenticator: curve.Authenticator | None = None  # CURVE on tcp endpoints
         self.model_errors = 0
-        self._last_model_error_log = -1e9
 
     # -- sockets ------------------------------------------------------------------------------
     def _bind(self) -> tuple[zmq.Socket, zmq.Socket]:
@@ -207,10 +216,8 @@ class InferenceServer:
 
     def _count_invalid(self, e: ProtocolError) -> None:
         self.invalid[e.reason] = self.invalid.get(e.reason, 0) + 1
-        now = time.monotonic()
-        if now - self._last_invalid_log.get(e.reason, -1e9) > 10:  # one line per reason per 10 s
+        if self._throttle.ready(f"invalid:{e.reason}"):
             log.warning("invalid message dropped", reason=e.reason, detail=e.detail, count=self.invalid[e.reason])
-            self._last_invalid_log[e.reason] = now
 
     def _stream(self, name: str) -> StreamState:
         if name not in self.streams:
@@ -288,12 +295,10 @@ class InferenceServer:
         except Exception as e:
             involved = {s.name: s for s in streams}  # each stream once (states are not hashable)
             self.model_errors += 1
-            now = time.monotonic()
-            if now - self._last_model_error_log > 10:  # a model server that is down fails every call: one line per 10 s
+            if self._throttle.ready("model_error"):  # a model server that is down fails every call
                 log.exception("model call failed; resetting the streams involved", stage=stage,
                               streams=sorted(involved), error=str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
                               failures=self.model_errors)
-                self._last_model_error_log = now
             for s in involved.values():
                 s.drop("model_error")
                 self._new_session(s)
@@ -358,12 +363,8 @@ class InferenceServer:
     # -- publishing ---------------------------------------------------------------------------
     def _publish_verdict(self, state: StreamState, w: WindowInputs, decision: Decision) -> None:
         score, label = decision.score, decision.label
-        verdict = Verdict(stream=state.name, window=state.window_offset + w.window, seq_first=w.seq_first,
-                          seq_last=w.seq_last, t_first=w.t_first, t_last=w.t_last, score=score, label=label,
-                          threshold=self.threshold, faces=w.faces, frames=w.frames, model=self.bundle.id,
-                          backend=self.backend, latency_ms=max(0.0, (time.time() - w.t_last) * 1000),
-                          untrained=not self.bundle.trained, family=self.bundle.family,
-                          fake_frames=decision.fake_frames)
+        verdict = window_verdict(state.name, state.window_offset + w.window, w, decision, self.threshold, self.bundle,
+                                 self.backend, latency_ms=max(0.0, (time.time() - w.t_last) * 1000))
         state.windows += 1
         state.labels[label] = state.labels.get(label, 0) + 1
         if self.metrics:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.alerts import AlertRules, AlertTracker
-from daemon.protocol import Verdict
+from daemon.inference import window_verdict
 from engines.sources import SourceError, parse_source, source_kind
 
 EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
@@ -100,7 +100,8 @@ class Scanner:
                        "t_last": round(win.t_last, 3), "score": decision.score, "label": decision.label,
                        "faces": win.faces, "frames": win.frames, "fake_frames": decision.fake_frames}
                 result.windows.append(row)
-                alert = tracker.on_verdict(self._verdict(tracker.stream, win, decision))
+                alert = tracker.on_verdict(window_verdict(tracker.stream, win.window, win, decision, self.threshold,
+                                                          self.bundle, self.backend, latency_ms=0.0))
                 result.alerts += alert is not None and alert.state == "start"
                 if keep_sheets and decision.label == "fake" and len(result.sheets) < MAX_SHEETS:
                     result.sheets[win.window] = _sheet([crops.get(i) for i in win.indices])
@@ -121,13 +122,6 @@ class Scanner:
             fakes = sum(row["label"] == "fake" for row in faced)
             result.short_and_fake = fakes * self.rules.open_of >= self.rules.open_after * len(faced)
         return result
-
-    def _verdict(self, stream: str, win, decision) -> Verdict:
-        return Verdict(stream=stream, window=win.window, seq_first=win.seq_first, seq_last=win.seq_last,
-                       t_first=win.t_first, t_last=win.t_last, score=decision.score, label=decision.label,
-                       threshold=self.threshold, faces=win.faces, frames=win.frames, model=self.bundle.id,
-                       backend=self.backend, latency_ms=0.0, untrained=not self.bundle.trained,
-                       family=self.bundle.family, fake_frames=decision.fake_frames)
 
 
 def _sheet(crops: list) -> np.ndarray:

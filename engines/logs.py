@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import structlog
 
@@ -91,3 +92,19 @@ def bind(**fields) -> None:
 
 def get_logger(name: str | None = None):
     return structlog.get_logger(name) if name else structlog.get_logger()
+
+
+class Throttle:
+    """At most one log line per `seconds` per key: a fault that repeats on every message or call
+    (a flood of bad frames, a model server that is down) must not flood the log."""
+
+    def __init__(self, seconds: float = 10.0):
+        self.seconds = seconds
+        self.last: dict[str, float] = {}
+
+    def ready(self, key: str = "") -> bool:
+        now = time.monotonic()
+        if now - self.last.get(key, float("-inf")) > self.seconds:
+            self.last[key] = now
+            return True
+        return False

@@ -10,7 +10,7 @@ import zmq
 
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
-from helpers.daemon import DFWATCH, Subscriber, against_publisher, daemon_env, start, stop
+from helpers.daemon import DFWATCH, Subscriber, against_publisher, daemon_env, free_port, start, stop
 
 
 def verdict(label: str, t: float, score: float | None = None, stream: str = "door", untrained: bool = False) -> Verdict:
@@ -120,14 +120,6 @@ def _serve(bundle, frames, work, threshold: float, metrics_port: int = 0):
         push.send_multipart(Frame("cam", i, 1000.0 + i / 4, float(i), pixels).encode())
     push.send_multipart(EndOfStream("cam", len(frames) - 1).encode())
     return proc, push, sub, runtime, log
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:

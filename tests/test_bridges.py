@@ -18,13 +18,7 @@ import zmq
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.bridges import WebhookBridge, signature
 from daemon.protocol import Verdict
-from helpers.daemon import DFWATCH, daemon_env, stop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers.daemon import DFWATCH, daemon_env, free_port, stop
 
 
 def verdict(label: str, stream: str = "door", t: float = 100.0) -> Verdict:

@@ -1,7 +1,6 @@
 """CURVE on tcp endpoints: only clients with an allowed key push frames or receive verdicts."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 
@@ -11,13 +10,7 @@ import zmq
 
 from daemon import curve
 from daemon.protocol import Frame
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers.daemon import DFWATCH, Subscriber, daemon_env, free_port, start, stop
 
 
 @pytest.fixture

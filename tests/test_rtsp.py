@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from helpers.daemon import Subscriber, daemon_env, start, stop
+from helpers.daemon import Subscriber, daemon_env, free_port, start, stop
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 HELPER = REPO / "tests" / "helpers" / "rtsp_server.py"
@@ -27,12 +26,6 @@ pytestmark = pytest.mark.skipif(not _has_rtsp_server(), reason=(
     "needs GStreamer's RTSP server for the system Python (apt-get install python3-gi "
     "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; scripts/setup.sh "
     "installs them when run as root)"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RtspServer:

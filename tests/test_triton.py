@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,18 +11,12 @@ import urllib.request
 import pytest
 
 from conftest import REPO
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, one_error, start, stop
+from helpers.daemon import DFWATCH, Subscriber, daemon_env, free_port, one_error, start, stop
 
 SERVER = REPO / ".cache" / "tritonserver"
 pytestmark = pytest.mark.skipif(not (SERVER / "python" / "bin" / "python").is_file(),
                                 reason="needs the Triton server unpacked by scripts/install-triton.sh (setup.sh runs it)")
 SETTINGS = ["--set", "window.stride=2", "--set", "inference.max_frame_age_s=0"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ModelServer:

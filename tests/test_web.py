@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,17 +11,11 @@ import urllib.request
 import pytest
 
 from conftest import REPO
-from helpers.daemon import DFWATCH, daemon_env, start, stop
+from helpers.daemon import DFWATCH, daemon_env, free_port, start, stop
 
 ARTIFACTS = REPO / ".cache" / "test-artifacts"
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ so a restarted server is picked up without restarting the daemon.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlparse
 
 import numpy as np
 
 from engines.backends.base import Runner, as_numpy
 from engines.bundles.bundle import Bundle, BundleError
+from engines.triton import parse_url
 from engines.triton.repository import model_name
 
 DEFAULT_URL = "grpc://127.0.0.1:8001"
@@ -27,11 +27,9 @@ class TritonError(BundleError):
 
 def client_for(url: str, timeout_s: float):
     """A tritonclient for grpc://HOST:PORT (default) or http://HOST:PORT."""
-    parsed = urlparse(url if "://" in url else f"grpc://{url}")
-    if parsed.scheme not in ("grpc", "http") or not parsed.hostname or not parsed.port:
-        raise TritonError(f"model.triton_url {url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
-    target = f"{parsed.hostname}:{parsed.port}"
-    if parsed.scheme == "grpc":
+    scheme, host, port = parse_url(url)
+    target = f"{host}:{port}"
+    if scheme == "grpc":
         import tritonclient.grpc as module
 
         return module, module.InferenceServerClient(target)

@@ -25,6 +25,15 @@ def daemon_env(runtime_dir: Path, **extra) -> dict:
     return env
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def one_error(output: str) -> str:
     """The message of the one structured error line a command wrote (JSON logging, as under
     `dfwatch run` or systemd): every line must be JSON."""
