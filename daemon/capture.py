@@ -80,10 +80,11 @@ def first_frame_check(path: str, opener=open_video) -> None:
 
 
 def file_frames(path: str, fps: float, max_width: int, max_height: int, open_timeout_ms: int = 5000,
-                read_timeout_ms: int = 5000):
+                read_timeout_ms: int = 5000, on_end=None):
     """Yields (pixels, pos_ms, frames read, frames in the file) for the frames a capture process
     sends from this file unpaced — the same decoder, sampling and size bound as `Capture._loop`
-    — for `dfwatch scan`, which must score what the daemon would."""
+    — for `dfwatch scan`, which must score what the daemon would. `on_end(warning)` is told at
+    the end whether the file ended early (`ended_early`)."""
     cap = open_video(path, open_timeout_ms, read_timeout_ms)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     sampler, clock, read = Sampler(fps), _FileClock(), 0
@@ -96,8 +97,18 @@ def file_frames(path: str, fps: float, max_width: int, max_height: int, open_tim
             ok, frame = cap.retrieve()
             if ok and frame is not None:
                 yield fit_size(frame, max_width, max_height), pos_ms, read, max(total, read)
+        if on_end:
+            on_end(ended_early(read, total))
     finally:
         cap.release()
+
+
+def ended_early(read: int, declared: int) -> str | None:
+    """A warning when decoding stopped well before the frames the container declares (a truncated
+    file plays its frames without a word otherwise)."""
+    if declared and read < 0.95 * declared - 2:
+        return f"the file ended early: {read} of the {declared} frames it declares could be decoded (truncated?)"
+    return None
 
 
 def fit_size(frame: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
@@ -262,6 +273,7 @@ class Capture:
         sampler = Sampler(self.fps)
         clock = _FileClock() if self.kind == "file" else None
         timely = TIMELY_RUN
+        read_before = self.counters.frames_read  # frames read before this pass over a file
         while not self.stop.is_set():
             self.last_progress = time.monotonic()
             if self.stalled:
@@ -270,6 +282,10 @@ class Capture:
             began = time.monotonic()
             if not cap.grab():
                 if self.kind == "file":
+                    if warning := ended_early(self.counters.frames_read - read_before,
+                                              int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)):
+                        log.warning(warning, file=self.source)
+                    read_before = self.counters.frames_read
                     if not self.settings.loop:
                         return self._end(sock)
                     cap = self._reopen(cap, reason="loop")

@@ -66,11 +66,13 @@ def register_scan(sub) -> None:
                        help="is this video fake? score whole files with the daemon's own analysis",
                        description="Scores each file's windows as the daemon would and gives each file a verdict "
                                    "by the alert rule. Exit 0: all real; 1: at least one fake; 2: bad usage or an "
-                                   "unreadable file (the others are still scanned); 3: no face found (none fake).")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+                                   "unreadable file, which wins over 1 (the others are still scanned); 3: no face "
+                                   "found (none fake).")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders (their video files are scanned)")
     p.add_argument("--bundle", metavar="DIR", help="model bundle directory (overrides model.bundle)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per window, then one per file (all name the file)")
-    p.add_argument("--report", metavar="DIR", help="write an HTML report per file (score timeline, fake windows' faces)")
+    p.add_argument("--report", metavar="DIR", help="write a report per file: DIR/<file>.html (file facts, model, score timeline, "
+                        "most suspect moments, their faces) and DIR/<file>.json")
     p.set_defaults(handler=_scan)
 
 
@@ -151,10 +153,21 @@ def daemon_config(args: argparse.Namespace, role: str):
     return with_streams(config, specs) if specs else config
 
 
-def require_bundle(config, exit_code: int = 1) -> str:
+def usage_error(load):
+    """`load()`, with a bundle that cannot be used reported as bad usage (exit 2), as scan's codes say
+    (exit 1 means 'fake' there)."""
+    from engines.errors import DfwatchError
+
+    try:
+        return load()
+    except DfwatchError as e:
+        raise UserError(str(e), exit_code=2) from None
+
+
+def require_bundle(config) -> str:
     if not config.model.bundle:
         raise UserError("no model bundle: pass --bundle DIR or set model.bundle (make one with "
-                        "'dfwatch engines bundle', or try 'dfwatch demo')", exit_code=exit_code)
+                        "'dfwatch engines bundle', or try 'dfwatch demo')")
     from engines.bundles.manifest import read_manifest
 
     read_manifest(config.model.bundle)  # a clear error now rather than in a child
@@ -329,20 +342,20 @@ def _run(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from daemon.scan import Scanner, exit_code, human_line, json_lines, terminal_progress, write_report
+    from daemon.scan import Scanner, expand_inputs, exit_code, human_line, json_lines, terminal_progress, write_report
     from engines.backends import open_runners
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     config = daemon_config(args, "scan")
-    bundle = load_bundle(require_bundle(config, exit_code=2))  # 2: bad usage, as scan documents
+    bundle = usage_error(lambda: load_bundle(require_bundle(config)))  # 2: bad usage, as scan documents
     m = config.model
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
                                    cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
     scanner = Scanner(config, bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
                                                             device=choice.device), choice.backend)
     results = []
-    for path in args.videos:
+    for path in expand_inputs(args.videos):
         progress = None if args.json else terminal_progress(path)
         result = scanner.scan(path, keep_sheets=bool(args.report), progress=progress)
         if progress:
@@ -350,9 +363,11 @@ def _scan(args: argparse.Namespace) -> int:
         results.append(result)
         if result.error:
             print(f"dfwatch scan: {result.error}", file=sys.stderr)
+        elif result.warning:
+            print(f"dfwatch scan: {result.path}: {result.warning}", file=sys.stderr)
         print("\n".join(json_lines(result)) if args.json else human_line(result, scanner.threshold), flush=True)
         if args.report and not result.error:
-            page = write_report(result, Path(args.report), scanner.threshold, bundle.id, not bundle.trained)
+            page = write_report(result, Path(args.report), scanner.threshold, scanner.rules)
             print(f"report: {page}", file=sys.stderr if args.json else sys.stdout)
     return exit_code(results)
 

@@ -9,13 +9,18 @@ default 2 of 3 consecutive windows with a face were fake) — or, in a file too 
 windows with a face than `open_of`), when at least `open_after`/`open_of` of them were fake —
 `no_face` when no window had enough faces, else `real`.
 
-Exit codes: 0 every file real; 1 at least one file fake; 2 bad usage or a file that could not be
-read (the other files are still scanned); 3 no face found in some file (and none fake).
+Every output (the terminal line, the JSON lines, the HTML and JSON reports) names the bundle and
+its checksum and says when the bundle is untrained, so a verdict never travels without what made it.
+
+Exit codes: 0 every file real; 1 at least one file fake (and every file read); 2 bad usage or a
+file that could not be read, which wins over 1: the answer is incomplete (the other files are
+still scanned); 3 no face found in some file (and none fake).
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +31,23 @@ from daemon.inference import window_verdict
 from engines.sources import SourceError, parse_source, source_kind
 
 EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
-MAX_SHEETS = 12  # flagged windows shown in a report
+MAX_SHEETS = 4  # the most suspect fake windows' faces shown in a report
+SUSPECT_MOMENTS = 5  # the highest-scoring windows listed with their times
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
+
+
+def expand_inputs(paths: list[str]) -> list[str]:
+    """Files as given; a directory becomes the video files under it (by suffix, sorted), or an
+    error entry when it holds none."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            videos = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+            out += videos or [p]
+        else:
+            out.append(p)
+    return out
 
 
 @dataclass
@@ -37,6 +58,8 @@ class FileResult:
     short_and_fake: bool = False   # too few windows for the alert rule, and enough of them fake
     sheets: dict[int, np.ndarray] = field(default_factory=dict)  # window -> contact sheet (BGR)
     error: str | None = None
+    warning: str | None = None     # e.g. the file ended early (truncated): its frames were scored
+    model: dict = field(default_factory=dict)   # what scored it: Scanner.provenance()
 
     @property
     def verdict(self) -> str:
@@ -52,15 +75,22 @@ class FileResult:
                 "fake_windows": sum(w["label"] == "fake" for w in self.windows),
                 "no_face_windows": sum(w["label"] == "no_face" for w in self.windows),
                 "alerts": self.alerts, "peak_score": max(scores) if scores else None,
-                "mean_score": float(np.mean(scores)) if scores else None, "error": self.error}
+                "mean_score": float(np.mean(scores)) if scores else None, "error": self.error,
+                "warning": self.warning, **self.model}
+
+    def suspect_moments(self, n: int = SUSPECT_MOMENTS) -> list[dict]:
+        """The n highest-scoring windows, in time order."""
+        scored = sorted((w for w in self.windows if w["score"] is not None), key=lambda w: -w["score"])[:n]
+        return sorted(scored, key=lambda w: w["t_first"])
 
 
 def exit_code(results: list[FileResult]) -> int:
+    """2 wins over 1: with a file unread, 'no fake among them' is not known."""
     verdicts = {r.verdict for r in results}
-    if "fake" in verdicts:
-        return EXIT_FAKE
     if "error" in verdicts:
         return EXIT_BAD_INPUT
+    if "fake" in verdicts:
+        return EXIT_FAKE
     return EXIT_NO_FACE if "no_face" in verdicts else EXIT_REAL
 
 
@@ -73,12 +103,22 @@ class Scanner:
         self.fps = config.capture.fps or bundle.fps
         self.rules = AlertRules.from_config(config.alerts)
 
+    def provenance(self) -> dict:
+        """What scored a file, for every output: the bundle, its checksum, trained or not, the operating point."""
+        from engines import __version__
+
+        return {"model": self.bundle.id, "family": self.bundle.family, "bundle_checksum": self.bundle.checksum,
+                "untrained": not self.bundle.trained, "threshold": self.threshold, "backend": self.backend,
+                "dfwatch": __version__}
+
     def scan(self, path: str, keep_sheets: bool = False, progress=None) -> FileResult:
         from daemon.capture import file_frames, first_frame_check
         from engines.pipeline.driver import run_pending, stream_analysis
 
-        result = FileResult(path)
+        result = FileResult(path, model=self.provenance())
         try:
+            if Path(path).is_dir():
+                raise SourceError(f"{path} is a folder with no video file in it ({', '.join(sorted(VIDEO_SUFFIXES))})")
             if source_kind(parse_source(path)) != "file":
                 raise SourceError(f"{path} is not a video file: scan takes files (watch cameras with 'dfwatch run')")
             first_frame_check(path)
@@ -103,13 +143,17 @@ class Scanner:
                 alert = tracker.on_verdict(window_verdict(tracker.stream, win.window, win, decision, self.threshold,
                                                           self.bundle, self.backend, latency_ms=0.0))
                 result.alerts += alert is not None and alert.state == "start"
-                if keep_sheets and decision.label == "fake" and len(result.sheets) < MAX_SHEETS:
-                    result.sheets[win.window] = _sheet([crops.get(i) for i in win.indices])
+                if keep_sheets and decision.label == "fake":
+                    keep_telling_sheet(result, row, lambda: _sheet([crops.get(i) for i in win.indices]))
             if keep_sheets:  # crops no later window needs
                 for i in [i for i in crops if i not in analysis.records]:
                     del crops[i]
 
-        for seq, (pixels, pos_ms, done, total) in enumerate(file_frames(path, self.fps, c.max_width, c.max_height)):
+        def ended(warning: str | None) -> None:
+            result.warning = warning
+
+        for seq, (pixels, pos_ms, done, total) in enumerate(file_frames(path, self.fps, c.max_width, c.max_height,
+                                                                        on_end=ended)):
             t = pos_ms / 1000.0
             analysis.add_frame(pixels, seq, t, t)
             decide(run_pending(analysis, self.runners, self.detector, self.bundle.spec, on_crop=keep_crop))
@@ -122,6 +166,18 @@ class Scanner:
             fakes = sum(row["label"] == "fake" for row in faced)
             result.short_and_fake = fakes * self.rules.open_of >= self.rules.open_after * len(faced)
         return result
+
+
+def keep_telling_sheet(result: FileResult, row: dict, make) -> None:
+    """Keeps the contact sheets of the MAX_SHEETS highest-scoring fake windows (near-identical
+    sheets of every fake window made a report page of megabytes)."""
+    scores = {w["window"]: w["score"] for w in result.windows}
+    if len(result.sheets) >= MAX_SHEETS:
+        weakest = min(result.sheets, key=lambda w: scores[w])
+        if scores[weakest] >= row["score"]:
+            return
+        del result.sheets[weakest]
+    result.sheets[row["window"]] = make()
 
 
 def _sheet(crops: list) -> np.ndarray:
@@ -149,16 +205,25 @@ def terminal_progress(name: str, out=sys.stderr):
     return show
 
 
+def model_text(r: FileResult) -> str:
+    """The bundle, its checksum and, where it is so, that it is untrained: on every verdict line."""
+    m = r.model
+    text = f"bundle {m['model']} (sha256 {m['bundle_checksum'][:12]})"
+    return text + (", UNTRAINED: this verdict means nothing" if m["untrained"] else "")
+
+
 def human_line(r: FileResult, threshold: float) -> str:
     s = r.summary()
     if r.error:
         return f"{r.path}: ERROR {r.error}"
     peak = "-" if s["peak_score"] is None else f"{s['peak_score']:.3f}"
     line = (f"{r.path}: {r.verdict.upper()} ({s['windows']} windows, {s['fake_windows']} fake, "
-            f"{s['no_face_windows']} without a face; peak P(fake) {peak}, threshold {threshold:g})")
+            f"{s['no_face_windows']} without a face; peak P(fake) {peak}, threshold {threshold:g}; {model_text(r)})")
     flagged = [w for w in r.windows if w["label"] == "fake"][:5]
     if flagged and r.verdict == "fake":
         line += "\n  fake windows at " + ", ".join(f"{w['t_first']:.1f}-{w['t_last']:.1f} s" for w in flagged)
+    if r.warning:
+        line += f"\n  warning: {r.warning}"
     return line
 
 
@@ -166,8 +231,35 @@ def json_lines(r: FileResult) -> list[str]:
     return [json.dumps(w) for w in r.windows] + [json.dumps(r.summary())]
 
 
-def write_report(r: FileResult, out_dir: Path, threshold: float, model: str, untrained: bool) -> Path:
-    """One self-contained HTML page: the score timeline (inline SVG) and the fake windows' faces."""
+def video_facts(path: str) -> dict:
+    """What a fact-checker files about the file itself: checksum, size, duration, resolution, codec."""
+    import cv2
+
+    from engines.bundles.manifest import sha256_file
+
+    cap = cv2.VideoCapture(path)
+    try:
+        fps, frames = cap.get(cv2.CAP_PROP_FPS) or 0.0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+        codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown"
+        facts = {"width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                 "fps": round(fps, 3), "frames": frames, "duration_s": round(frames / fps, 3) if fps else None,
+                 "codec": codec}
+    finally:
+        cap.release()
+    return {"file": path, "sha256": sha256_file(Path(path)), "bytes": Path(path).stat().st_size, **facts}
+
+
+def report_data(r: FileResult, facts: dict, rule: str) -> dict:
+    """The JSON report written beside the HTML: the file, the model, the verdict, every window."""
+    return {"report": "dfwatch-scan", "scanned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "video": facts,
+            "model": r.model, "rule": rule, "summary": r.summary(), "suspect_moments": r.suspect_moments(),
+            "windows": r.windows}
+
+
+def write_report(r: FileResult, out_dir: Path, threshold: float, rules: AlertRules) -> Path:
+    """One self-contained HTML page (the score timeline as inline SVG, the most suspect moments,
+    the telling windows' faces) and the same facts as JSON beside it (<file>.json)."""
     import base64
     import html
 
@@ -175,29 +267,51 @@ def write_report(r: FileResult, out_dir: Path, threshold: float, model: str, unt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / (Path(r.path).name + ".html")
-    s = r.summary()
+    rule = _rule_text(rules)
+    data = report_data(r, video_facts(r.path), rule)
+    page.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    s, v, m = r.summary(), data["video"], r.model
     sheets = "".join(
         f'<figure><img alt="faces of window {w}" src="data:image/jpeg;base64,'
-        f'{base64.b64encode(cv2.imencode(".jpg", sheet)[1].tobytes()).decode()}">'
+        f'{base64.b64encode(cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()).decode()}">'
         f"<figcaption>window {w}</figcaption></figure>" for w, sheet in sorted(r.sheets.items()))
-    warning = "<p class=warn>This bundle is untrained (a demo): its scores mean nothing.</p>" if untrained else ""
+    warning = ("<p class=warn>This bundle is untrained (a demo): its scores mean nothing.</p>"
+               if m["untrained"] else "") + (f"<p class=warn>{html.escape(r.warning)}</p>" if r.warning else "")
+    moments = "".join(f"<tr><td>{w['t_first']:.1f}&ndash;{w['t_last']:.1f} s</td><td>{w['window']}</td>"
+                      f"<td>{w['score']:.3f}</td><td>{w['label']}</td></tr>" for w in data["suspect_moments"])
+    duration = "unknown" if v["duration_s"] is None else f"{v['duration_s']:.1f} s"
+    facts = [("File", html.escape(Path(r.path).name)), ("sha256", v["sha256"]), ("Size", f"{v['bytes']:,} bytes"),
+             ("Duration", duration), ("Resolution", f"{v['width']}&times;{v['height']}"),
+             ("Codec", html.escape(v["codec"])), ("Frame rate", f"{v['fps']:g} fps"),
+             ("Scanned", data["scanned_at"]), ("dfwatch", m["dfwatch"]),
+             ("Bundle", f"{html.escape(m['model'])} ({html.escape(m['family'])}"
+                        f"{', UNTRAINED' if m['untrained'] else ''})"),
+             ("Bundle checksum", m["bundle_checksum"]),
+             ("Operating point", f"threshold {threshold:g} on P(fake); {html.escape(rule)}")]
+    rows = "".join(f"<tr><th>{k}</th><td>{val}</td></tr>" for k, val in facts)
     page.write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>dfwatch scan: {html.escape(Path(r.path).name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} .warn{{color:#b00;font-weight:bold}}
+table{{border-collapse:collapse;margin-bottom:1em}} th,td{{text-align:left;padding:2px 10px;border-bottom:1px solid #eee}}
 figure{{display:inline-block;margin:0 1em 1em 0}} svg{{border:1px solid #ccc}}</style></head>
 <body><h1>{html.escape(Path(r.path).name)}: {r.verdict.upper()}</h1>{warning}
-<p>{s['windows']} windows, {s['fake_windows']} fake, {s['no_face_windows']} without a face; alerts {s['alerts']};
-model {html.escape(model)}, threshold {threshold:g}. Rule: fake when {html.escape(_rule_text())}.</p>
+<p>{s['windows']} windows, {s['fake_windows']} fake, {s['no_face_windows']} without a face; alerts {s['alerts']}.
+The same facts as JSON: {html.escape(page.with_suffix(".json").name)}.</p>
+<table id="facts">{rows}</table>
 <h2>P(fake) per window</h2>{timeline_svg(r.windows, threshold)}
-<h2>Fake windows' faces</h2>{sheets or '<p>none</p>'}
+<h2>Most suspect moments</h2>
+<table id="moments"><tr><th>time</th><th>window</th><th>P(fake)</th><th>label</th></tr>{moments or
+                                                                                 '<tr><td>none</td></tr>'}</table>
+<h2>Faces of the most suspect fake windows</h2>{sheets or '<p>none</p>'}
 </body></html>
 """)
     return page
 
 
-def _rule_text() -> str:
-    return ("an alert would open (enough of the recent windows with a face were fake: configuration section "
-            "alerts), or, in a file with too few windows for that rule, when enough of them were fake")
+def _rule_text(rules: AlertRules) -> str:
+    return (f"the file is fake when an alert would open ({rules.open_after} of {rules.open_of} consecutive windows "
+            f"with a face fake: configuration section alerts), or, in a file with fewer windows than that, when at "
+            f"least {rules.open_after}/{rules.open_of} of them were fake")
 
 
 def timeline_svg(windows: list[dict], threshold: float, width: int = 800, height: int = 240) -> str:
@@ -228,7 +342,10 @@ def timeline_svg(windows: list[dict], threshold: float, width: int = 800, height
                     for r in runs)
     dots = "".join(f'<circle cx="{x(w["t_last"]):.1f}" cy="{y(w["score"]):.1f}" r="3" '
                    f'fill="{"#c00" if w["label"] == "fake" else "#06c"}"/>' for w in windows if w["score"] is not None)
-    return (f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+    ticks = "".join(f'<line class="tick" x1="{pad - 4}" y1="{y(p):.1f}" x2="{width - pad}" y2="{y(p):.1f}" '
+                    f'stroke="#eee"/><text x="2" y="{y(p) + 4:.1f}" font-size="10">{p:.2f}</text>'
+                    for p in (0.0, 0.25, 0.5, 0.75, 1.0))
+    return (f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{ticks}'
             f'<line x1="{pad}" y1="{y(threshold):.1f}" x2="{width - pad}" y2="{y(threshold):.1f}" stroke="#c00" '
             f'stroke-dasharray="6 4"/><text x="{pad}" y="{y(threshold) - 4:.1f}" font-size="11">threshold '
             f'{threshold:g}</text>{lines}{dots}'

@@ -77,6 +77,25 @@ def test_short_stream_is_padded_circularly():
     a.end()
     (w,) = run(a, calls)
     assert w.indices == (0, 1, 2, 0, 1, 2, 0, 1) and w.frames == 3 and w.faces == 3
+    # the metadata describes the real frames, not positions in the padded window
+    assert (w.seq_first, w.seq_last, w.t_first, w.t_last) == (0, 2, 0.0, 2.0)
+    assert list(w.first) == [True] * 3 + [False] * 5
+
+
+def test_a_padded_window_votes_each_real_frame_once():
+    from engines.families.dldfd import DLDFDFamily
+
+    a = StreamAnalysis(WindowSpec(8, 2, 0, 0.5), CropSpec(size=32), Normalization(32, STYLE_NORM.mean, STYLE_NORM.std))
+    for i in range(5):
+        a.add_frame(frame(i), i, float(i), float(i))
+    a.end()
+    for r in a.needs_detection():
+        a.set_detections(r, [FACE])
+    for r in a.needs_encoding():
+        a.set_encoding(r, np.float32(0.9 if r.index < 2 else 0.1))  # frames 0, 1 fake; 2, 3, 4 real
+    (w,) = a.ready_windows()
+    (d,) = DLDFDFamily().decide([w], {}, 0.5)
+    assert (d.fake_frames, d.voters, w.frames) == (2, 5, 5) and d.label == "real"  # padded: 4 of 8 would be fake
 
 
 def test_too_few_faces_is_no_face():

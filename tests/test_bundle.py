@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from conftest import DFWATCH
+from helpers.bundles import rewrite_manifest
 from engines.bundles.bundle import FORMAT_VERSION, BundleError, load_bundle
+from engines.bundles.manifest import manifest_digest
 from engines.families.stylegru import assemble
 from engines.bundles.checkpoints import load_psp_encoder, save_head
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
@@ -21,7 +23,7 @@ def bundle_copy(bundle_dir, tmp_path):
     shutil.copytree(bundle_dir, dst, ignore=shutil.ignore_patterns("onnx"))
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest.pop("onnx")
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(dst, manifest)
     return dst
 
 
@@ -53,6 +55,28 @@ def test_modified_weight_file_is_refused(bundle_copy):
     assert str(e.value).startswith(f"{bundle_copy / 'head.pt'}: modified since the bundle was made")
 
 
+@pytest.mark.parametrize("edit", [{"trained": True}, {"threshold": 0.9}, {"id": "other"}, "checksum"])
+def test_an_edited_manifest_is_refused_as_itself(bundle_copy, edit):
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if edit == "checksum":  # a weight file's checksum changed in the manifest: the manifest is to blame
+        manifest["files"]["head"]["sha256"] = "0" * 64
+    else:
+        manifest.update(edit)
+    path.write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(BundleError) as e:
+        load_bundle(bundle_copy)
+    assert str(e.value).startswith(f"{path}: edited since the bundle was made"), e.value
+
+
+def test_a_manifest_without_digest_still_loads_and_says_unsealed(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert len(manifest.pop("digest")) == 64 and load_bundle(bundle_copy).checksum == manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))  # as dfwatch 0.2 wrote it
+    assert load_bundle(bundle_copy).checksum == "unsealed"
+
+
 def test_missing_file_is_refused(bundle_copy):
     (bundle_copy / "content_trunk.pt").unlink()
     with pytest.raises(BundleError, match=r"content_trunk\.pt: missing \(content file of the bundle\)"):
@@ -63,7 +87,7 @@ def test_manifest_from_a_newer_version_is_refused(bundle_copy):
     path = bundle_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
-    path.write_text(json.dumps(manifest))
+    rewrite_manifest(bundle_copy, manifest)
     with pytest.raises(BundleError) as e:
         load_bundle(bundle_copy)
     assert str(e.value).startswith(f"{path}: bundle format version {FORMAT_VERSION + 1} is newer than this dfwatch")
@@ -73,7 +97,7 @@ def test_manifest_without_required_fields_and_not_a_bundle(bundle_copy, tmp_path
     path = bundle_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     del manifest["threshold"], manifest["crop"]
-    path.write_text(json.dumps(manifest))
+    rewrite_manifest(bundle_copy, manifest)
     with pytest.raises(BundleError, match="manifest lacks required fields: threshold, crop"):
         load_bundle(bundle_copy)
     path.write_text("{not json")

@@ -16,6 +16,7 @@ from engines.bundles.checkpoints import (CheckpointError, dldfd_from_imagenet, i
 from engines.pipeline.decision import NO_FACE, frame_vote
 from engines.bundles.manifest import BundleError
 from engines.models.dldfd import DLDFDConfig
+from helpers.bundles import rewrite_manifest
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, serve_frames, start, stop
 
 T, STRIDE = DLDFD_SMALL["frames"], 2
@@ -122,11 +123,11 @@ def test_bundle_errors(tmp_path, dldfd_bundle, resnet50_checkpoint):
     with pytest.raises(BundleError, match="a dldfd bundle has no part.s. style"):
         export_bundle(copy, ("style",))
     manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "family": "dlfdd"}))
+    rewrite_manifest(copy, {**manifest, "family": "dlfdd"})
     with pytest.raises(BundleError, match="model family 'dlfdd' is unknown to this dfwatch"):
         load_bundle(copy)
     del manifest["frame"]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(copy, manifest)
     with pytest.raises(BundleError, match="manifest lacks required fields: frame"):
         load_bundle(copy)
 

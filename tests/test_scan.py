@@ -1,6 +1,7 @@
 """`dfwatch scan`: whole files scored with the daemon's code, exit codes, JSON lines, the HTML report."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -8,7 +9,9 @@ import subprocess
 import cv2
 import pytest
 
-from daemon.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, FileResult, exit_code
+from daemon.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, MAX_SHEETS, FileResult, exit_code
+from engines import __version__
+from engines.bundles.bundle import load_bundle
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
 
 SETTINGS = ["--set", "window.stride=2", "--set", "inference.max_frame_age_s=0"]
@@ -25,6 +28,21 @@ def clip(footage, tmp_path_factory):
     writer.release()
     cap.release()
     return path
+
+
+@pytest.fixture(scope="module")
+def cut_avi(footage, tmp_path_factory):
+    """Half of a 24-frame MJPG AVI: FFmpeg decodes its first 12 frames, the header declares 24."""
+    whole = tmp_path_factory.mktemp("cut") / "whole.avi"
+    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 24, (360, 288))
+    for _ in range(24):
+        writer.write(cap.read()[1])
+    writer.release()
+    cap.release()
+    cut = whole.with_name("cut.avi")
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return cut
 
 
 def scan(*args, env=None):
@@ -69,6 +87,15 @@ def test_threshold_zero_flags_the_file_and_the_report_shows_its_plot(clip, dldfd
     assert summary["verdict"] == "fake" and summary["alerts"] >= 1
     page = report / "franck5s.mp4.html"
     assert page.is_file()
+    data = json.loads((report / "franck5s.mp4.json").read_text())  # the JSON report beside the page
+    assert data["video"]["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert (data["video"]["width"], data["video"]["height"], data["video"]["frames"]) == (360, 288, 120)
+    assert data["video"]["duration_s"] == 5.0 and data["video"]["codec"] == "FMP4"
+    assert data["model"]["model"] == "test-dldfd" and data["model"]["untrained"] is True
+    assert data["model"]["bundle_checksum"] == load_bundle(dldfd_bundle).checksum and data["scanned_at"]
+    scores = sorted((w["score"] for w in data["windows"]), reverse=True)
+    assert sorted(m["score"] for m in data["suspect_moments"]) == sorted(scores[:5])
+    assert page.stat().st_size < 300_000  # the telling faces only, not a sheet per fake window
     browser = shutil.which("chromium")
     if browser is None:
         pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
@@ -86,8 +113,13 @@ def test_threshold_zero_flags_the_file_and_the_report_shows_its_plot(clip, dldfd
         plot = driver.find_element(By.ID, "timeline")
         assert plot.size["width"] > 400 and plot.size["height"] > 100
         assert len(driver.find_elements(By.CSS_SELECTOR, "#timeline circle")) == summary["windows"]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#timeline line.tick")) == 5  # the y scale
+        facts = driver.find_element(By.ID, "facts").text
+        assert data["video"]["sha256"] in facts and "360×288" in facts and "UNTRAINED" in facts
+        assert data["model"]["bundle_checksum"] in facts and "threshold 0" in facts
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#moments tr")) == 1 + 5
         faces = driver.find_elements(By.CSS_SELECTOR, "figure img")
-        assert faces and all(driver.execute_script("return arguments[0].naturalWidth", img) > 0 for img in faces)
+        assert 0 < len(faces) <= MAX_SHEETS and all(driver.execute_script("return arguments[0].naturalWidth", img) > 0 for img in faces)
         driver.save_screenshot(str(tmp_path / "report.png"))  # the artifact, for a person to look at
     finally:
         driver.quit()
@@ -103,6 +135,43 @@ def test_a_broken_file_is_one_line_and_the_others_are_still_scanned(clip, dldfd_
     errors = [line for line in r.stderr.splitlines() if line.startswith("dfwatch scan:")]
     assert errors == [f"dfwatch scan: cannot open video file {truncated}: is it a video OpenCV/FFmpeg can decode?"]
     assert f"{clip}: REAL (" in r.stdout  # scanned after the broken one
+    checksum = load_bundle(dldfd_bundle).checksum
+    assert f"bundle test-dldfd (sha256 {checksum[:12]}), UNTRAINED: this verdict means nothing" in r.stdout
+
+
+def test_a_folder_a_cut_file_and_an_unreadable_one(clip, cut_avi, dldfd_bundle, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(clip, folder / "a.mp4")
+    shutil.copy(cut_avi, folder / "sub" / "cut.avi")
+    (folder / "notes.txt").write_text("not a video")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:1000])
+    (tmp_path / "empty").mkdir()
+    r = scan(str(folder), str(broken), str(tmp_path / "empty"), "--bundle", str(dldfd_bundle), "--json",
+             "--set", "inference.threshold=0.0", *SETTINGS, env=daemon_env(tmp_path))
+    assert r.returncode == EXIT_BAD_INPUT, r.stderr  # fakes and an unreadable file: the answer is incomplete
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    files = {line["file"]: line for line in lines if line["type"] == "file"}
+    assert list(files) == [str(folder / "a.mp4"), str(folder / "sub" / "cut.avi"), str(broken),
+                           str(tmp_path / "empty")]
+    assert [f["verdict"] for f in files.values()] == ["fake", "fake", "error", "error"]
+    for f in files.values():
+        assert (f["model"], f["untrained"], f["threshold"], f["dfwatch"]) == ("test-dldfd", True, 0.0, __version__)
+        assert f["bundle_checksum"] == load_bundle(dldfd_bundle).checksum
+    cut = files[str(folder / "sub" / "cut.avi")]
+    assert cut["warning"].startswith("the file ended early: 12 of the 24 frames")
+    assert f"dfwatch scan: {folder / 'sub' / 'cut.avi'}: the file ended early" in r.stderr
+    (window,) = [w for w in lines if w["type"] == "window" and w["file"] == cut["file"]]  # one short window
+    assert window["frames"] < 8 and window["fake_frames"] <= window["frames"] and window["t_last"] <= 0.5
+
+
+def test_usage_errors_exit_2_not_the_fake_code(clip, tmp_path):
+    r = scan(str(clip), "--bundle", str(tmp_path / "typo"), env=daemon_env(tmp_path))
+    assert r.returncode == EXIT_BAD_INPUT and "not a model bundle (no such directory)" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = scan(str(clip), env=daemon_env(tmp_path))
+    assert r.returncode == EXIT_BAD_INPUT and "no model bundle" in r.stderr
 
 
 def test_exit_code_precedence():
@@ -113,4 +182,5 @@ def test_exit_code_precedence():
     assert exit_code([real]) == EXIT_REAL
     assert exit_code([real, no_face]) == EXIT_NO_FACE
     assert exit_code([no_face, broken]) == EXIT_BAD_INPUT
-    assert exit_code([broken, fake, no_face]) == EXIT_FAKE
+    assert exit_code([fake, no_face]) == EXIT_FAKE
+    assert exit_code([broken, fake, no_face]) == EXIT_BAD_INPUT  # incomplete: 2 wins over 1

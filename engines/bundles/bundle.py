@@ -37,6 +37,11 @@ class Bundle:
         return self.manifest.family
 
     @property
+    def checksum(self) -> str:
+        """The manifest's digest, which covers every file: what scan reports and evidence name."""
+        return self.manifest.digest or "unsealed"
+
+    @property
     def spec(self) -> Family:
         """What the bundle's family is (parts, window rule, ...): engines/families."""
         return get_family(self.manifest.family)

@@ -38,6 +38,13 @@ def file_entry(root: Path, relpath: str) -> dict:
     return {"path": relpath, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def manifest_digest(data: dict) -> str:
+    """sha256 over the manifest's content (every field but `digest`, keys sorted). The manifest
+    lists every file's sha256, so the digest covers the whole bundle: it is the bundle's checksum."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_manifest(root: str | Path) -> ManifestBase:
     """The typed manifest after checking format, version, family and fields (not the files)."""
     root = Path(root)
@@ -60,6 +67,7 @@ def parse_manifest(data: object, path: Path) -> ManifestBase:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"{path}: bundle format version {version} is newer than this dfwatch "
                           f"({__version__}) reads ({FORMAT_VERSION}); upgrade dfwatch or re-create the bundle")
+    _check_digest(data, path)
     family = FAMILIES.get(data.get("family"))
     if family is None:
         raise BundleError(f"{path}: model family {data.get('family')!r} is unknown to this dfwatch ({__version__} "
@@ -79,10 +87,26 @@ def parse_manifest(data: object, path: Path) -> ManifestBase:
         raise BundleError(f"{path}: manifest field {where}: {first['msg']}; re-create the bundle") from None
 
 
+def _check_digest(data: dict, path: Path) -> None:
+    """A manifest edited by hand (trained, threshold, id, a file's checksum) is refused as itself,
+    before its files are checked. Manifests of dfwatch 0.2 have no digest: they load with a warning."""
+    digest = data.get("digest")
+    if digest is None:
+        from engines.logs import get_logger
+
+        get_logger().warning("bundle manifest has no digest (made before dfwatch 0.3): edits to it go unnoticed; "
+                             "re-create the bundle to seal it", manifest=str(path))
+    elif digest != manifest_digest(data):
+        raise BundleError(f"{path}: edited since the bundle was made (its digest does not match its content); "
+                          "re-create the bundle rather than editing manifest.json")
+
+
 def write_manifest(root: Path, manifest: ManifestBase) -> None:
-    """Writes manifest.json atomically (a reader never sees half a file)."""
+    """Writes manifest.json atomically (a reader never sees half a file), sealed by its digest."""
+    data = manifest.as_json()
+    data["digest"] = manifest_digest(data)
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest.as_json(), indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(root / MANIFEST)
 
 

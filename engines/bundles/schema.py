@@ -64,6 +64,7 @@ class ManifestBase(Model):
     onnx: dict[str, OnnxEntry] = Field(default_factory=dict)   # part -> its ONNX export, if any
     int8: dict[str, Int8Entry] = Field(default_factory=dict)   # part -> its INT8 model, if quantized
     sources: dict = Field(default_factory=dict)                # the checkpoints it was made from
+    digest: str | None = None    # sha256 of the rest of the manifest (engines/bundles/manifest.py); None: dfwatch 0.2
 
     def frame_normalization(self) -> Normalization:
         """Input normalisation of the per-frame part."""

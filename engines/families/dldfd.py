@@ -65,7 +65,9 @@ class DLDFDFamily(Family):
     def decide(self, windows, runners: dict, threshold: float):
         from engines.pipeline.decision import NO_FACE, frame_vote
 
-        return [frame_vote(w.encodings[w.found], threshold) if w.enough_faces else NO_FACE for w in windows]
+        # each real face frame votes once (a short stream's padded window repeats frames)
+        return [frame_vote(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
+                for w in windows]
 
     def describe(self, bundle, crop: str) -> list[str]:
         cfg = bundle.manifest.network_config()

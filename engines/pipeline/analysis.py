@@ -69,6 +69,7 @@ class WindowInputs:
     content: np.ndarray          # (clips, 2048); (0,) for a family without content clips
     found: np.ndarray            # (T,) bool: the frame had a face (else the centre crop was used)
     enough_faces: bool
+    first: np.ndarray            # (T,) bool: the first occurrence of its frame (False: circular padding)
 
 
 class StreamAnalysis:
@@ -206,12 +207,16 @@ class StreamAnalysis:
         recs = [self.records[i] for i in indices]
         distinct = {r.index: r for r in recs}
         faces = sum(r.found for r in distinct.values())
+        # a short stream's window repeats frames (circular padding): its metadata describes the real
+        # frames, the earliest and the latest, not the positions in the padded window
+        first, last = distinct[min(distinct)], distinct[max(distinct)]
         return WindowInputs(
-            window=w, indices=indices, seq_first=recs[0].seq, seq_last=recs[-1].seq, t_first=recs[0].t_capture,
-            t_last=recs[-1].t_capture, faces=faces, frames=len(distinct),
+            window=w, indices=indices, seq_first=first.seq, seq_last=last.seq, t_first=first.t_capture,
+            t_last=last.t_capture, faces=faces, frames=len(distinct),
             encodings=np.stack([r.encoding for r in recs]),
             content=np.stack([self.clips[k] for k in keys]) if keys else np.zeros(0, np.float32),
-            found=np.array([r.found for r in recs]), enough_faces=faces >= self.spec.min_face_fraction * len(distinct))
+            found=np.array([r.found for r in recs]), enough_faces=faces >= self.spec.min_face_fraction * len(distinct),
+            first=np.array([k == indices.index(i) for k, i in enumerate(indices)]))
 
     def window_done(self, inputs: WindowInputs) -> None:
         """Marks a window published and forgets what no later window needs."""
