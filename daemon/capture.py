@@ -202,7 +202,9 @@ class Capture:
             while not self.stop.wait(0.2):
                 now = time.monotonic()
                 report = now - last_stats >= 1.0
-                if self.counters.state not in ("waiting", "blocked", "ended") and not self.stalled and \
+                # not while opening: an open has its own timeout, and a camera that was down has no
+                # last frame to measure from (it was stalled at once when it finally opened)
+                if self.counters.state not in ("connecting", "waiting", "blocked", "ended") and not self.stalled and \
                         now - self.last_frame > s.stall_timeout:
                     self.stalled = True
                     self.counters.stalls += 1
@@ -232,8 +234,8 @@ class Capture:
             if cap is None:  # stopped while waiting
                 return 0
             log.info("opened", source=mask_source(self.source), kind=self.kind, fps=self.fps)
+            self.last_frame, self.stalled = time.monotonic(), False
             self.counters.state, self.counters.detail = "running", ""
-            self.last_frame = time.monotonic()
             return self._loop(cap, sock)
         finally:
             self.stop.set()

@@ -8,7 +8,7 @@ import sys
 
 from engines.cli import UserError, common_options, setup
 from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
-from engines.sources import SOURCE_ENV
+from engines.sources import SOURCE_ENV, parse_source, source_kind
 
 
 def _stream_options(p) -> None:
@@ -281,17 +281,34 @@ def _capture(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     config = daemon_config(args, "infer")
     bundle_dir = require_bundle(config)
-    from daemon import notify
     from daemon.endpoints import claim, resolve
     from daemon.inference import InferenceServer
-    from engines.bundles.bundle import load_bundle
+    from engines.backends import DEFAULT_MAX_BATCH
+    from engines.errors import DfwatchError, as_permanent
     from engines.pipeline.driver import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
-    from engines.backends import DEFAULT_MAX_BATCH, open_runners
-    from engines.backends.tensorrt import TensorRTSettings
 
     endpoints = resolve(config.endpoints, create=True)
     claim(endpoints)  # the one daemon of these endpoints: checked before minutes of model loading
+    try:
+        runners, choice, bundle = _load_models(config, bundle_dir)
+    except DfwatchError as e:
+        raise as_permanent(e) from None  # a wrong bundle stays wrong: not restarted (exit 78)
+    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
+    server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
+                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
+                             max_batch=config.inference.max_batch or DEFAULT_MAX_BATCH[choice.device])
+    on_stop(server.stop.set)
+    return server.run()
+
+
+def _load_models(config, bundle_dir: str):
+    """(runners, backend choice, bundle) of the inference process."""
+    from daemon import notify
+    from engines.backends import open_runners
+    from engines.backends.tensorrt import TensorRTSettings
+    from engines.bundles.bundle import load_bundle
+
     bundle = load_bundle(bundle_dir)
     m = config.model
 
@@ -304,12 +321,7 @@ def _infer(args: argparse.Namespace) -> int:
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, TensorRTSettings.from_config(config.tensorrt),
                                    on_build=building, precision=m.precision, cuda_graphs=m.cuda_graphs,
                                    triton=(config.triton.url, config.triton.timeout_s))
-    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
-    server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
-                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
-                             max_batch=config.inference.max_batch or DEFAULT_MAX_BATCH[choice.device])
-    on_stop(server.stop.set)
-    return server.run()
+    return runners, choice, bundle
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -334,8 +346,9 @@ def _run(args: argparse.Namespace) -> int:
     web = child_argv("web", passthrough(args)) if config.web.enabled else None
     if web:
         web_settings(config, None, None, None, None)  # its mistakes fail `run` now, not a child five times
+    files = {s.name for s in config.streams if source_kind(parse_source(s.source)) == "file"}
     supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources, web,
-                            models_argv(config, bundle_dir, args))
+                            models_argv(config, bundle_dir, args), after_ready=files)
     return supervisor.run()
 
 
@@ -391,15 +404,16 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from daemon.endpoints import resolve
+    from daemon.endpoints import holder, resolve
     from daemon.watch import watch
 
     config = setup(args, "watch")
-    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    endpoints = resolve(config.endpoints)
+    endpoint = args.endpoint or endpoints.verdicts
     keys = subscriber_keys(config, endpoint)
     try:
         return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts,
-                     states=args.states, keys=keys)
+                     states=args.states, keys=keys, starting=lambda: holder(endpoints))
     except KeyboardInterrupt:
         return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,34 @@ def resolve(endpoints_config, create: bool = False) -> Endpoints:
 _CLAIMS: list[int] = []  # lock descriptors held for the life of the process
 
 
+def holder(endpoints: Endpoints) -> str | None:
+    """The pid of the live daemon that holds these endpoints' lock (None when none does): a
+    client that hears nothing yet can tell a daemon still loading its models from no daemon."""
+    path = endpoints.runtime_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # closing releases a lock taken just now
+    return None
+
+
+def _lock_exclusive(fd: int, tries: int = 5) -> bool:
+    """The exclusive lock, retried briefly: a client's `holder` look holds a shared lock for microseconds."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.01 * (attempt + 1))
+    return False
+
+
 def claim(endpoints: Endpoints) -> None:
     """Makes this process the one daemon of its runtime directory for as long as it lives (an
     exclusive lock, released by the kernel when it exits, so a dead daemon leaves nothing to
@@ -55,9 +84,7 @@ def claim(endpoints: Endpoints) -> None:
         return
     path = endpoints.runtime_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock_exclusive(fd):
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise EndpointsBusy(f"another dfwatch daemon (pid {holder}) already serves {endpoints.frames} and "

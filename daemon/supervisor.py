@@ -4,7 +4,9 @@ A crashed child is restarted with exponential backoff; after `max_crashes` crash
 `crash_window` seconds the supervisor gives up on it loudly (on the inference process: stops
 everything and exits 1, so systemd's Restart= takes over; on a capture process: that stream
 stays down, the others keep running). A capture that exits 0 has finished its file and is not
-restarted, nor is one that exits with PERMANENT_EXIT (its source can never work: it said why). A
+restarted, nor is any child that exits with PERMANENT_EXIT (78: it can never work as configured,
+and said why once); for the inference process or the model server that stops everything with
+exit code 78, which the systemd unit does not restart either (RestartPreventExitStatus=78). A
 camera that is down is not a crash: its capture process waits for it, so no give-up rule applies. SIGTERM/SIGINT stop everything within `stop_timeout` seconds, exit code 0.
 
 systemd: this is the service's main process. It relays the inference process's READY=1 (models
@@ -48,6 +50,7 @@ class Child:
     crashes: deque = field(default_factory=deque)
     restart_at: float | None = None
     done: bool = False           # finished (a file ended) or given up: not restarted
+    after_ready: bool = False    # started once the inference process is ready (a file would play to no one)
 
     @property
     def running(self) -> bool:
@@ -57,17 +60,19 @@ class Child:
 class Supervisor:
     def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints,
                  bridges: dict[str, list[str]] | None = None, capture_env: dict[str, dict] | None = None,
-                 web: list[str] | None = None, models: list[str] | None = None):
+                 web: list[str] | None = None, models: list[str] | None = None, after_ready: set[str] = frozenset()):
         """`capture_env`: per capture, variables added to its environment (its source); `web`:
         the dashboard's command line, when it is enabled; `models`: a local model server's
-        (`dfwatch serve-models`, triton.serve), started first."""
+        (`dfwatch serve-models`, triton.serve), started first; `after_ready`: captures started only
+        once the inference process has loaded its models (files: a paced file played into a loading
+        process loses its frames)."""
         self.settings = settings
         self.endpoints = endpoints
         env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
         capture_env = capture_env or {}
         self.children = ([Child("models", models)] if models else []) + [Child("infer", infer_argv, env)] + \
-            [Child(f"capture:{n}", a, {**os.environ, **capture_env[n]} if n in capture_env else None)
-             for n, a in captures.items()] + \
+            [Child(f"capture:{n}", a, {**os.environ, **capture_env[n]} if n in capture_env else None,
+                   after_ready=n in after_ready) for n, a in captures.items()] + \
             [Child(f"bridge:{n}", a) for n, a in (bridges or {}).items()] + \
             ([Child("web", web)] if web else [])
         self.stopping = False
@@ -86,10 +91,16 @@ class Supervisor:
             log.info("capture finished (end of file)", child=child.name)
             child.done = True
             return
-        if child.name.startswith("capture:") and code == PERMANENT_EXIT:
-            log.error("stream cannot work; not restarting its capture (see its error above; fix the "
-                      "source and restart dfwatch)", child=child.name)
+        if code == PERMANENT_EXIT:  # it said why, once; restarting would only say it again
             child.done = True
+            if child.name.startswith("capture:"):
+                log.error("stream cannot work; not restarting its capture (see its error above; fix the "
+                          "source and restart dfwatch)", child=child.name)
+                return
+            log.error(f"{child.name} cannot work as configured; not restarting it (see its error above; fix "
+                      "it and restart dfwatch)", child=child.name)
+            if child.name in ("infer", "models"):
+                self.exit_code, self.stopping = PERMANENT_EXIT, True  # systemd: RestartPreventExitStatus=78
             return
         s = self.settings
         child.crashes.append(now)
@@ -125,11 +136,15 @@ class Supervisor:
         relay = notify.Relay(self.endpoints.notify)
         try:
             for child in self.children:
-                self._start(child)
+                if not child.after_ready:
+                    self._start(child)
             while not self.stopping:
                 self._relay(relay)
                 now = time.monotonic()
                 for child in self.children:
+                    if child.after_ready and self.ready_sent:
+                        child.after_ready = False
+                        self._start(child)
                     if child.proc is not None and child.proc.poll() is not None:
                         self._on_exit(child, now)
                     if child.restart_at is not None and now >= child.restart_at and not self.stopping:

@@ -139,23 +139,38 @@ def state_changes(status: Status, known: dict[str, str], stream: str | None = No
     return changes
 
 
+def wait_for_publisher(sub: zmq.Socket, endpoint: str, timeout_s: float, stream: str | None, starting):
+    """The first message; while nothing comes, waits as long as a daemon holds the endpoints."""
+    msg = receive(sub, timeout_s, stream)
+    said = False
+    while msg is None:
+        pid = starting()
+        if pid is None:
+            raise NothingPublishing(f"nothing is publishing on {endpoint} (waited {timeout_s:g} s): is "
+                                    "'dfwatch run' running, with the same endpoints configuration?")
+        if not said:
+            print(f"dfwatch watch: the daemon (pid {pid}) is starting (loading its models); waiting for it to publish",
+                  file=sys.stderr, flush=True)
+            said = True
+        msg = receive(sub, 1.0, stream)
+    return msg
+
+
 def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeout_s: float = 5.0,
           count: int | None = None, out=None, alerts: bool = False, states: bool = False,
-          keys: Keys | None = None) -> int:
+          keys: Keys | None = None, starting=lambda: None) -> int:
     """Prints verdicts until Ctrl-C (or `count` verdicts); in JSON, with `alerts` the alert messages
     too (they carry `alert_id`), with `states` a line per stream state change (they carry
-    `previous`). Raises NothingPublishing if nothing arrives within timeout_s of starting."""
+    `previous`). Raises NothingPublishing if nothing arrives within timeout_s of starting, unless
+    `starting()` names the pid of a daemon that holds the endpoints' lock (loading its models):
+    then it says so and waits for as long as that daemon lives."""
     known: dict[str, str] = {}
     out = out or sys.stdout
     sub = subscribe(endpoint, stream, keys=keys)
     table = None if as_json or not out.isatty() else Table(out)
     seen, warned = 0, False
     try:
-        first = receive(sub, timeout_s, stream)
-        if first is None:
-            raise NothingPublishing(f"nothing is publishing on {endpoint} (waited {timeout_s:g} s): is "
-                                    "'dfwatch run' running, with the same endpoints configuration?")
-        msg = first
+        msg = wait_for_publisher(sub, endpoint, timeout_s, stream, starting)
         while True:
             if msg is None:
                 if not warned:

@@ -365,7 +365,11 @@ def _section_model(loc: list[str]) -> Any:
 def _describe(err: dict, file_label: str, origins: dict) -> str:
     """One line per problem: where the value came from, the dotted key, what is wrong."""
     loc = [str(p) for p in err["loc"]]
-    where = origins.get(tuple(loc[:2]), file_label) if len(loc) >= 2 else file_label
+    if len(loc) >= 2:
+        where = origins.get(tuple(loc[:2]), file_label)
+    else:  # a rule over a whole section (e.g. tcp without CURVE): wherever its keys were set
+        named = sorted({o for (section, _), o in origins.items() if loc and section == loc[0]})
+        where = ", ".join(named + ([file_label] if file_label != "defaults" else [])) or file_label
     key = ".".join(loc) if loc else "(top level)"
     if err["type"] == "extra_forbidden":
         parent = loc[:-1]
@@ -403,7 +407,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
 
 def with_streams(config: Config, specs: list[str]) -> Config:
-    """Adds `NAME=SOURCE` streams from the command line (replacing same-named configured ones)."""
+    """Adds `NAME=SOURCE` streams from the command line; a same-named configured stream gets the
+    new source and keeps its other settings (pace, loop), which is also how a capture started by
+    `dfwatch run` rebuilds its configured stream from the source in its environment."""
     streams = {s.name: s for s in config.streams}
     problems = []
     for spec in specs:
@@ -412,7 +418,8 @@ def with_streams(config: Config, specs: list[str]) -> Config:
             problems.append(f"--stream {spec}: expected NAME=SOURCE (a URL, a file path or a webcam index)")
             continue
         try:
-            streams[name] = StreamConfig(name=name, source=source)
+            kept = streams[name].model_dump(exclude={"source"}) if name in streams else {"name": name}
+            streams[name] = StreamConfig(**kept, source=source)
         except ValidationError as e:
             problems.append(f"--stream {spec}: {e.errors()[0]['msg'].removeprefix('Value error, ')}")
     if problems:

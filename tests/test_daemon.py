@@ -375,3 +375,61 @@ def test_a_file_that_ends_while_inference_is_busy_still_gets_its_final_window(sm
     finally:
         sub.close()
         assert stop(proc) == 0
+
+
+def test_a_paced_file_waits_for_the_models_and_watch_waits_for_a_starting_daemon(dldfd_bundle, footage, runtime,
+                                                                                   tmp_path):
+    """Files start playing once the inference process is ready (a paced file played into a process
+    still loading its models lost most of its frames), and `watch` started alongside `run` sees a
+    starting daemon by its lock and waits instead of giving up after --timeout."""
+    import json
+    import subprocess
+
+    import cv2
+
+    clip = tmp_path / "clip.avi"
+    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 24, (360, 288))
+    for _ in range(72):  # 3 s
+        writer.write(cap.read()[1])
+    writer.release()
+    cap.release()
+    log, env = tmp_path / "daemon.log", daemon_env(runtime)
+    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={clip}", "--set", "capture.fps=4",
+                  "--set", "window.stride=2"], env, log)
+    watch = subprocess.Popen(DFWATCH + ["watch", "--json", "--count", "1", "--timeout", "0.5"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sub = Subscriber(endpoint(runtime))
+    try:
+        out, err = watch.communicate(timeout=120)
+        assert watch.returncode == 0, err
+        assert "is starting (loading its models); waiting for it to publish" in err
+        assert json.loads(out.splitlines()[0])["stream"] == "a"
+        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("state") == "ended"
+                              and s.statuses[-1], 60, "the file's end", log)
+        a = status.streams["a"]
+        assert a["dropped"].get("queue_full", 0) == 0, a  # every sampled frame reached the inference process
+        assert a["frames_in"] == 12, a  # 3 s at 4 frames/s
+    finally:
+        watch.kill()
+        sub.close()
+        assert stop(proc) == 0
+
+
+def test_a_bundle_that_can_never_load_stops_run_with_78_and_one_error(dldfd_bundle, footage, runtime, tmp_path):
+    """A permanent error of the inference process is not restarted five times (the same line five
+    times): `run` exits 78, which systemd does not restart (RestartPreventExitStatus=78)."""
+    import shutil
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(dldfd_bundle, broken)
+    (broken / "onnx" / "frame.onnx").unlink()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(broken), "--stream", f"a={footage / 'franck.mp4'}",
+                  "--set", "supervisor.restart_initial=0.1"], daemon_env(runtime), log)
+    assert proc.wait(timeout=90) == 78
+    lines = [__import__("json").loads(line) for line in log.read_text().splitlines()]
+    missing = [line for line in lines if "frame.onnx: missing" in line["event"]]
+    assert len(missing) == 1 and missing[0]["role"] == "infer", missing
+    assert any("infer cannot work as configured; not restarting it" in line["event"] for line in lines)
+    assert not any(line["event"] == "started" and line.get("child") == "capture:a" for line in lines)

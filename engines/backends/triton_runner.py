@@ -22,7 +22,11 @@ DEFAULT_URL = "grpc://127.0.0.1:8001"
 
 
 class TritonError(BundleError):
-    """The model server is unreachable or serves something else."""
+    """The model server serves something else, or (TritonUnreachable) is not up."""
+
+
+class TritonUnreachable(TritonError):
+    transient = True             # a server may come up later: the supervisor restarts the process
 
 
 def client_for(url: str, timeout_s: float):
@@ -83,7 +87,7 @@ def wait_until_ready(client, url: str, bundle: Bundle, wait_s: float) -> None:
         except Exception as e:  # tritonclient's InferenceServerException for a refused connection
             error = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         if time.monotonic() >= deadline:
-            raise TritonError(f"no ready Triton server at {url} after {wait_s:g} s ({error}): start one with "
+            raise TritonUnreachable(f"no ready Triton server at {url} after {wait_s:g} s ({error}): start one with "
                               f"'dfwatch serve-models {bundle.root}', or set triton.url")
         if not told:
             get_logger().info("waiting for the model server", url=url, wait_s=wait_s)
