@@ -91,9 +91,10 @@ class AlertTracker:
         self.started += 1
         return self.alert
 
-    def with_evidence(self, paths: list[str] | None) -> Alert:
-        """The open alert, now naming its evidence files (carried by every later message)."""
-        self.alert = Alert(**{**self.alert.__dict__, "evidence": paths})
+    def evidence_written(self, paths: list[str]) -> Alert:
+        """The `update` that names the open alert's evidence files, once they are written (every
+        later message carries them too)."""
+        self.alert = Alert(**{**self.alert.__dict__, "state": "update", "evidence": paths})
         return self.alert
 
     @staticmethod

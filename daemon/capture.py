@@ -18,28 +18,21 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 
-# OpenCV's and FFmpeg's own console chatter would bury our one-line errors; our log says what
-# happened (set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself to debug a camera).
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-# RTSP over TCP: UDP (FFmpeg's default) loses packets through NAT and firewalls
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+from engines.sources import (SourceError, first_frame_check, mask_source, open_video, parse_source,  # noqa: F401
+                             quiet_opencv, source_kind)
 
-import cv2  # noqa: E402
-
-if os.environ["OPENCV_LOG_LEVEL"] == "ERROR":  # also when cv2 was imported before this module
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+cv2 = quiet_opencv()  # before OpenCV loads: its own chatter would bury our one-line errors
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from daemon.curve import Keys, as_client
-from daemon.protocol import CaptureStats, EndOfStream, Frame
-from engines.sources import SourceError, mask_source, parse_source, source_kind
-from engines.logs import get_logger
+from daemon.curve import Keys, as_client  # noqa: E402
+from daemon.protocol import CaptureStats, EndOfStream, Frame  # noqa: E402
+from engines.logs import get_logger  # noqa: E402
 
 log = get_logger()
 EOS_WAIT_S = 120  # how long an ended file waits for the inference process to take its end of stream
@@ -47,37 +40,6 @@ TIMELY_RUN = 3  # consecutive prompt frames that prove a source is live again
 
 
 # ---- sources -------------------------------------------------------------------------------
-
-def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int) -> cv2.VideoCapture:
-    """Opens a source; timeouts go to the constructor (setting them after opening does nothing)."""
-    if isinstance(source, int):
-        cap = cv2.VideoCapture(source)
-    else:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
-        if hasattr(cv2, "CAP_PROP_N_THREADS"):
-            params += [cv2.CAP_PROP_N_THREADS, 1]  # one decode thread per stream: never more busy threads than cores
-        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
-    if not cap.isOpened():
-        cap.release()
-        what = {"webcam": f"webcam {source}", "url": f"stream {mask_source(source)}",
-                "file": f"video file {source}"}[source_kind(source)]
-        hint = {"webcam": "is the camera connected and free?",
-                "url": "check the address, port and credentials, and that the camera is up",
-                "file": "is it a video OpenCV/FFmpeg can decode?"}[source_kind(source)]
-        raise SourceError(f"cannot open {what}: {hint}")
-    return cap
-
-
-def first_frame_check(path: str, opener=open_video) -> None:
-    """Raises SourceError unless the video file opens and decodes at least one frame (a truncated
-    MP4 can open and then yield nothing): `dfwatch run` checks its files with it before starting."""
-    cap = opener(path, 5000, 5000)
-    try:
-        if not cap.grab():
-            raise SourceError(f"video file {path} decodes no frame: it is truncated, empty or not a video")
-    finally:
-        cap.release()
-
 
 def file_frames(path: str, fps: float, max_width: int, max_height: int, open_timeout_ms: int = 5000,
                 read_timeout_ms: int = 5000, on_end=None):
@@ -163,13 +125,14 @@ class Counters:
 
 class Capture:
     def __init__(self, name: str, source: str | int, settings, fps: float, endpoint: str, send_hwm: int,
-                 opener=open_video, context: zmq.Context | None = None, keys: Keys | None = None):
+                 opener=open_video, context: zmq.Context | None = None, keys: Keys | None = None,
+                 stop: threading.Event | None = None):
         self.name, self.source, self.settings, self.fps = name, parse_source(source), settings, fps
         self.kind = source_kind(self.source)
         self.endpoint, self.send_hwm, self.opener, self.keys = endpoint, send_hwm, opener, keys
         self.context = context or zmq.Context.instance()
         self.counters = Counters()
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.last_frame = time.monotonic()
         self.last_progress = time.monotonic()
         self.stalled = False
@@ -418,6 +381,26 @@ class _FileClock:
         delay = self.start + t - time.monotonic()
         if delay > 0:
             stop.wait(delay)
+
+
+def stop_on_signal(stop: threading.Event, finished: threading.Event, grace_s: float = 2.0) -> None:
+    """SIGTERM/SIGINT set `stop` even while the main thread is blocked inside OpenCV: a camera that
+    never answers holds an FFmpeg open for open_timeout_ms, and Python runs a signal handler only
+    when the main thread returns from C. The signals are blocked here and taken by a thread of
+    their own (call this before any other thread starts, the ZeroMQ context's too, so that they
+    inherit the mask). When the process has not `finished` `grace_s` after the signal, it exits at
+    once: nothing is in flight while a source is opening or reading."""
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+    def take() -> None:
+        signal.sigwait(signals)
+        stop.set()
+        if not finished.wait(grace_s):
+            log.warning("stopping while OpenCV is still blocked on the source; exiting now")
+            os._exit(0)
+
+    threading.Thread(target=take, name="signals", daemon=True).start()
 
 
 def _send_nowait(sock: zmq.Socket, parts: list) -> bool:

@@ -235,6 +235,21 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 # ---- handlers ------------------------------------------------------------------------------
 
 def _capture(args: argparse.Namespace) -> int:
+    import threading
+
+    from daemon.capture import Capture, stop_on_signal
+    from daemon.endpoints import resolve
+    from engines.logs import bind
+
+    stop, finished = threading.Event(), threading.Event()
+    stop_on_signal(stop, finished)  # before any thread starts (ZeroMQ's too)
+    try:
+        return _capture_until_stopped(args, stop)
+    finally:
+        finished.set()
+
+
+def _capture_until_stopped(args: argparse.Namespace, stop) -> int:
     from daemon.capture import Capture
     from daemon.endpoints import resolve
     from engines.logs import bind
@@ -261,8 +276,7 @@ def _capture(args: argparse.Namespace) -> int:
 
     endpoint = resolve(config.endpoints).frames
     keys = client_keys_for(endpoint, config.endpoints, config.endpoints.capture_key)
-    capture = Capture(name, stream.source, settings, fps, endpoint, config.endpoints.send_hwm, keys=keys)
-    on_stop(capture.stop.set)
+    capture = Capture(name, stream.source, settings, fps, endpoint, config.endpoints.send_hwm, keys=keys, stop=stop)
     code = capture.run()
     import threading
 

@@ -9,8 +9,13 @@ For every alert, `<evidence dir>/<stream>/<alert_id>/` holds
 Nothing here runs in the inference loop except `FrameStore.add` (a resize of each frame to
 `frame_width` pixels, kept until no window can need it) and `EvidenceWriter.submit`, which never
 blocks: the files are written by one background thread from a bounded queue, and when the disk
-cannot keep up the job is dropped and counted. After each alert's files, the oldest alerts are
-deleted while the directory holds more than `max_bytes` or they are older than `max_age_days`.
+cannot keep up the job is dropped and counted. An alert's files are written into a hidden
+`.<alert_id>.writing` folder that is renamed into place only when all of them are complete, so a
+full disk leaves no half clip behind (the folder is removed, the loss counted and logged); the
+writer then reports the alert as `completed`, and only then does the inference process publish the
+paths (an `update` naming them): no message names a file that was not written. After each alert's
+files, the oldest alerts are deleted while the directory holds more than `max_bytes` or they are
+older than `max_age_days`.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import queue
 import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,6 +92,8 @@ class EvidenceWriter:
         self.root, self.max_bytes, self.max_age_s = Path(root), max_bytes, max_age_days * 86400
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.written = self.dropped = self.failed = 0
+        self.bytes = 0               # the store's size after the last retention pass
+        self.completed: deque[Alert] = deque()  # alerts whose files are all written (read by the loop)
         self.thread = threading.Thread(target=self._work, name="evidence", daemon=True)
         self.thread.start()
 
@@ -99,6 +106,11 @@ class EvidenceWriter:
         except queue.Full:
             self.dropped += 1
             return False
+
+    def counters(self) -> dict[str, int]:
+        """What the status and metrics report of the store."""
+        return {"written": self.written, "dropped": self.dropped, "failed": self.failed, "bytes": self.bytes,
+                "queued": self.jobs.qsize()}
 
     def close(self, timeout: float = 5.0) -> None:
         """Writes what is queued (up to `timeout` seconds), then stops the thread."""
@@ -115,6 +127,7 @@ class EvidenceWriter:
                 if isinstance(job, WindowEvidence):
                     self._write_window(job)
                     self.written += 1
+                    self.completed.append(job.alert)
                     self._retain()
                 else:
                     self._append(job)
@@ -128,20 +141,23 @@ class EvidenceWriter:
 
     def _write_window(self, ev: WindowEvidence) -> None:
         folder = self.folder(ev.alert)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_video(folder / "window.webm", annotated(ev.frames, ev.boxes, ev.score), ev.fps)
-        cv2.imwrite(str(folder / "faces.jpg"), contact_sheet(ev.frames, ev.boxes))
-        self._append(ev.alert)
+        scratch = folder.with_name(f".{folder.name}.writing")
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            write_video(scratch / "window.webm", annotated(ev.frames, ev.boxes, ev.score), ev.fps)
+            sheet = cv2.imencode(".jpg", contact_sheet(ev.frames, ev.boxes))[1]
+            (scratch / "faces.jpg").write_bytes(sheet.tobytes())
+            _write_json(scratch / "alert.json", [asdict(ev.alert)])
+            scratch.replace(folder)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)  # no half clip, no sheet-less folder left behind
+            raise
 
     def _append(self, alert: Alert) -> None:
         path = self.folder(alert) / "alert.json"
         if not path.parent.is_dir():
-            return  # its window was dropped: no folder to add to
-        messages = json.loads(path.read_text()) if path.exists() else []
-        messages.append(asdict(alert))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(messages, indent=1))
-        tmp.replace(path)
+            return  # its window was dropped or lost: no folder to add to
+        _write_json(path, json.loads(path.read_text()) + [asdict(alert)])
 
     def _retain(self) -> None:
         """Deletes the oldest alert folders while over max_bytes, and any older than max_age_days."""
@@ -153,6 +169,18 @@ class EvidenceWriter:
                 break
             shutil.rmtree(folder, ignore_errors=True)
             total -= size
+        self.bytes = total
+
+
+def _write_json(path: Path, data) -> None:
+    """Atomically (a reader never sees half a file); a failed write leaves no temporary file."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def annotated(frames: list[np.ndarray], boxes: list, score: float) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from daemon import curve, notify
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
 from daemon.endpoints import Endpoints, EndpointsBusy
-from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
+from daemon.protocol import Alert, BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture
 from engines.pipeline.analysis import FrameRecord, StreamAnalysis, WindowInputs
 from engines.pipeline.decision import Decision
 from engines.logs import Throttle, get_logger
@@ -31,6 +31,7 @@ from engines.logs import Throttle, get_logger
 log = get_logger()
 MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
 WATCHDOG_INTERVAL = 1.0    # seconds between WATCHDOG=1 pings to the supervisor
+STOP_FLUSH_S = 2.0         # on stop, evidence still queued gets this long to be written
 
 
 @dataclass
@@ -64,7 +65,8 @@ class StreamState:
                 "last_frame_age_s": round(now - self.last_frame, 3), "queue_depth": self.analysis.backlog,
                 "state": "ended" if ended else (c.state if c else "running"),
                 "alert": self.alerts.alert.alert_id if self.alerts and self.alerts.active else None,
-                "detail": c.detail if c and not ended else ""}
+                "detail": c.detail if c and not ended else "",
+                "verdicts": dict(self.labels), "alerts_started": self.alerts.started if self.alerts else 0}
 
 
 def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision, threshold: float, bundle,
@@ -75,6 +77,10 @@ def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision
                    t_last=w.t_last, score=decision.score, label=decision.label, threshold=threshold, faces=w.faces,
                    frames=w.frames, model=bundle.id, backend=backend, latency_ms=latency_ms,
                    untrained=not bundle.trained, family=bundle.family, fake_frames=decision.fake_frames)
+
+
+def _bridge_status(b: BridgeStats) -> dict:
+    return {k: v for k, v in b.__dict__.items() if k != "bridge"}
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:
@@ -100,6 +106,7 @@ class InferenceServer:
         # a window, the frames that arrive before its verdict, and the smoothing look-back
         self.evidence_frames = bundle.frames + 2 * config.window.stride + 8
         self.metrics = None
+        self.last_status: Status | None = None
         if config.metrics.port:
             from daemon.metrics import Metrics
 
@@ -118,6 +125,7 @@ class InferenceServer:
         self.max_backlog = self.max_batch
         self.streams: dict[str, StreamState] = {}
         self.invalid: dict[str, int] = {}
+        self.bridges: dict[str, BridgeStats] = {}  # the bridges' own delivery counters, as they report them
         self.stages: dict[str, dict] = {}  # stage -> calls, items, seconds (model work, in the status)
         self.started = time.monotonic()
         self.stop = threading.Event()
@@ -161,6 +169,7 @@ class InferenceServer:
         log.info("serving", frames=self.endpoints.frames, verdicts=self.endpoints.verdicts, model=self.bundle.id,
                  backend=self.backend, trained=self.bundle.trained,
                  evidence=str(self.evidence.root) if self.evidence else None)
+        self._publish_status(time.monotonic())  # status (and /metrics) from the start
         if self.metrics:
             self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         notify.to_supervisor("READY=1")
@@ -173,6 +182,7 @@ class InferenceServer:
                     self._receive(pull)
                 self._fill_batches(pull, poller)
                 self.process()
+                self._announce_evidence()
                 now = time.monotonic()
                 if now >= next_status:
                     self._publish_status(now)
@@ -182,13 +192,21 @@ class InferenceServer:
                     notify.to_supervisor("WATCHDOG=1")  # only from here: a hung model call stops the pings
                     last_ping = now
         finally:
+            self._end_alerts()
             pull.close()
             pub.close()
             if self.authenticator:
                 self.authenticator.close()
             if self.evidence:
-                self.evidence.close()
+                self.evidence.close(timeout=STOP_FLUSH_S)
         return 0
+
+    def _end_alerts(self) -> None:
+        """Stopping ends every open alert with its `end` message (bridges and the dashboard would
+        otherwise show it open forever); its alert.json gets the end too."""
+        for state in self.streams.values():
+            if state.alerts and state.alerts.active:
+                self._publish_alert(state.alerts.end(time.time()))
 
     def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
         """Waits up to max_wait for more frames while the pending per-frame model work is below a batch."""
@@ -230,6 +248,9 @@ class InferenceServer:
         return state
 
     def _dispatch(self, message) -> None:
+        if isinstance(message, BridgeStats):
+            self.bridges[message.bridge] = message
+            return
         if isinstance(message, CaptureStats):
             self._stream(message.stream).capture = message
             return
@@ -272,11 +293,11 @@ class InferenceServer:
 
     def process(self) -> bool:
         """One round of every stage; True if any model ran."""
-        worked = self._detect()
-        worked |= self._decide()          # cheap and it publishes: first
-        worked |= self._frames()
-        worked |= self._contents()
-        worked |= self._decide()
+        worked = False
+        for stage in (self._detect, self._decide, self._frames, self._contents, self._decide):  # decide: cheap, first
+            if self.stop.is_set():  # a stop waits for one model call, not a whole round
+                break
+            worked |= stage()
         return worked
 
     def _guarded(self, stage: str, streams: list[StreamState], fn) -> bool:
@@ -390,18 +411,32 @@ class InferenceServer:
                 boxes.append(record.chosen.box * kept[1] if record.chosen else None)
         if not frames:
             return alert
-        alert = state.alerts.with_evidence(relative_paths(alert))
         fps = self.config.capture.fps or self.bundle.fps
         if not self.evidence.submit(WindowEvidence(alert, frames, boxes, score, fps)):
             state.drop("evidence")
-            alert = state.alerts.with_evidence(None)
-        return alert
+            if self._throttle.ready("evidence_dropped"):
+                log.warning("evidence dropped: the writer's queue is full (a slow disk?)", stream=state.name,
+                            alert_id=alert.alert_id, dropped=self.evidence.dropped)
+        return alert  # its files are named once written (_announce_evidence)
+
+    def _announce_evidence(self) -> None:
+        """Publishes, for each alert whose files the writer has finished, an `update` naming them
+        (the start went out before they existed); an alert that ended meanwhile keeps them in its
+        folder, where the dashboard finds them."""
+        while self.evidence and self.evidence.completed:
+            written = self.evidence.completed.popleft()
+            state = self.streams.get(written.stream)
+            tracker = state.alerts if state else None
+            if tracker and tracker.active and tracker.alert.alert_id == written.alert_id:
+                self._publish_alert(tracker.evidence_written(relative_paths(written)))
 
     def _publish_alert(self, alert: Alert | None) -> None:
         if alert is None:
             return
-        if alert.state != "start" and alert.evidence and self.evidence:
-            self.evidence.submit(alert)  # appended to its alert.json
+        if alert.state != "start" and self.evidence and not self.evidence.submit(alert):  # appended to alert.json
+            if self._throttle.ready("evidence_dropped"):
+                log.warning("evidence dropped: an alert message was not added to its alert.json (queue full)",
+                            stream=alert.stream, alert_id=alert.alert_id, dropped=self.evidence.dropped)
         self.pub.send_multipart(alert.encode(), flags=zmq.NOBLOCK)
         (log.warning if alert.state == "start" else log.info)(
             f"alert {alert.state}", stream=alert.stream, alert_id=alert.alert_id, windows=alert.windows,
@@ -410,8 +445,11 @@ class InferenceServer:
     def _publish_status(self, now: float) -> None:
         status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
                         backend=self.backend, streams={n: s.status(now) for n, s in self.streams.items()},
-                        invalid=self._invalid(), stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.items()})
+                        invalid=self._invalid(), stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.items()},
+                        bridges={n: _bridge_status(b) for n, b in self.bridges.items()},
+                        evidence=self.evidence.counters() if self.evidence else {})
         self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
+        self.last_status = status  # what /metrics reports: the published status, never the loop's state
 
     def _invalid(self) -> dict[str, int]:
         """Invalid messages by reason, and connections CURVE refused (`unauthorized`)."""

@@ -1,23 +1,32 @@
 """Prometheus metrics of the inference process (prometheus-client), served on `metrics.port`.
 
-Counters that the daemon already keeps per stream (frames in, analysed, dropped, verdicts by
-label, alerts, the capture's reconnects and stalls) are read at scrape time by a collector, so
-there is one source of truth and a stream forgotten by the daemon drops out of the metrics with
-it. Durations are histograms observed as they happen: model calls per stage and verdict latency.
+Everything the daemon counts per stream (frames in, analysed, dropped, verdicts by label, alerts,
+the capture's reconnects, stalls and state), per bridge (delivered, dropped, retries, queue) and
+of the evidence store (written, dropped, failed, bytes) is read at scrape time from the status
+message the inference loop last published (`last_status`): one source of truth, no reading of
+the loop's state from the HTTP thread, and a stream the daemon forgot drops out of the metrics
+with it. Durations are histograms observed as they happen (model calls per stage, verdict
+latency); the process collector adds `process_resident_memory_bytes` and friends (RSS against
+the unit's MemoryMax). No series has a per-track or per-alert label: cardinality stays bounded.
 """
 from __future__ import annotations
 
 import time
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from daemon.protocol import REASONS
 from engines.logs import get_logger
 
 log = get_logger()
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+# every state a stream can report (capture states and `ended`): one series each, 1 for the current
+STREAM_STATES = ("connecting", "waiting", "running", "backoff", "blocked", "ended")
+# drop and rejection reasons reported as 0 until they happen, so that increase() sees the first one
+DROP_REASONS = ("queue_full", "stale", "decode_error", "model_error", "evidence")
 
 
 def version() -> str:
@@ -27,60 +36,106 @@ def version() -> str:
         return "unknown"
 
 
-class StreamCollector:
-    """Yields the per-stream families from the inference server's own state at each scrape."""
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+class StatusCollector:
+    """Yields the families from the server's last published Status at each scrape."""
 
     def __init__(self, server):
         self.server = server
 
     def collect(self):
-        s = self.server
-        now = time.monotonic()
-        streams = list(s.streams.items())  # the loop thread may add or evict streams meanwhile
-        received = CounterMetricFamily("dfwatch_frames_received", "Frames received from the capture process",
-                                       labels=["stream"])
-        analysed = CounterMetricFamily("dfwatch_frames_analysed", "Frames run through the per-frame model",
-                                       labels=["stream"])
-        dropped = CounterMetricFamily("dfwatch_frames_dropped", "Frames dropped, by reason (capture and inference)",
-                                      labels=["stream", "reason"])
-        verdicts = CounterMetricFamily("dfwatch_verdicts", "Verdicts published, by label", labels=["stream", "label"])
-        alerts = CounterMetricFamily("dfwatch_alerts", "Alerts started", labels=["stream"])
-        active = GaugeMetricFamily("dfwatch_alert_active", "1 while the stream has an open alert", labels=["stream"])
-        age = GaugeMetricFamily("dfwatch_stream_last_frame_age_seconds", "Seconds since the stream's last frame",
-                                labels=["stream"])
-        reconnects = CounterMetricFamily("dfwatch_capture_reconnects", "Source reopened by the capture process",
-                                         labels=["stream"])
-        stalls = CounterMetricFamily("dfwatch_capture_stalls", "Stalls detected by the capture process",
-                                     labels=["stream"])
-        for name, state in streams:
-            status = state.status(now)
-            received.add_metric([name], state.frames_in)
-            analysed.add_metric([name], state.analysed)
-            for reason, n in sorted(status["dropped"].items()):
-                dropped.add_metric([name, reason], n)
-            for label, n in sorted(state.labels.items()):
-                verdicts.add_metric([name, label], n)
-            alerts.add_metric([name], state.alerts.started if state.alerts else 0)
-            active.add_metric([name], 1.0 if state.alerts and state.alerts.active else 0.0)
-            age.add_metric([name], status["last_frame_age_s"])
-            reconnects.add_metric([name], status["reconnects"])
-            stalls.add_metric([name], status["stalls"])
-        invalid = CounterMetricFamily("dfwatch_invalid_messages", "Rejected capture messages, by reason",
-                                      labels=["reason"])
-        for reason, n in sorted(dict(s.invalid).items()):
+        status = self.server.last_status
+        if status is None:
+            return
+        yield from self._streams(status)
+        yield from self._bridges(status)
+        yield from self._evidence(status)
+        invalid = _counter("dfwatch_invalid_messages", "Rejected capture messages, by reason", ["reason"])
+        for reason, n in sorted({**dict.fromkeys(REASONS + ("unauthorized",), 0), **status.invalid}.items()):
             invalid.add_metric([reason], n)
         info = GaugeMetricFamily("dfwatch_build_info", "dfwatch version and the model it serves",
                                  labels=["version", "model", "backend", "family"])
-        info.add_metric([version(), s.bundle.id, s.backend, s.bundle.family], 1.0)
-        yield from (received, analysed, dropped, verdicts, alerts, active, age, reconnects, stalls, invalid, info)
+        info.add_metric([version(), status.model, status.backend, self.server.bundle.family], 1.0)
+        age = GaugeMetricFamily("dfwatch_status_age_seconds", "Seconds since the status these values come from")
+        age.add_metric([], max(0.0, time.time() - status.t))
+        yield from (invalid, info, age)
+
+    @staticmethod
+    def _streams(status):
+        received = _counter("dfwatch_frames_received", "Frames received from the capture process", ["stream"])
+        analysed = _counter("dfwatch_frames_analysed", "Frames run through the per-frame model", ["stream"])
+        dropped = _counter("dfwatch_frames_dropped", "Frames dropped, by reason (capture and inference)",
+                           ["stream", "reason"])
+        verdicts = _counter("dfwatch_verdicts", "Verdicts published, by label", ["stream", "label"])
+        alerts = _counter("dfwatch_alerts", "Alerts started", ["stream"])
+        active = GaugeMetricFamily("dfwatch_alert_active", "1 while the stream has an open alert", labels=["stream"])
+        age = GaugeMetricFamily("dfwatch_stream_last_frame_age_seconds", "Seconds since the stream's last frame",
+                                labels=["stream"])
+        reconnects = _counter("dfwatch_capture_reconnects", "Source reopened by the capture process", ["stream"])
+        stalls = _counter("dfwatch_capture_stalls", "Stalls detected by the capture process", ["stream"])
+        state = GaugeMetricFamily("dfwatch_stream_state", "1 for the stream's current state, 0 for the others",
+                                  labels=["stream", "state"])
+        for name, st in sorted(status.streams.items()):
+            received.add_metric([name], st.get("frames_in", 0))
+            analysed.add_metric([name], st.get("analysed", 0))
+            for reason, n in sorted({**dict.fromkeys(DROP_REASONS, 0), **st.get("dropped", {})}.items()):
+                dropped.add_metric([name, reason], n)
+            for label, n in sorted(st.get("verdicts", {}).items()):
+                verdicts.add_metric([name, label], n)
+            alerts.add_metric([name], st.get("alerts_started", 0))
+            active.add_metric([name], 1.0 if st.get("alert") else 0.0)
+            age.add_metric([name], st.get("last_frame_age_s", 0.0))
+            reconnects.add_metric([name], st.get("reconnects", 0))
+            stalls.add_metric([name], st.get("stalls", 0))
+            for s in STREAM_STATES:
+                state.add_metric([name, s], 1.0 if st.get("state") == s else 0.0)
+        yield from (received, analysed, dropped, verdicts, alerts, active, age, reconnects, stalls, state)
+
+    @staticmethod
+    def _bridges(status):
+        messages = _counter("dfwatch_bridge_messages", "Bridge messages by outcome (delivered, dropped, rejected)",
+                            ["bridge", "type", "outcome"])
+        retries = _counter("dfwatch_bridge_retries", "Bridge delivery retries", ["bridge", "type"])
+        queue = GaugeMetricFamily("dfwatch_bridge_queue", "Bridge messages waiting for the receiver",
+                                  labels=["bridge", "type"])
+        connected = GaugeMetricFamily("dfwatch_bridge_connected", "1 while the bridge reaches its receiver",
+                                      labels=["bridge", "type"])
+        for name, b in sorted(status.bridges.items()):
+            kind = b.get("type", "?")
+            for outcome in ("delivered", "dropped", "rejected"):
+                messages.add_metric([name, kind, outcome], b.get(outcome, 0))
+            retries.add_metric([name, kind], b.get("retries", 0))
+            queue.add_metric([name, kind], b.get("queue", 0))
+            connected.add_metric([name, kind], 1.0 if b.get("connected") else 0.0)
+        yield from (messages, retries, queue, connected)
+
+    @staticmethod
+    def _evidence(status):
+        if not status.evidence:
+            return
+        e = status.evidence
+        jobs = _counter("dfwatch_evidence_alerts", "Alerts' evidence by outcome (written; dropped: queue full; "
+                                                   "failed: the disk refused)", ["outcome"])
+        for outcome in ("written", "dropped", "failed"):
+            jobs.add_metric([outcome], e.get(outcome, 0))
+        size = GaugeMetricFamily("dfwatch_evidence_bytes", "Bytes the evidence store holds")
+        size.add_metric([], e.get("bytes", 0))
+        queued = GaugeMetricFamily("dfwatch_evidence_queue", "Evidence jobs waiting for the writer")
+        queued.add_metric([], e.get("queued", 0))
+        yield from (jobs, size, queued)
 
 
 class Metrics:
-    """The inference process's registry: the stream collector and the duration histograms."""
+    """The inference process's registry: the status collector, the process collector and the
+    duration histograms."""
 
     def __init__(self, server):
         self.registry = CollectorRegistry()
-        self.registry.register(StreamCollector(server))
+        self.registry.register(StatusCollector(server))
+        ProcessCollector(registry=self.registry)
         self.model_seconds = Histogram("dfwatch_model_seconds", "Duration of one batched model call, by stage",
                                        ["part"], buckets=MODEL_BUCKETS, registry=self.registry)
         self.verdict_latency = Histogram("dfwatch_verdict_latency_seconds",

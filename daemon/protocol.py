@@ -10,6 +10,7 @@ Capture -> inference (PUSH/PULL):
   Frame        [header{kind='frame', ...}, pixels]   pixels: raw bgr24, height*width*3 bytes
   EndOfStream  [header{kind='eos', stream, seq}]      a file ended; the last window gets a verdict
   CaptureStats [header{kind='stats', stream, ...}]    the sender's own counters (drops, reconnects)
+  BridgeStats  [header{kind='bridge', bridge, ...}]   a bridge process's delivery counters (drops, retries)
 Inference -> clients (PUB/SUB):
   Verdict      [b'verdict.<stream>', map]
   Alert        [b'alert.<stream>', map]       an alert's start / update / end (daemon/alerts.py)
@@ -226,10 +227,39 @@ class CaptureStats:
                    state=_str(h, "state", 32), detail=_str(h, "detail", 500) if "detail" in h else "")
 
 
-CAPTURE_KINDS = {c.KIND: c for c in (Frame, EndOfStream, CaptureStats)}
+@dataclass(frozen=True)
+class BridgeStats:
+    """A bridge process's delivery counters (cumulative), pushed like a capture's so that drops
+    show in the daemon's status and metrics: `bridge` names it (`0-webhook` under `dfwatch run`)."""
+    bridge: str
+    type: str                   # the bridge's kind: mqtt | webhook
+    delivered: int = 0          # messages the receiver (broker, URL) accepted
+    dropped: int = 0            # messages lost: a full queue, a refused publish, a stop with messages waiting
+    rejected: int = 0           # messages the receiver refused for good (webhook: a 4xx answer)
+    retries: int = 0
+    queue: int = 0              # messages waiting now
+    connected: bool = False     # the broker connection is up / the last delivery attempt succeeded
+    KIND: ClassVar[str] = "bridge"
+
+    def encode(self) -> list:
+        return [_pack({"v": PROTOCOL_VERSION, "kind": self.KIND, **asdict(self)})]
+
+    @classmethod
+    def from_header(cls, h: dict, parts: list) -> "BridgeStats":
+        if len(parts) != 1:
+            raise ProtocolError("bad_parts", f"a bridge stats message has 1 part, got {len(parts)}")
+        name = h.get("bridge")
+        if not isinstance(name, str) or not STREAM_NAME.match(name):
+            raise ProtocolError("bad_field", f"bridge name {name!r:.80} is not 1-64 characters of A-Z a-z 0-9 _ . -")
+        return cls(bridge=name, type=_str(h, "type", 32), delivered=_int(h, "delivered"), dropped=_int(h, "dropped"),
+                   rejected=_int(h, "rejected"), retries=_int(h, "retries"), queue=_int(h, "queue"),
+                   connected=_bool(h, "connected"))
 
 
-def decode_capture(parts: list | tuple) -> Frame | EndOfStream | CaptureStats:
+CAPTURE_KINDS = {c.KIND: c for c in (Frame, EndOfStream, CaptureStats, BridgeStats)}
+
+
+def decode_capture(parts: list | tuple) -> Frame | EndOfStream | CaptureStats | BridgeStats:
     """Decodes one capture -> inference message or raises ProtocolError."""
     if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 2:
         n = len(parts) if isinstance(parts, (list, tuple)) else type(parts).__name__
@@ -359,7 +389,9 @@ class Status:
     counters (frames_in, analysed, dropped{reason: n}, reconnects, stalls, last_frame_age_s,
     queue_depth, state); `invalid` counts rejected messages by ProtocolError reason; `stages` maps a
     model stage (detect, style, frame, content, decision) to its totals since start: calls, items,
-    seconds (optional: older senders omit it)."""
+    seconds (optional: older senders omit it); `bridges` maps a bridge to its BridgeStats counters
+    and `evidence` holds the evidence store's counters (written, dropped, failed, bytes), both
+    optional."""
     t: float
     uptime_s: float
     model: str
@@ -367,6 +399,8 @@ class Status:
     streams: dict[str, dict] = field(default_factory=dict)
     invalid: dict[str, int] = field(default_factory=dict)
     stages: dict[str, dict] = field(default_factory=dict)
+    bridges: dict[str, dict] = field(default_factory=dict)
+    evidence: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> list:
         return [STATUS_TOPIC, _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -385,5 +419,11 @@ class Status:
         stages = h.get("stages", {})
         if not isinstance(stages, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in stages.items()):
             raise ProtocolError("bad_field", "'stages' must map stage names to maps")
+        bridges, evidence = h.get("bridges", {}), h.get("evidence", {})
+        if not isinstance(bridges, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in bridges.items()):
+            raise ProtocolError("bad_field", "'bridges' must map bridge names to maps")
+        if not isinstance(evidence, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in evidence.items()):
+            raise ProtocolError("bad_field", "'evidence' must map counter names to counts")
         return cls(t=_num(h, "t"), uptime_s=_num(h, "uptime_s", lo=0.0), model=_str(h, "model"),
-                   backend=_str(h, "backend", 64), streams=streams, invalid=invalid, stages=stages)
+                   backend=_str(h, "backend", 64), streams=streams, invalid=invalid, stages=stages, bridges=bridges,
+                   evidence=evidence)

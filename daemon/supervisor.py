@@ -161,11 +161,22 @@ class Supervisor:
         self.stopping = True
 
     def _shutdown(self) -> None:
+        """Stops the producers first (captures, the inference process, the model server), then the
+        subscribers (bridges, dashboard), so these still carry the alert ends the inference process
+        publishes as it stops; all within stop_timeout."""
         notify.send("STOPPING=1")
-        running = [c for c in self.children if c.running]
+        deadline = time.monotonic() + max(0.5, self.settings.stop_timeout - 0.5)
+        subscribers = [c for c in self.children if c.name.startswith("bridge:") or c.name == "web"]
+        producers = [c for c in self.children if c not in subscribers]
+        # the subscribers get at least a third of the time, whatever the producers take
+        self._stop(producers, deadline - max(0.3, (deadline - time.monotonic()) / 3))
+        self._stop(subscribers, deadline)
+        log.info("stopped")
+
+    def _stop(self, children: list[Child], deadline: float) -> None:
+        running = [c for c in children if c.running]
         for c in running:
             c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + max(0.5, self.settings.stop_timeout - 0.5)
         for c in running:
             try:
                 c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -173,7 +184,6 @@ class Supervisor:
                 log.warning("child did not stop in time; killing it", child=c.name)
                 c.proc.kill()
                 c.proc.wait()
-        log.info("stopped")
 
 
 def child_argv(command: str, args_for_child: list[str]) -> list[str]:

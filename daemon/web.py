@@ -224,15 +224,15 @@ def is_loopback(host: str) -> bool:
 
 
 def read_token(path: str | None) -> str | None:
+    """The access token (at least 16 characters) from a file no other user can read."""
+    from engines.secrets import SecretError, check_secret_file
+
     if path is None:
         return None
     try:
-        token = Path(path).read_text().strip()
-    except OSError as e:
-        raise WebError(f"cannot read the token file {path}: {e.strerror}") from None
-    if len(token) < 16:
-        raise WebError(f"the token in {path} is shorter than 16 characters: use e.g. 'openssl rand -hex 24'")
-    return token
+        return check_secret_file(path, "dashboard token", min_length=16)
+    except SecretError as e:
+        raise WebError(str(e)) from None
 
 
 def serve(dashboard: Dashboard, host: str, port: int) -> int:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from engines.errors import DfwatchError
+from engines.secrets import secret_path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "DFWATCH__"
@@ -192,6 +193,8 @@ class WebConfig(Section):
     token_file: str | None = None
     allow_remote: bool = False
 
+    _token = field_validator("token_file")(lambda cls, v: secret_path(v, "dashboard token", min_length=16))
+
     @field_validator("bind")
     @classmethod
     def _host_port(cls, v: str) -> str:
@@ -233,25 +236,76 @@ class StreamConfig(Section):
         return v
 
 
-class BridgeConfig(Section):
-    """One bridge process that `dfwatch run` starts (daemon/bridges.py)."""
-    kind: Literal["mqtt", "webhook"]
-    broker: str | None = None          # mqtt: mqtt://HOST:PORT
-    prefix: str = "dfwatch"            # mqtt: topic prefix
-    username: str | None = None        # mqtt
-    password_file: str | None = None   # mqtt: the password, read from this file
-    verdicts: bool = False             # mqtt: also publish every verdict
-    url: str | None = None             # webhook: http(s) URL that receives alerts as JSON
-    secret_file: str | None = None     # webhook: HMAC-SHA256 key for X-Dfwatch-Signature
-    queue: int = Field(100, ge=1, le=100_000)  # webhook: alerts waiting for the receiver
+def parse_broker(url: str) -> tuple[bool, str, int]:
+    """(tls, host, port) of mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"broker {url!r}: the port is not a number (expected mqtt://HOST:PORT)") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker {url!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)")
+    tls = parts.scheme == "mqtts"
+    return tls, parts.hostname, port or (8883 if tls else 1883)
+
+
+def check_webhook_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http:// or https:// with a host, got {parts.scheme or url!r}")
+    return url
+
+
+class MqttBridgeConfig(Section):
+    """An MQTT bridge (daemon/bridges.py): Home Assistant discovery, retained states, TLS."""
+    kind: Literal["mqtt"]
+    broker: str                        # mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS
+    prefix: str = "dfwatch"            # topic prefix
+    username: str | None = None
+    password_file: str | None = None   # the password, read from this file (not world-readable)
+    verdicts: bool = False             # also publish every verdict
+    ca_file: str | None = None         # mqtts: CA certificate(s) to verify the broker (default: the system's)
+    cert_file: str | None = None       # mqtts: client certificate, with key_file
+    key_file: str | None = None        # mqtts: client key (not world-readable)
+    discovery: bool = True             # publish Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+
+    _broker = field_validator("broker")(lambda cls, v: (parse_broker(v), v)[1])
+    _password = field_validator("password_file")(lambda cls, v: secret_path(v, "MQTT password"))
+    _key = field_validator("key_file")(lambda cls, v: secret_path(v, "MQTT client key"))
 
     @model_validator(mode="after")
-    def _target(self) -> "BridgeConfig":
-        if self.kind == "mqtt" and not self.broker:
-            raise ValueError("an mqtt bridge needs broker: mqtt://HOST:PORT")
-        if self.kind == "webhook" and not self.url:
-            raise ValueError("a webhook bridge needs url: https://...")
+    def _tls(self) -> "MqttBridgeConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        for name in ("ca_file", "cert_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name} {path} does not exist")
+        if (self.ca_file or self.cert_file) and not parse_broker(self.broker)[0]:
+            raise ValueError("TLS files need a TLS broker: mqtts://HOST[:PORT]")
         return self
+
+
+class WebhookBridgeConfig(Section):
+    """A webhook bridge (daemon/bridges.py): Standard Webhooks headers, at-least-once delivery."""
+    kind: Literal["webhook"]
+    url: str                           # http(s) URL that receives alerts as JSON
+    secret_file: str | None = None     # signing key (not world-readable): webhook-signature, X-Dfwatch-Signature
+    queue: int = Field(100, ge=1, le=100_000)  # alerts waiting for the receiver
+    events: Literal["all", "start_end"] = "all"  # start_end: only each alert's start and end
+
+    _url = field_validator("url")(lambda cls, v: check_webhook_url(v))
+    _secret = field_validator("secret_file")(lambda cls, v: secret_path(v, "webhook secret"))
+
+
+# one typed configuration per bridge kind, chosen by `kind` (a new bridge adds its class here)
+BRIDGE_CONFIGS = {c.model_fields["kind"].annotation.__args__[0]: c for c in (MqttBridgeConfig, WebhookBridgeConfig)}
+BridgeConfig = Annotated[MqttBridgeConfig | WebhookBridgeConfig, Field(discriminator="kind")]
 
 
 class Config(Section):
@@ -351,6 +405,9 @@ def _section_model(loc: list[str]) -> Any:
     for part in loc:
         if part.isdigit():
             continue
+        if model is BridgeConfig:  # a bridge's location names its kind (the discriminator) next
+            model = BRIDGE_CONFIGS.get(part)
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return None
@@ -370,10 +427,13 @@ def _describe(err: dict, file_label: str, origins: dict) -> str:
     else:  # a rule over a whole section (e.g. tcp without CURVE): wherever its keys were set
         named = sorted({o for (section, _), o in origins.items() if loc and section == loc[0]})
         where = ", ".join(named + ([file_label] if file_label != "defaults" else [])) or file_label
+    model_loc = loc
+    if len(loc) > 2 and loc[0] == "bridges" and loc[2] in BRIDGE_CONFIGS:
+        loc = loc[:2] + loc[3:]  # the kind pydantic puts in the location: bridges.0.mqtt.broker -> bridges.0.broker
     key = ".".join(loc) if loc else "(top level)"
     if err["type"] == "extra_forbidden":
         parent = loc[:-1]
-        known = ", ".join(getattr(_section_model(parent), "model_fields", {}))
+        known = ", ".join(getattr(_section_model(model_loc[:-1]), "model_fields", {}))
         scope = f"section '{'.'.join(parent)}'" if parent else "the top level"
         return f"{where}: unknown key '{loc[-1]}' in {scope}" + (f" (known: {known})" if known else "")
     if err["type"] in ("model_type", "dict_type"):

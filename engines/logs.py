@@ -2,8 +2,9 @@
 
 JSON lines when stderr is not a TTY (systemd/journald, files, pipes), readable console lines on a
 TTY. Written to the journal, each JSON line starts with its syslog priority (`<4>{...}`), so
-`journalctl -p warning` filters dfwatch's lines. Every line carries the process `role` (capture, infer, run, train, ...) and, where bound, the
-`stream` name: call `bind(stream=...)` once per process or per unit of work.
+`journalctl -p warning` filters dfwatch's lines. Every line, from any thread, carries the process
+`role` (capture, infer, run, train, bridge-mqtt, ...) and, where bound, the `stream` name: call
+`bind(stream=...)` once per process.
 """
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=
         renderer = _with_priority(renderer)
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+    _PROCESS.clear()
     structlog.configure(
         processors=[
+            _merge_process_fields,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -63,7 +66,7 @@ def configure_logging(role: str, level: str = "info", fmt: str = "auto", stream=
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    structlog.contextvars.bind_contextvars(role=role)
+    _PROCESS["role"] = role
     global _format, _role
     _format, _role = fmt, role
     if fmt == "json":  # a crash is one JSON line too, not a traceback amid the JSON stream
@@ -85,9 +88,23 @@ def report_error(message: str) -> bool:
     return True
 
 
+_PROCESS: dict = {}  # fields of every line of this process, from every thread (role, stream)
+
+
+def _merge_process_fields(logger, method, event_dict):
+    """The process's fields under each line's own: a context variable would not reach the lines
+    of threads (capture watchdog, CURVE authenticator, evidence writer, MQTT callbacks, webhook worker)."""
+    for key, value in _PROCESS.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def bind(**fields) -> None:
-    """Adds fields (e.g. stream=NAME) to every following log line of this process/context."""
-    structlog.contextvars.bind_contextvars(**fields)
+    """Adds fields (e.g. stream=NAME) to every following log line of this process, in every thread."""
+    _PROCESS.update(fields)
+    if "role" in fields:
+        global _role
+        _role = fields["role"]
 
 
 def get_logger(name: str | None = None):

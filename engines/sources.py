@@ -46,3 +46,54 @@ def parse_source(source: str | int) -> str | int:
 
 def source_kind(source: str | int) -> str:
     return "webcam" if isinstance(source, int) else "url" if source.startswith(URL_SCHEMES) else "file"
+
+
+def quiet_opencv():
+    """OpenCV, imported with its and FFmpeg's console chatter off (our log says what happened; set
+    OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL yourself to debug a camera) and RTSP over TCP (UDP,
+    FFmpeg's default, loses packets through NAT and firewalls)."""
+    import os
+
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+    import cv2
+
+    if os.environ["OPENCV_LOG_LEVEL"] == "ERROR":  # also when cv2 was imported before
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    return cv2
+
+
+def open_video(source: str | int, open_timeout_ms: int, read_timeout_ms: int):
+    """Opens a source (a cv2.VideoCapture); timeouts go to the constructor (setting them after
+    opening does nothing). OpenCV is imported here, not at module import: `config check` needs
+    it for files only, and most users of this module never open a source."""
+    cv2 = quiet_opencv()
+    if isinstance(source, int):
+        cap = cv2.VideoCapture(source)
+    else:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_ms]
+        if hasattr(cv2, "CAP_PROP_N_THREADS"):
+            params += [cv2.CAP_PROP_N_THREADS, 1]  # one decode thread per stream: never more busy threads than cores
+        cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        what = {"webcam": f"webcam {source}", "url": f"stream {mask_source(source)}",
+                "file": f"video file {source}"}[source_kind(source)]
+        hint = {"webcam": "is the camera connected and free?",
+                "url": "check the address, port and credentials, and that the camera is up",
+                "file": "is it a video OpenCV/FFmpeg can decode?"}[source_kind(source)]
+        raise SourceError(f"cannot open {what}: {hint}")
+    return cap
+
+
+def first_frame_check(path: str, opener=open_video) -> None:
+    """Raises SourceError unless the video file opens and decodes at least one frame (a truncated
+    MP4 can open and then yield nothing, a text file named .mp4 opens nothing): `dfwatch run`,
+    `dfwatch scan` and `dfwatch config check` check files with it before starting."""
+    cap = opener(path, 5000, 5000)
+    try:
+        if not cap.grab():
+            raise SourceError(f"video file {path} decodes no frame: it is truncated, empty or not a video")
+    finally:
+        cap.release()

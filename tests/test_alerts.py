@@ -9,7 +9,8 @@ import pytest
 import zmq
 
 from daemon.alerts import AlertRules, AlertTracker
-from daemon.protocol import Alert, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
+from daemon.protocol import Alert, BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
+from helpers import monitoring
 from helpers.daemon import DFWATCH, Subscriber, against_publisher, daemon_env, free_port, start, stop
 
 
@@ -122,12 +123,15 @@ def _serve(bundle, frames, work, threshold: float, metrics_port: int = 0):
     return proc, push, sub, runtime, log
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The metrics endpoint's samples, 'name{labels}' -> value."""
+def scrape_text(port: int) -> str:
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics endpoint's samples, 'name{labels}' -> value."""
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in scrape_text(port).splitlines()
             if line and not line.startswith("#")}
 
 
@@ -148,9 +152,13 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
         assert alerts[-1].windows == len(verdicts) and alerts[-1].t_end == verdicts[-1].t_last
         assert alerts[0].t_start == verdicts[0].t_first
 
-        # evidence: the opening window as video and contact sheet, and every message of the alert
+        # evidence: the opening window as video and contact sheet, and every message of the alert;
+        # the start goes out before they exist, so an update names them once written
         first = alerts[0]
-        assert first.evidence == [f"cam/{first.alert_id}/{n}" for n in ("window.webm", "faces.jpg", "alert.json")]
+        named = next(a for a in alerts if a.evidence)
+        assert first.evidence is None and named.state == "update"
+        assert named.evidence == [f"cam/{first.alert_id}/{n}" for n in ("window.webm", "faces.jpg", "alert.json")]
+        assert all(a.evidence == named.evidence for a in alerts[alerts.index(named):])
         folder = runtime / "evidence" / "cam" / first.alert_id
         sub.wait_for(lambda s: (folder / "alert.json").exists() and
                      len(__import__("json").loads((folder / "alert.json").read_text())) == len(alerts), 30,
@@ -160,8 +168,19 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
             n += 1
         assert n >= 8 and cv2.imread(str(folder / "faces.jpg")) is not None  # T = 8 frames in the test bundle
 
+        sub.wait_for(lambda s: s.statuses[-1].streams["cam"].get("frames_in") == len(frames), 10, "the status")
+        push.send_multipart(BridgeStats("0-mqtt", "mqtt", delivered=4, dropped=1, queue=2, connected=True).encode())
+        sub.wait_for(lambda s: "0-mqtt" in s.statuses[-1].bridges, 10, "the bridge's counters in the status")
+        text = scrape_text(port)
         m = scrape(port)
         assert m['dfwatch_frames_received_total{stream="cam"}'] == len(frames)
+        assert m['dfwatch_stream_state{state="ended",stream="cam"}'] == 1  # the file ended
+        assert m['dfwatch_stream_state{state="running",stream="cam"}'] == 0
+        assert m['dfwatch_bridge_messages_total{bridge="0-mqtt",outcome="dropped",type="mqtt"}'] == 1
+        assert m['dfwatch_bridge_queue{bridge="0-mqtt",type="mqtt"}'] == 2
+        assert m['dfwatch_evidence_alerts_total{outcome="written"}'] == 1 and m["dfwatch_evidence_bytes"] > 10_000
+        assert m["process_resident_memory_bytes"] > 100e6  # the RSS to hold against MemoryMax
+        monitoring.check_against(text)  # the shipped rules and Grafana dashboard query what is here
         assert m['dfwatch_verdicts_total{label="fake",stream="cam"}'] == len(verdicts)
         assert m['dfwatch_alerts_total{stream="cam"}'] == 1 and m['dfwatch_alert_active{stream="cam"}'] == 0
         assert m['dfwatch_verdict_latency_seconds_count'] == len(verdicts)

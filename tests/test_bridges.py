@@ -2,9 +2,11 @@
 `dfwatch bridge webhook` against a real HTTP server (signature, retries, bounded queue)."""
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import zmq
 
 from daemon.alerts import AlertRules, AlertTracker
 from daemon.bridges import WebhookBridge, signature
-from daemon.protocol import Verdict
+from daemon.protocol import Status, Verdict
 from helpers.daemon import DFWATCH, daemon_env, free_port, stop
 
 
@@ -106,7 +108,7 @@ class Listener:
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, *a: c.subscribe("dfwatch/#", qos=1)
+        self.client.on_connect = lambda c, *a: c.subscribe([("dfwatch/#", 1), ("homeassistant/#", 1)])
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect_async("127.0.0.1", port)
@@ -127,13 +129,27 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
     bridge = subprocess.Popen(DFWATCH + ["bridge", "mqtt", "--broker", f"mqtt://127.0.0.1:{broker.port}",
                                          "--endpoint", pub.endpoint, "--verdicts"],
                               env=daemon_env(tmp_path), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    node = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+    discovery = f"homeassistant/binary_sensor/dfwatch_{node}/door/config"
     try:
         wait(lambda: listener.last("dfwatch/availability") == b"online", 20, "availability online")
+        status = Status(t=1.0, uptime_s=1.0, model="m", backend="onnxruntime", streams={"door": {"alert": None}})
+        pub.until([status], lambda: listener.last(discovery) and listener.last("dfwatch/daemon") == b"online", 20,
+                  "Home Assistant discovery and the daemon online")
+        entity = json.loads(listener.last(discovery))  # the entity that appears by itself in Home Assistant
+        assert entity["state_topic"] == "dfwatch/door/alert_state" and entity["device_class"] == "problem"
+        assert entity["unique_id"] == f"dfwatch_{node}_door_deepfake" and entity["availability_mode"] == "all"
+        assert [a["topic"] for a in entity["availability"]] == ["dfwatch/availability", "dfwatch/daemon"]
+        assert entity["device"]["identifiers"] == [f"dfwatch_{node}_door"] and entity["device"]["model"] == "m"
+        assert listener.last("dfwatch/door/alert_state") == b"OFF"
         start = alert_start()
         pub.until([verdict("fake"), start], lambda: listener.last("dfwatch/door/alert"), 20, "the alert")
         assert json.loads(listener.last("dfwatch/door/alert"))["alert_id"] == start.alert_id
         assert listener.last("dfwatch/door/state") == b"fake"
         assert json.loads(listener.last("dfwatch/door/verdict"))["label"] == "fake"
+        wait(lambda: listener.last("dfwatch/door/alert_state") == b"ON", 10, "alert_state ON")
+        # the daemon falls silent (no status): the broker is told, so Home Assistant shows it unavailable
+        wait(lambda: listener.last("dfwatch/daemon") == b"offline", 15, "the daemon offline")
 
         broker.stop()                        # an outage: the bridge keeps its process and reconnects
         time.sleep(1.5)
@@ -150,7 +166,8 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
     retained = Listener(broker.port)         # a new subscriber gets the retained state and availability
     try:
         wait(lambda: retained.last("dfwatch/door/state") == b"real" and
-             retained.last("dfwatch/availability") == b"offline", 10, "the retained messages")
+             retained.last("dfwatch/availability") == b"offline" and retained.last("dfwatch/door/alert_state") == b"ON"
+             and retained.last("dfwatch/door/alert") and retained.last(discovery), 10, "the retained messages")
     finally:
         retained.close()
         listener.close()
@@ -189,6 +206,7 @@ def test_webhook_bridge_posts_signed_alerts_and_retries_failures(tmp_path):
     receiver = Receiver([500, 503])
     secret = tmp_path / "secret"
     secret.write_text("s3cret-key\n")
+    secret.chmod(0o640)  # group-readable is fine; world-readable is refused (test_config)
     pub = Publisher(tmp_path)
     log = tmp_path / "bridge.log"
     url = f"http://127.0.0.1:{receiver.port}/hooks/dfwatch?token=TOPSECRET"
@@ -234,11 +252,147 @@ def test_webhook_queue_keeps_the_newest_when_the_receiver_stays_down():
 def test_bridge_arguments_are_checked(tmp_path):
     r = subprocess.run(DFWATCH + ["bridge", "webhook", "--url", "ftp://x/y"], capture_output=True, text=True,
                        timeout=60, env=daemon_env(tmp_path))
-    assert r.returncode != 0 and "webhook URL must be http:// or https://" in r.stderr
+    assert r.returncode == 2 and "webhook URL must be http:// or https://" in r.stderr
     r = subprocess.run(DFWATCH + ["bridge", "mqtt", "--broker", "mqtt://127.0.0.1:1", "--password-file",
                                   str(tmp_path / "missing")], capture_output=True, text=True, timeout=60,
                        env=daemon_env(tmp_path))
-    assert r.returncode != 0 and "cannot read the secret file" in r.stderr
+    assert r.returncode == 2 and "MQTT password file" in r.stderr and "does not exist" in r.stderr
+    r = subprocess.run(DFWATCH + ["bridge", "mqtt", "--broker", "127.0.0.1:notaport"], capture_output=True,
+                       text=True, timeout=60, env=daemon_env(tmp_path))
+    assert r.returncode == 2 and "the port is not a number" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_webhook_headers_follow_standard_webhooks_and_start_end_only_skips_updates(tmp_path):
+    """The signature a Standard Webhooks receiver computes (spec: HMAC-SHA256 over id.timestamp.body,
+    base64, 'v1,' prefix; a whsec_ secret is base64) equals ours; start_end sends no updates."""
+    import base64
+
+    from daemon.bridges.webhook import standard_signature
+
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    bridge = WebhookBridge("http://127.0.0.1:9/x", secret=secret, events="start_end")
+    body = b'{"alert_id": "a1", "state": "start"}'
+    h = bridge.headers(body, now=1_700_000_000)
+    expected = base64.b64encode(hmac.new(b"0123456789abcdef0123456789abcdef", f"{h['webhook-id']}.1700000000.".encode()
+                                         + body, hashlib.sha256).digest()).decode()
+    assert h["webhook-timestamp"] == "1700000000" and h["webhook-signature"] == f"v1,{expected}"
+    assert h["webhook-id"] == bridge.headers(body, now=1_700_000_060)["webhook-id"]  # the same on a retry
+    assert standard_signature("plain", "msg_1", 5, b"x") != standard_signature("plain", "msg_2", 5, b"x")
+    start = alert_start()
+    tracker = AlertTracker("door", AlertRules(open_after=1, open_of=1, update_every=1))
+    start = tracker.on_verdict(verdict("fake"))
+    update = tracker.on_verdict(verdict("fake", t=101.0))
+    for msg in (start, update, tracker.end(102.0)):
+        bridge.handle(msg)
+    assert [json.loads(b)["state"] for b in bridge.queue] == ["start", "end"]
+
+
+def test_webhook_drops_are_counted_logged_and_reach_the_daemons_status(tmp_path):
+    """A receiver that stays down: every dropped alert is counted in the bridge's log and in the
+    BridgeStats it pushes to the inference process's frames endpoint."""
+    from daemon.protocol import BridgeStats, decode_capture
+
+    pub = Publisher(tmp_path)
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.bind(f"ipc://{tmp_path}/frames")  # where the daemon takes capture and bridge counters
+    config = tmp_path / "dfwatch.yaml"
+    config.write_text(f"bridges:\n  - kind: webhook\n    url: http://127.0.0.1:{free_port()}/down\n    queue: 2\n")
+    log = tmp_path / "bridge.log"
+    bridge = subprocess.Popen(DFWATCH + ["bridge", "configured", "0", "--config", str(config), "--endpoint",
+                                         pub.endpoint], env=daemon_env(tmp_path), stdout=open(log, "ab"),
+                              stderr=subprocess.STDOUT)
+    try:
+        wait(lambda: "bridge following" in log.read_text(), 30, "the bridge to subscribe")
+        time.sleep(0.5)
+        tracker = AlertTracker("door", AlertRules(open_after=1, open_of=1, update_every=1))
+        for i in range(8):
+            pub.sock.send_multipart(tracker.on_verdict(verdict("fake", t=100.0 + i)).encode())
+
+        def dropped():
+            while pull.poll(100):
+                msg = decode_capture(pull.recv_multipart())
+                if isinstance(msg, BridgeStats) and msg.dropped >= 5:
+                    return msg
+        stats = wait(dropped, 20, "BridgeStats with the drops")
+        assert stats.bridge == "0-webhook" and stats.type == "webhook" and stats.delivered == 0
+        assert stats.queue <= 2 and stats.retries >= 1 and not stats.connected
+    finally:
+        code = stop(bridge, timeout=20)
+        pub.close()
+        pull.close()
+    assert code == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    drops = [line for line in lines if "webhook bridge dropped messages" in line["event"]]
+    assert drops and all(line["role"] == "bridge-webhook" and line["bridge"] == "0-webhook" for line in drops)
+    assert all(line.get("role") == "bridge-webhook" for line in lines)  # the worker thread's lines too
+
+
+def _tls_files(tmp_path):
+    """A CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=dfwatch test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name, san in (("broker", "subjectAltName=IP:127.0.0.1"), ("client", "subjectAltName=DNS:dfwatch")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (tmp_path / f"{name}.ext").write_text(san + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    for key in tmp_path.glob("*.key"):
+        key.chmod(0o600)
+    return tmp_path
+
+
+def test_mqtts_with_a_client_certificate_and_one_line_for_an_unreachable_broker(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed: run scripts/setup.sh as root (Debian package openssl)")
+    tls = _tls_files(tmp_path)
+    port = free_port()
+    (tmp_path / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\ncafile {tls / 'ca.pem'}\ncertfile {tls / 'broker.pem'}\n"
+        f"keyfile {tls / 'broker.key'}\nrequire_certificate true\nallow_anonymous true\n"
+        f"user {getpass.getuser()}\n")  # as root, mosquitto would drop to a user that cannot read tmp_path
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    broker = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    pub = Publisher(tmp_path)
+    log = tmp_path / "bridge.log"
+    bridge = subprocess.Popen(DFWATCH + ["bridge", "mqtt", "--broker", f"mqtts://127.0.0.1:{port}",
+                                         "--ca-file", str(tls / "ca.pem"), "--cert-file", str(tls / "client.pem"),
+                                         "--key-file", str(tls / "client.key"), "--endpoint", pub.endpoint],
+                              env=daemon_env(tmp_path), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    down = subprocess.Popen(DFWATCH + ["bridge", "mqtt", "--broker", f"mqtt://127.0.0.1:{free_port()}",
+                                       "--endpoint", pub.endpoint], env=daemon_env(tmp_path),
+                            stdout=open(tmp_path / "down.log", "ab"), stderr=subprocess.STDOUT)
+    import paho.mqtt.client as mqtt
+
+    seen = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.tls_set(ca_certs=str(tls / "ca.pem"), certfile=str(tls / "client.pem"), keyfile=str(tls / "client.key"))
+    client.on_connect = lambda c, *a: c.subscribe("dfwatch/#")
+    client.on_message = lambda c, u, m: seen.append((m.topic, m.payload))
+    try:
+        wait(lambda: broker.poll() is None and _connectable(port), 10, "the TLS broker")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        wait(lambda: ("dfwatch/availability", b"online") in seen, 30, "the bridge online over TLS")
+        time.sleep(4)  # the unreachable broker's client retries meanwhile
+        lines = (tmp_path / "down.log").read_text().splitlines()
+        assert sum("MQTT broker unreachable" in line for line in lines) == 1, lines
+    finally:
+        client.loop_stop()
+        stop(bridge)
+        stop(down)
+        pub.close()
+        broker.terminate()
+        broker.wait(10)
+
+
+def _connectable(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 # ---- the whole daemon -------------------------------------------------------------------------
@@ -277,3 +431,63 @@ def test_run_starts_configured_bridges_and_alerts_reach_the_webhook(tmp_path, dl
     finally:
         assert stop(proc, timeout=20) == 0
         receiver.close()
+
+
+class SilentCamera:
+    """A TCP port that accepts and never answers: a camera whose RTSP handshake hangs, so its
+    capture process sits inside an FFmpeg open (the case in which a stop was once SIGKILLed)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port, self.conns = self.sock.getsockname()[1], []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            while True:
+                self.conns.append(self.sock.accept()[0])
+        except OSError:
+            pass
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_a_stop_ends_open_alerts_everywhere_within_5_s(tmp_path, dldfd_bundle, footage):
+    """SIGTERM while an alert is open and a camera's open hangs: the webhook bridge still receives
+    the alert's end, alert.json records it, and no process needs a SIGKILL."""
+    import signal
+
+    from helpers.daemon import start
+
+    receiver, camera = Receiver([]), SilentCamera()
+    config = tmp_path / "dfwatch.yaml"
+    config.write_text(f"bridges:\n  - kind: webhook\n    url: http://127.0.0.1:{receiver.port}/hook\n"
+                      f"streams:\n  - name: hung\n    source: rtsp://127.0.0.1:{camera.port}/live\n")
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle),
+                  "--stream", f"cam={footage / 'franck.mp4'}", "--set", "capture.fps=8", "--set", "window.stride=2",
+                  "--set", "inference.threshold=0.0", "--set", "capture.open_timeout_ms=30000"],
+                 daemon_env(runtime), log)
+    try:
+        started = wait(lambda: [json.loads(b) for _, b, _ in receiver.requests], 120, "the alert's start")[0]
+        assert started["state"] == "start" and camera.conns  # the camera's capture is inside its open
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 5
+        states = [json.loads(b)["state"] for _, b, _ in receiver.requests]
+        assert states[-1] == "end" and states.count("end") == 1, states
+        alert_json = runtime / "evidence" / "cam" / started["alert_id"] / "alert.json"
+        assert json.loads(alert_json.read_text())[-1]["state"] == "end"
+        assert "did not stop in time" not in log.read_text()
+    finally:
+        stop(proc)
+        receiver.close()
+        camera.close()

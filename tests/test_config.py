@@ -136,3 +136,39 @@ def test_config_check_command(tmp_path):
     assert r.stderr == (f"dfwatch config check: configuration error: {bad}: unknown key 'strid' in section "
                         "'window' (known: stride, min_face_fraction, evict_after, max_gap_s)\n")
     assert "Traceback" not in r.stderr
+
+
+def test_config_check_refuses_what_run_would_fail_on(tmp_path):
+    """Secret files missing, world-readable or too short, a webhook URL that is not http(s), a
+    broker port that is not a number, a text file named .mp4: `config check` says so (exit 2),
+    one line each, instead of `run` failing later (a traceback, or five restarts)."""
+    secret, readable, short = tmp_path / "ok.secret", tmp_path / "open.secret", tmp_path / "short.token"
+    for path, text, mode in ((secret, "s3cret\n", 0o640), (readable, "s3cret\n", 0o644), (short, "abc\n", 0o600)):
+        path.write_text(text)
+        path.chmod(mode)
+    fake_video = tmp_path / "clip.mp4"
+    fake_video.write_text("not a video")
+    path = write(tmp_path, f"""
+web:
+  token_file: {short}
+bridges:
+  - {{kind: mqtt, broker: "127.0.0.1:notaport"}}
+  - {{kind: mqtt, broker: mqtt://127.0.0.1, password_file: {tmp_path / 'missing'}}}
+  - {{kind: webhook, url: ftp://hooks.example/x, secret_file: {secret}}}
+  - {{kind: webhook, url: https://hooks.example/x, secret_file: {readable}}}
+  - {{kind: mqtt, broker: mqtt://127.0.0.1, ca_file: {secret}}}
+""")
+    assert problems(path) == [
+        f"{path}: web.token_file: the dashboard token in {short} is shorter than 16 characters: use e.g. "
+        "'openssl rand -hex 24'",
+        f"{path}: bridges.0.broker: broker '127.0.0.1:notaport': the port is not a number (expected mqtt://HOST:PORT)",
+        f"{path}: bridges.1.password_file: MQTT password file {tmp_path / 'missing'} does not exist",
+        f"{path}: bridges.2.url: webhook URL must be http:// or https:// with a host, got 'ftp'",
+        f"{path}: bridges.3.secret_file: webhook secret file {readable} is readable by every user (mode 0644): "
+        f"chmod o-rwx {readable}",
+        f"{path}: bridges.4: TLS files need a TLS broker: mqtts://HOST[:PORT]"]
+    video = write(tmp_path, f"streams:\n  - {{name: lobby, source: {fake_video}}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH__")}
+    r = subprocess.run(DFWATCH + ["config", "check", str(video)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr == (f"dfwatch config check: configuration error: streams: lobby: cannot open "
+                                              f"video file {fake_video}: is it a video OpenCV/FFmpeg can decode?\n")

@@ -106,3 +106,32 @@ def test_an_unwritable_directory_loses_evidence_not_the_daemon(tmp_path, franck_
     assert writer.submit(window(franck_frames, opened_alert()[1]))
     writer.close()
     assert writer.failed == 1 and writer.written == 0 and writer.thread.is_alive() is False
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real filesystem with almost no room left: a 256 KiB tmpfs, filled but for 16 KiB."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (a disk that fills up)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        (mount / "filler").write_bytes(b"\0" * (240 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_leaves_no_half_evidence_and_names_no_file(full_disk, franck_frames):
+    tracker, start = opened_alert()
+    writer = EvidenceWriter(full_disk / "evidence", max_bytes=1 << 30, max_age_days=30)
+    assert writer.submit(window(franck_frames, start, n=24))
+    writer.submit(tracker.end(130.0))  # its alert.json append finds no folder: nothing half-written either
+    writer.close()
+    assert writer.failed == 1 and writer.written == 0 and not writer.completed  # nothing to announce
+    leftovers = [p.relative_to(full_disk) for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"]
+    assert leftovers == []  # no truncated clip, no faces.jpg-less folder, no alert.tmp
+    assert writer.counters()["failed"] == 1

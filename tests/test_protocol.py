@@ -10,7 +10,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, CaptureStats, EndOfStream, Frame,
+from daemon.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, BridgeStats, CaptureStats, EndOfStream, Frame,
                              ProtocolError, Status, Verdict, decode_capture)
 
 
@@ -50,6 +50,10 @@ def test_eos_and_stats_round_trip():
     s = CaptureStats("a", frames_read=10, frames_sent=8, reconnects=2, stalls=1, dropped={"queue_full": 2},
                      state="backoff")
     assert decode_capture(s.encode()) == s
+    b = BridgeStats("0-webhook", "webhook", delivered=5, dropped=2, rejected=1, retries=3, queue=4, connected=True)
+    assert decode_capture(b.encode()) == b
+    with pytest.raises(ProtocolError, match="bridge name"):
+        decode_capture(BridgeStats("bad name!", "mqtt").encode())
 
 
 def test_verdict_and_status_round_trip():
@@ -59,7 +63,8 @@ def test_verdict_and_status_round_trip():
     assert Verdict.decode(n.encode()) == n
     st_ = Status(t=5.0, uptime_s=3.0, model="m", backend="torch",
                  streams={"a": {"frames_in": 3, "dropped": {"queue_full": 1}}}, invalid={"bad_header": 2},
-                 stages={"detect": {"calls": 4, "items": 9, "seconds": 0.5}})
+                 stages={"detect": {"calls": 4, "items": 9, "seconds": 0.5}},
+                 bridges={"0-mqtt": {"delivered": 3, "dropped": 1}}, evidence={"written": 2, "bytes": 900})
     assert Status.decode(st_.encode()) == st_
     older = msgpack.unpackb(st_.encode()[1])
     del older["stages"]  # a sender from before stage timings
@@ -137,7 +142,7 @@ def test_decoder_only_returns_messages_or_raises_protocol_error(parts):
     except ProtocolError as e:
         assert e.reason
         return
-    assert isinstance(msg, (Frame, EndOfStream, CaptureStats))
+    assert isinstance(msg, (Frame, EndOfStream, CaptureStats, BridgeStats))
     if isinstance(msg, Frame):
         assert msg.pixels.nbytes == msg.width * msg.height * 3
 

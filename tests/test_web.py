@@ -93,6 +93,7 @@ def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_
     port = free_port()
     token_file = tmp_path / "token"
     token_file.write_text("correct-horse-battery-staple\n")
+    token_file.chmod(0o600)
     refused = subprocess.run(DFWATCH + ["web", "--bind", "0.0.0.0:9", "--endpoint", "ipc:///nonexistent"],
                              capture_output=True, text=True, timeout=30, env=daemon_env(tmp_path))
     assert refused.returncode == 2 and "beyond loopback it needs --allow-remote" in refused.stderr

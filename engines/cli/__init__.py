@@ -70,13 +70,15 @@ def register_config(sub) -> None:
 def _config_check(args: argparse.Namespace) -> int:
     import yaml
 
-    from engines.sources import SourceError, mask_source, parse_source
+    from engines.sources import SourceError, first_frame_check, mask_source, parse_source, source_kind
 
     config = load_config(args.file or DEFAULT_CONFIG_FILE, args.overrides)  # ConfigError is printed by main()
     problems = []
     for stream in config.streams:
         try:
-            parse_source(stream.source)
+            source = parse_source(stream.source)
+            if source_kind(source) == "file":
+                first_frame_check(source)  # what `run` checks: a text file named .mp4 fails here, not there
         except SourceError as e:
             problems.append(f"streams: {stream.name}: {e}")
     if problems:

@@ -1,0 +1,203 @@
+"""The MQTT bridge (paho-mqtt): alerts, retained per-stream states and Home Assistant discovery.
+
+Topics (`prefix` dfwatch by default):
+  <prefix>/availability         retained: online / offline (the bridge; offline is also its last will)
+  <prefix>/daemon               retained: online while the daemon publishes status, offline once it
+                                has been silent for DAEMON_SILENT_S (a stopped daemon shows as such)
+  <prefix>/<stream>/alert_state retained: ON while the stream has an open alert, else OFF
+  <prefix>/<stream>/alert       retained: the latest alert message (JSON: start / update / end)
+  <prefix>/<stream>/state       retained: fake / real / no_face of the latest window
+  <prefix>/<stream>/verdict     every verdict (JSON), with `verdicts`
+With `discovery`, `<discovery_prefix>/binary_sensor/dfwatch_<host>/<stream>/config` (retained)
+makes each stream a Home Assistant device with a `Deepfake` problem sensor on alert_state,
+available only while both the bridge and the daemon are online. `mqtts://` brokers use TLS (the
+system's CA certificates, or `ca_file`; a client certificate with `cert_file` and `key_file`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import asdict
+
+from daemon.bridges import Bridge, BridgeError, log, read_secret
+from daemon.protocol import Alert, Status, Verdict
+from engines import __version__
+from engines.config import parse_broker
+
+DAEMON_SILENT_S = 5.0   # status comes every second: this long without one, the daemon is offline
+
+
+class MqttBridge(Bridge):
+    kind = "mqtt"
+
+    def __init__(self, broker: str, prefix: str = "dfwatch", username: str | None = None,
+                 password: str | None = None, verdicts: bool = False, name: str = "mqtt",
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                 discovery: bool = True, discovery_prefix: str = "homeassistant", max_queued: int = 1000):
+        import paho.mqtt.client as mqtt
+
+        super().__init__(name)
+        try:
+            tls, self.host, self.port = parse_broker(broker)
+        except ValueError as e:
+            raise BridgeError(str(e)) from None
+        self.prefix, self.verdicts = prefix.rstrip("/"), verdicts
+        self.discovery, self.discovery_prefix = discovery, discovery_prefix.rstrip("/")
+        self.node = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+        self.alerts: dict[str, str | None] = {}   # stream -> its open alert's id (None: none), as published
+        self.last_alert: dict[str, str] = {}      # stream -> its latest alert message (JSON), retained
+        self.model: str | None = None
+        self.daemon: str | None = None            # online / offline, as published
+        self.last_status = 0.0
+        self.accepted = 0                         # publishes paho took (delivered counts the broker's acks)
+        self._connected, self._told_unreachable = False, False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"dfwatch-{socket.gethostname()}-{os.getpid()}")
+        if tls:
+            self.client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.max_queued_messages_set(max_queued)  # while the broker is away; past it: dropped
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    @classmethod
+    def from_config(cls, c, name: str) -> "MqttBridge":
+        return cls(c.broker, c.prefix, c.username, read_secret(c.password_file, "MQTT password"), c.verdicts, name,
+                   c.ca_file, c.cert_file, c.key_file, c.discovery, c.discovery_prefix)
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts))
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.accepted - self.delivered)
+
+    # -- connection (paho's network thread) -----------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()  # its thread connects, and reconnects with backoff after any loss
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection", broker=f"{self.host}:{self.port}", reason=str(reason))
+            return
+        self._connected, self._told_unreachable = True, False
+        self._publish(self.topic("availability"), "online", retain=True)
+        for stream in list(self.alerts):  # a broker restarted without persistence forgot the retained ones
+            self._announce(stream)
+        log.info("MQTT broker connected", broker=f"{self.host}:{self.port}", prefix=self.prefix)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._told_unreachable:  # one line, not one per retry
+            self._told_unreachable = True
+            log.warning("MQTT broker unreachable; retrying in the background (every 1-30 s)",
+                        broker=f"{self.host}:{self.port}")
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        self._connected = False
+        if reason.is_failure:
+            log.warning("MQTT broker connection lost; reconnecting", broker=f"{self.host}:{self.port}",
+                        reason=str(reason))
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+        self.delivered += 1
+
+    # -- messages from the daemon -------------------------------------------------------------
+    def handle(self, msg) -> None:
+        if isinstance(msg, Status):
+            self.last_status, self.model = time.monotonic(), msg.model
+            self._daemon("online")
+            for stream, st in msg.streams.items():
+                self._know(stream)
+                self._alert_state(stream, st.get("alert"))
+        elif isinstance(msg, Alert):
+            self._know(msg.stream)
+            self.last_alert[msg.stream] = json.dumps(asdict(msg))
+            self._publish(self.topic(msg.stream, "alert"), self.last_alert[msg.stream], retain=True)
+            self._alert_state(msg.stream, None if msg.state == "end" else msg.alert_id)
+        elif isinstance(msg, Verdict):
+            self._know(msg.stream)
+            self._publish(self.topic(msg.stream, "state"), msg.label, retain=True)
+            if self.verdicts:
+                self._publish(self.topic(msg.stream, "verdict"), json.dumps(asdict(msg)), retain=False)
+
+    def tick(self) -> None:
+        if self.daemon == "online" and time.monotonic() - self.last_status > DAEMON_SILENT_S:
+            self._daemon("offline")
+
+    def _daemon(self, state: str) -> None:
+        if state != self.daemon:
+            self.daemon = state
+            self._publish(self.topic("daemon"), state, retain=True)
+            if state == "offline":
+                log.warning("the daemon stopped publishing; told the broker", seconds=DAEMON_SILENT_S)
+
+    def _know(self, stream: str) -> None:
+        if stream not in self.alerts:
+            self.alerts[stream] = None
+            self._announce(stream)
+
+    def _alert_state(self, stream: str, alert_id: str | None) -> None:
+        if self.alerts.get(stream, "unknown") != alert_id:
+            self.alerts[stream] = alert_id
+            self._publish(self.topic(stream, "alert_state"), "ON" if alert_id else "OFF", retain=True)
+
+    def _announce(self, stream: str) -> None:
+        """Home Assistant discovery for a stream, and its alert state (the entity's first value)."""
+        self._publish(self.topic(stream, "alert_state"), "ON" if self.alerts.get(stream) else "OFF", retain=True)
+        if stream in self.last_alert:
+            self._publish(self.topic(stream, "alert"), self.last_alert[stream], retain=True)
+        if self.discovery:
+            self._publish(self.discovery_topic(stream), json.dumps(self.discovery_config(stream)), retain=True)
+
+    def discovery_topic(self, stream: str) -> str:
+        return f"{self.discovery_prefix}/binary_sensor/dfwatch_{self.node}/{_object_id(stream)}/config"
+
+    def discovery_config(self, stream: str) -> dict:
+        uid = f"dfwatch_{self.node}_{_object_id(stream)}"
+        return {
+            "name": "Deepfake", "unique_id": f"{uid}_deepfake", "object_id": f"{uid}_deepfake",
+            "device_class": "problem", "state_topic": self.topic(stream, "alert_state"),
+            "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": self.topic(stream, "alert"),
+            "availability": [{"topic": self.topic("availability")}, {"topic": self.topic("daemon")}],
+            "availability_mode": "all", "payload_available": "online", "payload_not_available": "offline",
+            "device": {"identifiers": [uid], "name": f"dfwatch {stream}", "manufacturer": "dfwatch",
+                       "model": self.model or "deepfake monitor", "sw_version": __version__},
+            "origin": {"name": "dfwatch", "sw_version": __version__},
+        }
+
+    def _publish(self, topic: str, payload: str, retain: bool) -> None:
+        import paho.mqtt.client as mqtt
+
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued until it reconnects
+            self.accepted += 1
+        else:
+            self.count_drop(f"the client's queue is full or closed ({mqtt.error_string(info.rc)})")
+
+    def close(self) -> None:
+        info = self.client.publish(self.topic("availability"), "offline", qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout=1)
+        except RuntimeError:  # not connected: the last will says offline instead
+            pass
+        if self.queued:
+            self.count_drop("stopped with messages the broker had not acknowledged", self.queued)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _object_id(stream: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stream)
