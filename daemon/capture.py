@@ -386,15 +386,18 @@ class _FileClock:
 def stop_on_signal(stop: threading.Event, finished: threading.Event, grace_s: float = 2.0) -> None:
     """SIGTERM/SIGINT set `stop` even while the main thread is blocked inside OpenCV: a camera that
     never answers holds an FFmpeg open for open_timeout_ms, and Python runs a signal handler only
-    when the main thread returns from C. The signals are blocked here and taken by a thread of
-    their own (call this before any other thread starts, the ZeroMQ context's too, so that they
-    inherit the mask). When the process has not `finished` `grace_s` after the signal, it exits at
-    once: nothing is in flight while a source is opening or reading."""
-    signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    once the main thread returns from C. The C-level handler still writes the signal to a wakeup
+    fd at once, which a thread of its own reads; if the process has not `finished` `grace_s`
+    later, it exits at once (nothing is in flight while a source is opening or reading). Call it
+    from the main thread."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.set_wakeup_fd(w)
 
     def take() -> None:
-        signal.sigwait(signals)
+        os.read(r, 1)
         stop.set()
         if not finished.wait(grace_s):
             log.warning("stopping while OpenCV is still blocked on the source; exiting now")

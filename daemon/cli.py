@@ -242,7 +242,7 @@ def _capture(args: argparse.Namespace) -> int:
     from engines.logs import bind
 
     stop, finished = threading.Event(), threading.Event()
-    stop_on_signal(stop, finished)  # before any thread starts (ZeroMQ's too)
+    stop_on_signal(stop, finished)
     try:
         return _capture_until_stopped(args, stop)
     finally:

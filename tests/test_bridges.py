@@ -473,7 +473,8 @@ def test_a_stop_ends_open_alerts_everywhere_within_5_s(tmp_path, dldfd_bundle, f
     log = tmp_path / "daemon.log"
     proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle),
                   "--stream", f"cam={footage / 'franck.mp4'}", "--set", "capture.fps=8", "--set", "window.stride=2",
-                  "--set", "inference.threshold=0.0", "--set", "capture.open_timeout_ms=30000"],
+                  "--set", "inference.threshold=0.0", "--set", "capture.open_timeout_ms=30000",
+                  "--set", "capture.read_timeout_ms=30000"],
                  daemon_env(runtime), log)
     try:
         started = wait(lambda: [json.loads(b) for _, b, _ in receiver.requests], 120, "the alert's start")[0]
@@ -487,6 +488,9 @@ def test_a_stop_ends_open_alerts_everywhere_within_5_s(tmp_path, dldfd_bundle, f
         alert_json = runtime / "evidence" / "cam" / started["alert_id"] / "alert.json"
         assert json.loads(alert_json.read_text())[-1]["state"] == "end"
         assert "did not stop in time" not in log.read_text()
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        blocked = [line for line in lines if "still blocked on the source" in line["event"]]
+        assert blocked and blocked[0]["role"] == "capture" and blocked[0]["stream"] == "hung"  # a thread's line
     finally:
         stop(proc)
         receiver.close()
