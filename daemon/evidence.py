@@ -144,7 +144,7 @@ class EvidenceWriter:
         scratch = folder.with_name(f".{folder.name}.writing")
         try:
             scratch.mkdir(parents=True, exist_ok=True)
-            write_video(scratch / "window.webm", annotated(ev.frames, ev.boxes, ev.score), ev.fps)
+            write_video(scratch / "window.webm", annotated(ev.frames, ev.boxes, ev.score, ev.alert.untrained), ev.fps)
             sheet = cv2.imencode(".jpg", contact_sheet(ev.frames, ev.boxes))[1]
             (scratch / "faces.jpg").write_bytes(sheet.tobytes())
             _write_json(scratch / "alert.json", [asdict(ev.alert)])
@@ -183,7 +183,9 @@ def _write_json(path: Path, data) -> None:
         raise
 
 
-def annotated(frames: list[np.ndarray], boxes: list, score: float) -> list[np.ndarray]:
+def annotated(frames: list[np.ndarray], boxes: list, score: float, untrained: bool = False) -> list[np.ndarray]:
+    """The frames with the face box and the score drawn on; an untrained bundle's clip says so on
+    every frame (a clip travels without the page that explains it)."""
     out = []
     for frame, box in zip(frames, boxes):
         img = frame.copy()
@@ -191,8 +193,29 @@ def annotated(frames: list[np.ndarray], boxes: list, score: float) -> list[np.nd
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
         cv2.putText(img, f"P(fake) {score:.2f}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
+        if untrained:
+            h = img.shape[0]
+            cv2.rectangle(img, (0, h - 26), (img.shape[1], h), (0, 0, 0), -1)
+            cv2.putText(img, "UNTRAINED bundle: score means nothing", (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 255, 255), 1)
         out.append(img)
     return out
+
+
+def stored_alerts(root: Path, limit: int) -> list[dict]:
+    """The latest message of each of the newest `limit` alerts in the store, oldest first: the
+    dashboard's alert list survives its restarts. Unreadable folders are skipped."""
+    found = []
+    for path in Path(root).glob("*/*/alert.json"):
+        if path.parent.name.startswith("."):
+            continue  # still being written
+        try:
+            messages = json.loads(path.read_text())
+            found.append(messages[-1])
+        except (OSError, ValueError, IndexError, TypeError):
+            continue
+    found = [m for m in found if isinstance(m, dict) and "alert_id" in m and "t_start" in m]
+    return sorted(found, key=lambda m: m["t_start"])[-limit:]
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:

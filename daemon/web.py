@@ -14,6 +14,7 @@ the browser, which then keeps it in a cookie.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import ipaddress
 import json
@@ -51,18 +52,22 @@ class WebError(DfwatchError):
 class Board:
     """The daemon's recent state, built from its messages; `snapshot()` for a new page."""
 
-    def __init__(self, history_s: float = HISTORY_S):
+    def __init__(self, history_s: float = HISTORY_S, stored_alerts: list[dict] = ()):
         self.history_s = history_s
         self.status: dict | None = None
         self.status_at = 0.0              # time.monotonic() of the last status
         self.last: dict[str, dict] = {}   # stream -> last verdict
         self.history: dict[str, deque] = {}
-        self.alerts: dict[str, dict] = {}  # alert_id -> latest message, insertion-ordered
+        # alert_id -> latest message, insertion-ordered; the evidence store's alerts first, so the
+        # list survives the dashboard's own restarts
+        self.alerts: dict[str, dict] = {a["alert_id"]: a for a in list(stored_alerts)[-MAX_ALERTS:]}
+        self.unconfirmed = {k for k, a in self.alerts.items() if a["state"] != "end"}
 
     def on_message(self, msg) -> tuple[str, dict]:
         """Records a message; returns the (event, data) to send to the pages."""
         if isinstance(msg, Status):
             self.status, self.status_at = asdict(msg), time.monotonic()
+            self._settle_stored(msg)
             return "status", self.status
         data = asdict(msg)
         if isinstance(msg, Verdict):
@@ -79,6 +84,15 @@ class Board:
             del self.alerts[key]
         return "alert", data
 
+    def _settle_stored(self, status: Status) -> None:
+        """A stored alert without an end that the running daemon does not hold open ended while
+        nobody recorded it (the daemon was killed): shown as ended, time unknown."""
+        open_now = {st.get("alert") for st in status.streams.values()}
+        for alert_id in self.unconfirmed - open_now:
+            if alert_id in self.alerts and self.alerts[alert_id]["state"] != "end":
+                self.alerts[alert_id] = {**self.alerts[alert_id], "state": "end", "t_end": None, "interrupted": True}
+        self.unconfirmed.clear()
+
     @property
     def reachable(self) -> bool:
         return self.status is not None and time.monotonic() - self.status_at < STALE_S
@@ -92,8 +106,10 @@ class Board:
 
 class Dashboard:
     def __init__(self, endpoint: str, evidence: Path | None, token: str | None = None, keys: Keys | None = None):
+        from daemon.evidence import stored_alerts
+
         self.endpoint, self.evidence, self.token, self.keys = endpoint, evidence, token, keys
-        self.board = Board()
+        self.board = Board(stored_alerts=stored_alerts(evidence, MAX_ALERTS) if evidence else ())
         self.pages: set[asyncio.Queue] = set()
         self.dropped_pages = 0
 
@@ -104,8 +120,6 @@ class Dashboard:
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/evidence/{path:.*}", self._evidence)
         app.router.add_static("/ui/", UI)
-        app.on_startup.append(self._start_tasks)
-        app.on_cleanup.append(self._stop_tasks)
         return app
 
     # -- access ---------------------------------------------------------------------------------
@@ -149,6 +163,8 @@ class Dashboard:
         if self.evidence is None:
             raise web.HTTPNotFound(text="no evidence directory (pass --evidence DIR)")
         relative = request.match_info["path"]
+        if any(ord(c) < 32 for c in relative):  # a NUL byte (%00) or control character: no file has one
+            raise web.HTTPBadRequest(text="a file name with a control character")
         parts = Path(relative).parts
         if not relative or Path(relative).is_absolute() or ".." in parts or "\\" in relative:
             raise web.HTTPForbidden(text="only files under the evidence directory")
@@ -198,13 +214,8 @@ class Dashboard:
                 known = self.board.reachable
                 self._broadcast("daemon", {"reachable": known})
 
-    async def _start_tasks(self, app: web.Application) -> None:
-        app["tasks"] = [asyncio.create_task(self._follow()), asyncio.create_task(self._watch_reachability())]
-
-    async def _stop_tasks(self, app: web.Application) -> None:
-        for task in app["tasks"]:
-            task.cancel()
-        await asyncio.gather(*app["tasks"], return_exceptions=True)
+    def start_tasks(self) -> list[asyncio.Task]:
+        return [asyncio.create_task(self._follow()), asyncio.create_task(self._watch_reachability())]
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -236,7 +247,34 @@ def read_token(path: str | None) -> str | None:
 
 
 def serve(dashboard: Dashboard, host: str, port: int) -> int:
+    """Binds first (a port in use is one line, before any 'serving' line), then serves until SIGTERM."""
+    return asyncio.run(_serve(dashboard, host, port))
+
+
+async def _serve(dashboard: Dashboard, host: str, port: int) -> int:
+    import signal
+
+    runner = web.AppRunner(dashboard.app(), access_log=None, handle_signals=False,
+                           shutdown_timeout=2.0)  # open event streams never finish on their own
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as e:
+        await runner.cleanup()
+        reason = "the address is in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise WebError(f"cannot serve the dashboard on {host}:{port}: {reason}; another program (a second "
+                       "dfwatch web?) may use it: stop it or pick another with --bind / web.bind") from None
     log.info("dashboard serving", url=f"http://{host}:{port}/", evidence=str(dashboard.evidence))
-    web.run_app(dashboard.app(), host=host, port=port, print=None, access_log=None, handle_signals=True,
-                shutdown_timeout=2.0)  # open event streams never finish on their own
+    tasks = dashboard.start_tasks()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
     return 0

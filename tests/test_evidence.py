@@ -135,3 +135,14 @@ def test_a_full_disk_leaves_no_half_evidence_and_names_no_file(full_disk, franck
     leftovers = [p.relative_to(full_disk) for p in full_disk.rglob("*") if p.is_file() and p.name != "filler"]
     assert leftovers == []  # no truncated clip, no faces.jpg-less folder, no alert.tmp
     assert writer.counters()["failed"] == 1
+
+
+def test_an_untrained_bundles_clip_says_so_on_every_frame(franck_frames):
+    frames = [f[:, :, :].copy() for f in franck_frames[:3]]
+    plain = evidence.annotated(frames, [None] * 3, 0.7)
+    marked = evidence.annotated(frames, [None] * 3, 0.7, untrained=True)
+    h = frames[0].shape[0]
+    for a, b in zip(plain, marked):
+        assert (a[: h - 30] == b[: h - 30]).all()  # the picture itself untouched
+        band = b[h - 26:]
+        assert (band == 0).mean() > 0.5 and (band[..., 1] > 200).sum() > 50  # a black band with yellow text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -83,10 +84,33 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
             assert status_of(url + "evidence/" + path) in (403, 404)
         alert = browser.execute_script("return document.querySelector('#alerts li.open').dataset.alert")
         assert status_of(f"{url}evidence/a/{alert}/alert.json") == 200
+        assert status_of(f"{url}evidence/%00") == status_of(f"{url}evidence/a/%01x") == 400
     finally:
         assert stop(proc) == 0
     for line in log.read_text().splitlines():  # every process under run (web, evidence writer too) logs JSON
         assert json.loads(line)["role"] in ("run", "infer", "capture", "web"), line
+        assert "Traceback" not in line and json.loads(line)["level"] != "error", line
+
+    # the daemon and its dashboard are gone; a new dashboard reads the alert back from the evidence
+    # store, shows it ended (the stop ended it), with its times' zone, and the stream as stopped
+    web = start(["web", "--bind", f"127.0.0.1:{port}", "--endpoint", f"ipc://{runtime}/verdicts",
+                 "--evidence", str(runtime / "evidence")], daemon_env(runtime), tmp_path / "web.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and status_of(url) != 200:
+            time.sleep(0.3)
+        browser.get(url)
+        item = wait(browser, f"return document.querySelector('#alerts li.ended[data-alert=\"{alert}\"]')", 30,
+                    "the stored alert")
+        text = item.text
+        assert " to " in text and "fake window(s)" in text, text
+        assert re.search(r"\d:\d\d:\d\d (UTC|GMT|[A-Z]{3,5})([+-][\d:]+)?\b", text), text  # the time's zone
+        assert item.find_element("css selector", "img") is not None  # its evidence, from the store
+        row = wait(browser, "const r = document.querySelector('#streams tr[data-stream=a]'); return r && r.innerText",
+                   20, "the stream's row")
+        assert "stopped" in row, row
+    finally:
+        assert stop(web) == 0
 
 
 def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_path):
@@ -109,5 +133,10 @@ def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_
         assert status_of(url + "api/state", {"Authorization": "Bearer correct-horse-battery-staple"}) == 200
         browser.get(url + "?token=correct-horse-battery-staple")  # later requests carry the cookie
         wait(browser, "return !document.querySelector('#unreachable').hidden", 20, "the not-reachable banner")
+        second = subprocess.run(DFWATCH + ["web", "--bind", f"127.0.0.1:{port}", "--endpoint", "ipc:///nothing"],
+                                capture_output=True, text=True, timeout=30,
+                                env=daemon_env(tmp_path, DFWATCH__LOGGING__FORMAT="console"))
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr  # one line, no traceback
+        assert f"cannot serve the dashboard on 127.0.0.1:{port}" in second.stderr and "serving" not in second.stderr
     finally:
         assert stop(proc) == 0

@@ -1,11 +1,15 @@
 // dfwatch dashboard: one snapshot (/api/state), then server-sent events (/api/events).
 "use strict";
 const HISTORY_S = 600;
-const state = { status: null, last: {}, alerts: new Map(), rates: {}, prev: null, threshold: null };
+const state = { status: null, last: {}, alerts: new Map(), rates: {}, prev: null, threshold: null, reachable: false };
 const charts = {};   // stream -> {plot, data}
 window.dfwatch = { charts, state };
 
 const $ = (sel) => document.querySelector(sel);
+// a time with its zone (the browser's), so a time read off a screenshot means one instant
+const WHEN = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+               hour12: false, timeZoneName: "short" };
+const when = (t) => new Date(t * 1000).toLocaleString(undefined, WHEN);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 function chart(stream) {
@@ -35,9 +39,12 @@ function addPoint(stream, t, score, threshold) {
 
 function renderStreams() {
   const s = state.status;
-  const names = new Set([...Object.keys(state.last), ...Object.keys((s && s.streams) || {})]);
+  const live = (state.reachable && s && s.streams) || {};
+  const names = new Set([...Object.keys(state.last), ...Object.keys((s && s.streams) || {}),
+                         ...[...state.alerts.values()].map((a) => a.stream)]);
   const rows = [...names].sort().map((name) => {
-    const st = (s && s.streams[name]) || {};
+    // a stream the running daemon does not report (or any, while it is unreachable) is stopped
+    const st = live[name] || { state: "stopped", dropped: (s && s.streams[name] && s.streams[name].dropped) || {} };
     const v = state.last[name];
     const dropped = Object.values(st.dropped || {}).reduce((a, b) => a + b, 0);
     const rate = state.rates[name] === undefined ? "" : state.rates[name].toFixed(1);
@@ -57,9 +64,10 @@ function renderAlerts() {
     const files = a.evidence || [];
     const sheet = files.find((f) => f.endsWith(".jpg"));
     const clip = files.find((f) => f.endsWith(".webm"));
-    const when = new Date(a.t_start * 1000).toLocaleTimeString();
+    const ended = a.state !== "end" ? "OPEN since " + when(a.t_start)
+      : `${when(a.t_start)} to ${a.t_end ? when(a.t_end) : "an unrecorded end (the daemon stopped)"}`;
     return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}"><div><b>${esc(a.stream)}</b> ` +
-      `${a.state === "end" ? "ended" : "OPEN"} since ${when}: ${a.windows} fake window(s), peak ${a.peak_score.toFixed(3)}` +
+      `<span class="when">${esc(ended)}</span>: ${a.windows} fake window(s), peak ${a.peak_score.toFixed(3)}` +
       `${a.untrained ? " (untrained bundle)" : ""}<br><small>${esc(a.alert_id)}</small></div>` +
       (sheet ? `<img alt="faces" src="evidence/${sheet.split("/").map(encodeURIComponent).join("/")}">` : "") +
       (clip ? `<video controls muted preload="metadata" src="evidence/${clip.split("/").map(encodeURIComponent).join("/")}"></video>` : "") +
@@ -75,7 +83,7 @@ function onStatus(s) {
       if (before && dt > 0) state.rates[name] = (st.analysed - before.analysed) / dt;
     }
   }
-  state.prev = s; state.status = s;
+  state.prev = s; state.status = s; state.reachable = true;
   $("#model").textContent = `model ${s.model} (${s.backend}), up ${Math.round(s.uptime_s)} s`;
   $("#untrained").hidden = !(s.model.startsWith("demo-") || Object.values(state.last).some((v) => v.untrained));
   renderStreams();
@@ -89,7 +97,7 @@ function onVerdict(v) {
 }
 
 function onAlert(a) { state.alerts.set(a.alert_id, a); renderAlerts(); }
-function onDaemon(d) { $("#unreachable").hidden = d.reachable; }
+function onDaemon(d) { state.reachable = d.reachable; $("#unreachable").hidden = d.reachable; renderStreams(); }
 
 async function start() {
   const snap = await (await fetch("api/state")).json();
@@ -107,6 +115,6 @@ async function start() {
   events.addEventListener("verdict", (e) => onVerdict(JSON.parse(e.data)));
   events.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
   events.addEventListener("daemon", (e) => onDaemon(JSON.parse(e.data)));
-  events.onerror = () => { $("#unreachable").hidden = false; };
+  events.onerror = () => { onDaemon({ reachable: false }); };
 }
 start();
