@@ -29,7 +29,7 @@ from engines.pipeline.decision import Decision
 from engines.logs import Throttle, get_logger
 
 log = get_logger()
-MAX_RECEIVE = 256          # messages taken per loop turn before doing model work
+MAX_RECEIVE = 1024         # messages read per loop turn at most (frames: as many as there is room for)
 WATCHDOG_INTERVAL = 1.0    # seconds between WATCHDOG=1 pings to the supervisor
 STOP_FLUSH_S = 2.0         # on stop, evidence still queued gets this long to be written
 
@@ -220,7 +220,13 @@ class InferenceServer:
         return max(0, self.max_backlog - sum(s.analysis.pending_work for s in self.streams.values()))
 
     def _receive(self, pull: zmq.Socket) -> None:
-        for _ in range(min(MAX_RECEIVE, self._room())):
+        """Takes messages until `_room()` frames arrived, the queue is empty or MAX_RECEIVE messages
+        were read. Only frames use the room: a flood of invalid messages (or of counters) costs
+        their decoding, never a valid capture's share of the turn."""
+        room = self._room()
+        for _ in range(MAX_RECEIVE):
+            if room <= 0:
+                return
             try:
                 parts = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -230,6 +236,7 @@ class InferenceServer:
             except ProtocolError as e:
                 self._count_invalid(e)
                 continue
+            room -= isinstance(message, Frame)
             self._dispatch(message)
 
     def _count_invalid(self, e: ProtocolError) -> None:

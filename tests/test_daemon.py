@@ -433,3 +433,37 @@ def test_a_bundle_that_can_never_load_stops_run_with_78_and_one_error(dldfd_bund
     assert len(missing) == 1 and missing[0]["role"] == "infer", missing
     assert any("infer cannot work as configured; not restarting it" in line["event"] for line in lines)
     assert not any(line["event"] == "started" and line.get("child") == "capture:a" for line in lines)
+
+
+def test_a_flood_of_invalid_messages_does_not_take_the_valid_frames_room(dldfd_bundle, franck_frames, tmp_path):
+    """One loop turn's read, on real sockets: 60 invalid messages before each valid frame. Reads
+    once stopped after `room` messages of any kind, so the flood took the valid captures' share."""
+    from daemon.endpoints import resolve
+    from daemon.inference import InferenceServer
+    from engines.bundles.bundle import load_bundle
+    from engines.config import load_config
+    from engines.pipeline.driver import stream_analysis
+
+    config = load_config(None, ["evidence.enabled=false", "metrics.port=0", "inference.max_frame_age_s=0",
+                                f"endpoints.runtime_dir={tmp_path}"], environ={})
+    bundle = load_bundle(dldfd_bundle)
+    server = InferenceServer(config, bundle, {}, "none", None, resolve(config.endpoints),
+                             lambda: stream_analysis(bundle, 2, 0.5), max_batch=4)  # no model runs here
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.bind(f"ipc://{tmp_path}/flood")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"ipc://{tmp_path}/flood")
+    try:
+        for frame in frames_of(franck_frames, 0, 6, "good"):
+            for _ in range(60):
+                push.send_multipart([b"\xc1 not msgpack"])
+            push.send_multipart(frame.encode())
+        time.sleep(0.5)  # all queued at the PULL socket
+        server._receive(pull)
+        assert server.streams["good"].frames_in == 4 == server.max_backlog  # the whole room went to frames
+        assert server.invalid["bad_header"] == 4 * 60
+    finally:
+        push.close()
+        pull.close()
