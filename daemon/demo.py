@@ -17,10 +17,10 @@ from daemon.endpoints import resolve
 from daemon.supervisor import die_with_parent
 from daemon.watch import watch
 from engines.cli import UserError
+from engines.footage import footage as sample_footage
 from engines.logs import get_logger
 
 log = get_logger()
-REPO = Path(__file__).resolve().parents[1]
 DEMO_SEED = 2024
 DEMO_TRAINED_PART = "head"  # the demo head (DFWATCH_DEMO_HEAD, else head.pt in the demo cache) is a head
 def cache_root() -> Path:
@@ -80,9 +80,9 @@ def _interrupt(*_):
 
 def run_demo(config, args, child_options: list[str]) -> int:
     """`child_options`: the command-line options the daemon must see too (daemon.cli.passthrough)."""
-    footage = Path(args.footage) if args.footage else REPO / ".cache" / "footage" / "franck.mp4"
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     if not footage.is_file():
-        raise UserError(f"no sample footage at {footage}: run scripts/setup.sh (it fetches it) or pass --footage VIDEO")
+        raise UserError(f"no such video file: {footage}")
     bundle = bundle_dir(args.family)
     if args.rebuild or not usable(bundle):
         build_demo_bundle(bundle, args.family, demo_trained_part(args.family))

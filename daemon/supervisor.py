@@ -11,7 +11,10 @@ camera that is down is not a crash: its capture process waits for it, so no give
 
 systemd: this is the service's main process. It relays the inference process's READY=1 (models
 loaded), WATCHDOG=1 (sent only by the inference loop) and EXTEND_TIMEOUT_USEC (engine builds)
-to $NOTIFY_SOCKET, and sends STOPPING=1 on shutdown.
+to $NOTIFY_SOCKET, and sends STOPPING=1 on shutdown. SIGHUP (ExecReload) re-reads the
+configuration: RELOADING=1, the children stop, and the process execs itself with the same
+arguments (its READY=1 follows once the models are loaded); a configuration that does not
+validate is refused with one line and everything keeps running.
 """
 from __future__ import annotations
 
@@ -60,12 +63,14 @@ class Child:
 class Supervisor:
     def __init__(self, settings, infer_argv: list[str], captures: dict[str, list[str]], endpoints: Endpoints,
                  bridges: dict[str, list[str]] | None = None, capture_env: dict[str, dict] | None = None,
-                 web: list[str] | None = None, models: list[str] | None = None, after_ready: set[str] = frozenset()):
+                 web: list[str] | None = None, models: list[str] | None = None, after_ready: set[str] = frozenset(),
+                 argv: list[str] | None = None, check_config=None):
         """`capture_env`: per capture, variables added to its environment (its source); `web`:
         the dashboard's command line, when it is enabled; `models`: a local model server's
         (`dfwatch serve-models`, triton.serve), started first; `after_ready`: captures started only
         once the inference process has loaded its models (files: a paced file played into a loading
-        process loses its frames)."""
+        process loses its frames); `argv` and `check_config`: what a reload (SIGHUP) runs again and
+        checks first."""
         self.settings = settings
         self.endpoints = endpoints
         env = {**os.environ, notify.RELAY_ENV: str(endpoints.notify)}
@@ -78,6 +83,9 @@ class Supervisor:
         self.stopping = False
         self.ready_sent = False
         self.exit_code = 0
+        self.reload_requested = self.reexec = False
+        self.argv = argv or []               # dfwatch's own arguments, for a reload's exec
+        self.check_config = check_config     # () -> the problem with the configuration now, or None
 
     def _start(self, child: Child) -> None:
         child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=die_with_parent)
@@ -133,12 +141,15 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_reload)
         relay = notify.Relay(self.endpoints.notify)
         try:
             for child in self.children:
                 if not child.after_ready:
                     self._start(child)
             while not self.stopping:
+                if self.reload_requested and self._reload_accepted():
+                    break
                 self._relay(relay)
                 now = time.monotonic()
                 for child in self.children:
@@ -151,20 +162,41 @@ class Supervisor:
                         self._start(child)
                 time.sleep(0.1)
         finally:
-            self._shutdown()
+            self._shutdown(stopping=not self.reexec)
             relay.close()
+        if self.reexec:
+            os.execv(sys.executable, [sys.executable, "-m", "engines.cli", *self.argv])
         return self.exit_code
+
+    def _on_reload(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    def _reload_accepted(self) -> bool:
+        """SIGHUP (systemctl reload): the configuration is read again and checked; a valid one
+        replaces this process in place once the children stopped (exec: the same pid, which
+        systemd keeps following), as a restart would; an invalid one is refused with one line
+        and nothing stops."""
+        self.reload_requested = False
+        problem = self.check_config() if self.check_config else None
+        if problem:
+            log.error(f"reload refused, still running the previous configuration: {problem}")
+            return False
+        log.info("reloading: stopping the children, then starting again with the configuration as it is now")
+        notify.send("RELOADING=1")
+        self.reexec = True
+        return True
 
     def _on_signal(self, signum, frame) -> None:
         if not self.stopping:
             log.info("stopping", signal=signal.Signals(signum).name)
         self.stopping = True
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, stopping: bool = True) -> None:
         """Stops the producers first (captures, the inference process, the model server), then the
         subscribers (bridges, dashboard), so these still carry the alert ends the inference process
         publishes as it stops; all within stop_timeout."""
-        notify.send("STOPPING=1")
+        if stopping:
+            notify.send("STOPPING=1")
         deadline = time.monotonic() + max(0.5, self.settings.stop_timeout - 0.5)
         subscribers = [c for c in self.children if c.name.startswith("bridge:") or c.name == "web"]
         producers = [c for c in self.children if c not in subscribers]

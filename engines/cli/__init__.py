@@ -15,7 +15,8 @@ from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
 # Order of subcommands in `dfwatch --help` (entry points come back unordered).
-ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "weights", "engines", "train", "bench", "config", "keys", "web", "serve-models"]
+ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "health", "bridge", "web", "weights", "engines", "train",
+         "bench", "config", "keys", "serve-models", "service"]
 EXIT_USAGE = 2
 
 
