@@ -51,6 +51,9 @@ def register(sub) -> None:
                    help="run the daemon on looped footage this long: RSS of every process at start and end, "
                         "verdict pauses, restarts, counters; writes soak-results.json/.md")
     p.add_argument("--soak-streams", type=int, default=2, metavar="N", help="soak: looped streams (default 2)")
+    p.add_argument("--memory", action="store_true",
+                   help="cpu: where the inference process's memory goes: ONNX Runtime with and without memory "
+                        "patterns over every batch size (RSS, time per face); writes memory-results.json/.md")
     p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
     p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
     p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
@@ -363,7 +366,8 @@ def _summarise(streams, seconds, latencies, statuses, peaks) -> dict:
             "queue_depth_end": {n: s["queue_depth"] for n, s in b.streams.items()},
             "latency_ms": {"p50": float(np.nanpercentile(lat, 50)), "p95": float(np.nanpercentile(lat, 95)),
                            "p99": float(np.nanpercentile(lat, 99)), "verdicts": len(latencies)},
-            "peak_rss_mb": peaks}
+            "peak_rss_mb": peaks,
+            "infer_rss_mb_per_stream": round(peaks.get("infer", 0.0) / max(1, streams), 1)}
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -411,6 +415,7 @@ def markdown(r: dict) -> str:
         per = ", ".join(f"{v:.2f}" for v in run["analysed_fps_per_stream"].values())
         lat = run["latency_ms"]
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(run["peak_rss_mb"].items()))
+        rss += f" ({run.get('infer_rss_mb_per_stream', 0):.0f} MB infer per stream)"
         lines.append(f"| {family} | {run['streams']} | {per} | {run['analysed_fps_total']:.2f} | "
                      f"{run['dropped'] or 0} | {lat['p50'] / 1000:.1f} / {lat['p95'] / 1000:.1f} / "
                      f"{lat['p99'] / 1000:.1f} s | {rss} |")
@@ -441,6 +446,8 @@ def _bench(args) -> int:
         return _bench_cuda(args)
     if args.soak:
         return _bench_soak(args)
+    if args.memory:
+        return _bench_memory(args)
     if args.triton:
         return _bench_triton(args)
     if args.int8:
@@ -502,6 +509,30 @@ def _bench_triton(args) -> int:
     result = bench_triton(bundle_dir, family, footage, config.window.stride, 20 if args.quick else 60,
                           Path(args.out), end_to_end)
     print(triton_markdown(result))
+    return 0
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+def _bench_memory(args) -> int:
+    from engines.backends import DEFAULT_MAX_BATCH, thread_count
+    from engines.benchmarks.memory import markdown as memory_markdown, onnx_memory
+    from engines.bundles.bundle import load_bundle
+
+    config = setup(args, "bench")
+    threads = thread_count(config.model.threads)
+    max_batch = config.inference.max_batch or DEFAULT_MAX_BATCH["cpu"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, text = {}, []
+    for family, bundle_dir in bench_bundles(args).items():
+        part = load_bundle(bundle_dir).frame_part
+        print(f"bench: memory of {family} '{part}' ...", flush=True)
+        results[family] = onnx_memory(str(bundle_dir), part, max_batch, threads)
+        text.append(memory_markdown(part, family, max_batch, results[family]))
+    (out / "memory-results.json").write_text(json.dumps(results, indent=2))
+    (out / "memory-results.md").write_text("\n".join(text))
+    print("\n".join(text))
     return 0
 
 

@@ -67,3 +67,19 @@ def test_bench_end_to_end_reads_verdicts_alerts_and_status(dldfd_bundle, footage
     assert "error" not in run, run
     assert run["analysed_fps_total"] > 0 and run["latency_ms"]["verdicts"] >= 1 and run["alerts"] == 1
     assert run["cores_busy"]["infer"] > 0 and "infer" in run["peak_rss_mb"]
+    assert run["infer_rss_mb_per_stream"] == round(run["peak_rss_mb"]["infer"], 1) > 100  # one stream
+
+
+def test_onnx_sessions_plan_no_memory_pattern_per_batch_size(dldfd_bundle):
+    """ONNX Runtime's memory patterns (one full set of buffers per batch size, kept by an arena that
+    never shrinks) grew the inference process by over a GB; dfwatch's sessions are made without
+    them ('dfwatch bench --memory' measures both: the same speed)."""
+    from engines.backends.onnx_runner import OnnxRunner
+    from engines.bundles.bundle import load_bundle
+
+    bundle = load_bundle(dldfd_bundle)
+    runner = OnnxRunner("frame", bundle.onnx_path("frame"), 1, providers=["CPUExecutionProvider"])
+    assert runner.session.get_session_options().enable_mem_pattern is False
+    with_patterns = OnnxRunner("frame", bundle.onnx_path("frame"), 1, providers=["CPUExecutionProvider"],
+                               memory_patterns=True)  # what the benchmark compares against
+    assert with_patterns.session.get_session_options().enable_mem_pattern is True
