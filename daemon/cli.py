@@ -258,9 +258,7 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 def _capture(args: argparse.Namespace) -> int:
     import threading
 
-    from daemon.capture import Capture, stop_on_signal
-    from daemon.endpoints import resolve
-    from engines.logs import bind
+    from daemon.capture import stop_on_signal
 
     stop, finished = threading.Event(), threading.Event()
     stop_on_signal(stop, finished)

@@ -385,15 +385,9 @@ def test_a_paced_file_waits_for_the_models_and_watch_waits_for_a_starting_daemon
     import json
     import subprocess
 
-    import cv2
+    from helpers.clips import write_clip
 
-    clip = tmp_path / "clip.avi"
-    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 24, (360, 288))
-    for _ in range(72):  # 3 s
-        writer.write(cap.read()[1])
-    writer.release()
-    cap.release()
+    clip = write_clip(footage / "franck.mp4", tmp_path / "clip.avi", 72, "MJPG")  # 3 s
     log, env = tmp_path / "daemon.log", daemon_env(runtime)
     proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={clip}", "--set", "capture.fps=4",
                   "--set", "window.stride=2"], env, log)

@@ -6,12 +6,12 @@ import json
 import shutil
 import subprocess
 
-import cv2
 import pytest
 
 from daemon.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, MAX_SHEETS, FileResult, exit_code
 from engines import __version__
 from engines.bundles.bundle import load_bundle
+from helpers.clips import write_clip
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
 
 SETTINGS = ["--set", "window.stride=2", "--set", "inference.max_frame_age_s=0"]
@@ -20,26 +20,13 @@ SETTINGS = ["--set", "window.stride=2", "--set", "inference.max_frame_age_s=0"]
 @pytest.fixture(scope="module")
 def clip(footage, tmp_path_factory):
     """Five seconds of franck.mp4 (a real talking face), re-encoded."""
-    path = tmp_path_factory.mktemp("scan") / "franck5s.mp4"
-    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24, (360, 288))
-    for _ in range(120):
-        writer.write(cap.read()[1])
-    writer.release()
-    cap.release()
-    return path
+    return write_clip(footage / "franck.mp4", tmp_path_factory.mktemp("scan") / "franck5s.mp4", 120)
 
 
 @pytest.fixture(scope="module")
 def cut_avi(footage, tmp_path_factory):
     """Half of a 24-frame MJPG AVI: FFmpeg decodes its first 12 frames, the header declares 24."""
-    whole = tmp_path_factory.mktemp("cut") / "whole.avi"
-    cap = cv2.VideoCapture(str(footage / "franck.mp4"))
-    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 24, (360, 288))
-    for _ in range(24):
-        writer.write(cap.read()[1])
-    writer.release()
-    cap.release()
+    whole = write_clip(footage / "franck.mp4", tmp_path_factory.mktemp("cut") / "whole.avi", 24, "MJPG")
     cut = whole.with_name("cut.avi")
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     return cut
