@@ -397,42 +397,6 @@ def _connectable(port: int) -> bool:
 
 # ---- the whole daemon -------------------------------------------------------------------------
 
-def test_run_starts_configured_bridges_and_alerts_reach_the_webhook(tmp_path, dldfd_bundle, franck_frames):
-    """`dfwatch run` on a real video file with every window fake (threshold 0): the webhook bridge
-    it starts from `bridges:` receives the alert's start, updates and end (the file ends)."""
-    import cv2
-
-    from helpers.daemon import start
-
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 24.0, franck_frames[0].shape[1::-1])
-    for frame in franck_frames:
-        writer.write(frame)
-    writer.release()
-    receiver = Receiver([])
-    config = tmp_path / "dfwatch.yaml"
-    config.write_text(f"bridges:\n  - kind: webhook\n    url: http://127.0.0.1:{receiver.port}/hook\n")
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    log = tmp_path / "daemon.log"
-    proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle), "--stream", f"cam={video}",
-                  "--set", "capture.fps=8", "--set", "capture.pace=false", "--set", "window.stride=2",
-                  "--set", "inference.threshold=0.0", "--set", "alerts.update_every=3"], daemon_env(runtime), log)
-    try:
-        bodies = wait(lambda: [json.loads(b) for _, b, _ in receiver.requests]
-                      if any(json.loads(b)["state"] == "end" for _, b, _ in receiver.requests) else None,
-                      120, "the alert's end at the webhook")
-        assert [b["state"] for b in bodies][0] == "start" and bodies[-1]["state"] == "end"
-        assert "update" in {b["state"] for b in bodies} and len({b["alert_id"] for b in bodies}) == 1
-        assert all(b["stream"] == "cam" and b["untrained"] for b in bodies)
-        evidence = runtime / "evidence" / "cam" / bodies[0]["alert_id"]
-        assert (evidence / "window.webm").is_file() and (evidence / "faces.jpg").is_file()
-        assert "bridge:0-webhook" in log.read_text()
-    finally:
-        assert stop(proc, timeout=20) == 0
-        receiver.close()
-
-
 class SilentCamera:
     """A TCP port that accepts and never answers: a camera whose RTSP handshake hangs, so its
     capture process sits inside an FFmpeg open (the case in which a stop was once SIGKILLed)."""
@@ -457,41 +421,65 @@ class SilentCamera:
         self.sock.close()
 
 
-def test_a_stop_ends_open_alerts_everywhere_within_5_s(tmp_path, dldfd_bundle, footage):
-    """SIGTERM while an alert is open and a camera's open hangs: the webhook bridge still receives
-    the alert's end, alert.json records it, and no process needs a SIGKILL."""
+def test_run_starts_configured_bridges_alerts_reach_the_webhook_and_a_stop_ends_them(tmp_path, dldfd_bundle,
+                                                                                     franck_frames, footage):
+    """`dfwatch run` with every window fake (threshold 0) and the webhook bridge it starts from
+    `bridges:`. Stream `cam`, a short file read unpaced, ends: the webhook receives its alert's
+    start, updates and end. Stream `live` is still alerting when SIGTERM comes, while a camera's
+    open hangs (`hung`): the webhook still receives live's end, alert.json records it, and no
+    process needs a SIGKILL."""
     import signal
+
+    import cv2
 
     from helpers.daemon import start
 
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 24.0, franck_frames[0].shape[1::-1])
+    for frame in franck_frames:
+        writer.write(frame)
+    writer.release()
     receiver, camera = Receiver([]), SilentCamera()
     config = tmp_path / "dfwatch.yaml"
     config.write_text(f"bridges:\n  - kind: webhook\n    url: http://127.0.0.1:{receiver.port}/hook\n"
-                      f"streams:\n  - name: hung\n    source: rtsp://127.0.0.1:{camera.port}/live\n")
+                      f"streams:\n  - {{name: cam, source: {video}, pace: false}}\n"
+                      f"  - {{name: live, source: {footage / 'franck.mp4'}}}\n"
+                      f"  - {{name: hung, source: 'rtsp://127.0.0.1:{camera.port}/live'}}\n")
     runtime = tmp_path / "run"
     runtime.mkdir()
     log = tmp_path / "daemon.log"
-    proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle),
-                  "--stream", f"cam={footage / 'franck.mp4'}", "--set", "capture.fps=8", "--set", "window.stride=2",
-                  "--set", "inference.threshold=0.0", "--set", "capture.open_timeout_ms=30000",
-                  "--set", "capture.read_timeout_ms=30000"],
+    proc = start(["run", "--config", str(config), "--bundle", str(dldfd_bundle), "--set", "capture.fps=8",
+                  "--set", "window.stride=2", "--set", "inference.threshold=0.0", "--set", "alerts.update_every=3",
+                  "--set", "capture.open_timeout_ms=30000", "--set", "capture.read_timeout_ms=30000"],
                  daemon_env(runtime), log)
+
+    def bodies(stream):
+        return [b for b in (json.loads(body) for _, body, _ in receiver.requests) if b["stream"] == stream]
     try:
-        started = wait(lambda: [json.loads(b) for _, b, _ in receiver.requests], 120, "the alert's start")[0]
-        assert started["state"] == "start" and camera.conns  # the camera's capture is inside its open
+        cam = wait(lambda: bodies("cam") if any(b["state"] == "end" for b in bodies("cam")) else None, 120,
+                   "cam's alert's end at the webhook")
+        assert [b["state"] for b in cam][0] == "start" and cam[-1]["state"] == "end"
+        assert "update" in {b["state"] for b in cam} and len({b["alert_id"] for b in cam}) == 1
+        assert all(b["untrained"] for b in cam)
+        evidence = runtime / "evidence" / "cam" / cam[0]["alert_id"]
+        assert (evidence / "window.webm").is_file() and (evidence / "faces.jpg").is_file()
+        assert "bridge:0-webhook" in log.read_text()
+
+        started = wait(lambda: bodies("live"), 60, "live's alert's start")[0]
+        assert started["state"] == "start" and camera.conns  # hung's capture is inside its open
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert time.monotonic() - t0 < 5
-        states = [json.loads(b)["state"] for _, b, _ in receiver.requests]
+        states = [b["state"] for b in bodies("live")]
         assert states[-1] == "end" and states.count("end") == 1, states
-        alert_json = runtime / "evidence" / "cam" / started["alert_id"] / "alert.json"
+        alert_json = runtime / "evidence" / "live" / started["alert_id"] / "alert.json"
         assert json.loads(alert_json.read_text())[-1]["state"] == "end"
         assert "did not stop in time" not in log.read_text()
         lines = [json.loads(line) for line in log.read_text().splitlines()]
         blocked = [line for line in lines if "still blocked on the source" in line["event"]]
         assert blocked and blocked[0]["role"] == "capture" and blocked[0]["stream"] == "hung"  # a thread's line
     finally:
-        stop(proc)
+        stop(proc, timeout=20)
         receiver.close()
         camera.close()
