@@ -189,7 +189,6 @@ class Capture:
         """Runs until stopped (exit 0) or the file ends (exit 0); raises SourceError for a source
         that can never work. A camera that is down is waited for, however long."""
         sock = self._push_socket()
-        sock.poll(1000, zmq.POLLOUT)  # the connection, before the first frame (IMMEDIATE drops it otherwise)
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
         watchdog.start()
         cap = None
