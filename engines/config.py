@@ -67,7 +67,7 @@ class EndpointsConfig(Section):
     send_hwm: int = Field(2, ge=1, le=100_000)
     recv_hwm: int = Field(2, ge=1, le=100_000)
     pub_hwm: int = Field(1000, ge=1, le=1_000_000)
-    curve: bool = False                  # CURVE keys on tcp:// endpoints (daemon/curve.py)
+    curve: bool = False                  # CURVE keys on tcp:// endpoints (daemon/wire/curve.py)
     keys_dir: str | None = None          # what `dfwatch keys generate DIR` wrote
     capture_key: str = "capture"         # the client key pair capture processes present
     subscriber_key: str = "subscriber"   # the client key pair watch, health and bridges present
@@ -187,7 +187,7 @@ class TensorRTConfig(Section):
 
 
 class WebConfig(Section):
-    """The dashboard (`dfwatch web`, daemon/web.py); `dfwatch run` starts it when enabled."""
+    """The dashboard (`dfwatch web`, daemon/clients/web.py); `dfwatch run` starts it when enabled."""
     enabled: bool = False
     bind: str = "127.0.0.1:8080"
     token_file: str | None = None
@@ -261,18 +261,19 @@ def check_webhook_url(url: str) -> str:
 
 
 class MqttBridgeConfig(Section):
-    """An MQTT bridge (daemon/bridges.py): Home Assistant discovery, retained states, TLS."""
+    """An MQTT bridge (daemon/bridges/mqtt.py): Home Assistant discovery, retained states, TLS.
+    Each field's description is also its `dfwatch bridge mqtt --OPTION` help."""
     kind: Literal["mqtt"]
-    broker: str                        # mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS
-    prefix: str = "dfwatch"            # topic prefix
-    username: str | None = None
-    password_file: str | None = None   # the password, read from this file (not world-readable)
-    verdicts: bool = False             # also publish every verdict
-    ca_file: str | None = None         # mqtts: CA certificate(s) to verify the broker (default: the system's)
-    cert_file: str | None = None       # mqtts: client certificate, with key_file
-    key_file: str | None = None        # mqtts: client key (not world-readable)
-    discovery: bool = True             # publish Home Assistant MQTT discovery
-    discovery_prefix: str = "homeassistant"
+    broker: str = Field(description="mqtt://HOST[:PORT], or mqtts://HOST[:PORT] for TLS")
+    prefix: str = Field("dfwatch", description="topic prefix")
+    username: str | None = Field(None, description="broker user name")
+    password_file: str | None = Field(None, description="the broker password, read from this file (not world-readable)")
+    verdicts: bool = Field(False, description="also publish every verdict (<prefix>/<stream>/verdict)")
+    ca_file: str | None = Field(None, description="mqtts: CA certificate(s) that sign the broker's (default: the system's)")
+    cert_file: str | None = Field(None, description="mqtts: client certificate (with key_file)")
+    key_file: str | None = Field(None, description="mqtts: client key (not world-readable)")
+    discovery: bool = Field(True, description="publish Home Assistant MQTT discovery messages")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix")
 
     _broker = field_validator("broker")(lambda cls, v: (parse_broker(v), v)[1])
     _password = field_validator("password_file")(lambda cls, v: secret_path(v, "MQTT password"))
@@ -292,12 +293,15 @@ class MqttBridgeConfig(Section):
 
 
 class WebhookBridgeConfig(Section):
-    """A webhook bridge (daemon/bridges.py): Standard Webhooks headers, at-least-once delivery."""
+    """A webhook bridge (daemon/bridges/webhook.py): Standard Webhooks headers, at-least-once delivery.
+    Each field's description is also its `dfwatch bridge webhook --OPTION` help."""
     kind: Literal["webhook"]
-    url: str                           # http(s) URL that receives alerts as JSON
-    secret_file: str | None = None     # signing key (not world-readable): webhook-signature, X-Dfwatch-Signature
-    queue: int = Field(100, ge=1, le=100_000)  # alerts waiting for the receiver
-    events: Literal["all", "start_end"] = "all"  # start_end: only each alert's start and end
+    url: str = Field(description="http(s) URL that receives each alert as JSON")
+    secret_file: str | None = Field(None, description="signing key file (not world-readable): webhook-signature "
+                                                      "(Standard Webhooks) and X-Dfwatch-Signature headers")
+    queue: int = Field(100, ge=1, le=100_000, description="alerts waiting for the receiver")
+    events: Literal["all", "start_end"] = Field("all", description="start_end: only each alert's start and end "
+                                                                   "(all: updates too)")
 
     _url = field_validator("url")(lambda cls, v: check_webhook_url(v))
     _secret = field_validator("secret_file")(lambda cls, v: secret_path(v, "webhook secret"))

@@ -8,6 +8,10 @@ class DfwatchError(Exception):
     transient = False            # true: the same call may work later (a server still starting)
 
 
+class BundleError(DfwatchError):
+    """A bundle that cannot be used; the message names the file and how to fix it."""
+
+
 def as_permanent(error: DfwatchError) -> DfwatchError:
     """`error` with the exit code that tells the supervisor and systemd (RestartPreventExitStatus=78)
     not to restart: a wrong bundle or a model server serving another bundle stays wrong."""

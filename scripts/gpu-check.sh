@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || { echo "gpu-check.sh: no .venv here; run scripts/setup.sh first" >&2; exit 1; }
-exec .venv/bin/python -m engines.benchmarks.gpu_check "$@"
+exec .venv/bin/python -m daemon.benchmarks.gpu_check "$@"

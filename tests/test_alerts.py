@@ -8,8 +8,8 @@ import msgpack
 import pytest
 import zmq
 
-from daemon.alerts import AlertRules, AlertTracker
-from daemon.protocol import Alert, BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
+from daemon.outcomes.alerts import AlertRules, AlertTracker
+from daemon.wire.protocol import Alert, BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Verdict
 from helpers import monitoring
 from helpers.daemon import DFWATCH, Subscriber, against_publisher, daemon_env, free_port, start, stop
 
@@ -168,7 +168,7 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
             n += 1
         assert n >= 8 and cv2.imread(str(folder / "faces.jpg")) is not None  # T = 8 frames in the test bundle
 
-        sub.wait_for(lambda s: s.statuses[-1].streams["cam"].get("frames_in") == len(frames), 10, "the status")
+        sub.wait_for(lambda s: s.statuses[-1].streams["cam"].frames_in == len(frames), 10, "the status")
         push.send_multipart(BridgeStats("0-mqtt", "mqtt", delivered=4, dropped=1, queue=2, connected=True).encode())
         sub.wait_for(lambda s: "0-mqtt" in s.statuses[-1].bridges, 10, "the bridge's counters in the status")
         text = scrape_text(port)
@@ -202,7 +202,7 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
         assert stop(proc) == 0
     import time
 
-    from daemon.watch import health
+    from daemon.clients.watch import health
 
     began = time.monotonic()  # the inference process has just stopped
     code, line = health(f"ipc://{runtime}/verdicts", max_age=1.0)
@@ -215,7 +215,7 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
 def test_no_alert_when_no_window_is_fake(dldfd_bundle, franck_frames, tmp_path):
     proc, push, sub, runtime, log = _serve(dldfd_bundle, franck_frames[:16], tmp_path, 1.0)
     try:
-        sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("cam", {}).get("state") == "ended", 90,
+        sub.wait_for(lambda s: s.stream("cam").state == "ended", 90,
                      "the stream to end", log)
         sub.pump(0.5)
         assert sub.of("cam") and all(v.label == "real" for v in sub.of("cam")) and sub.alerts == []

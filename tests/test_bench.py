@@ -2,11 +2,13 @@
 asserted in a test)."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from daemon.bench import markdown, matmul_ceiling, per_frame_cost, timed, window_economics
+from daemon.benchmarks.measure import timed
+from daemon.benchmarks.pipeline import markdown, matmul_ceiling, per_frame_cost, window_economics
 
 
 def stages():
@@ -41,7 +43,9 @@ def test_per_frame_cost_compares_the_families():
 def test_ceiling_and_report_render():
     ceiling = matmul_ceiling(threads=1, n=256)
     assert ceiling["gflops"] > 0 and ceiling["threads"] == 1
-    assert timed(lambda: None, 3) >= 0
+    calls = []
+    slept = timed(lambda: (calls.append(1), time.sleep(0.02)), 3, warmup=1)
+    assert len(calls) == 4 and 0.018 <= slept < 0.5  # warm-up excluded, median of what each call took
     result = {"machine": "test", "ceiling": ceiling, "stages": stages(), "decode": {"video": "v.mp4", "fps": 500.0},
               "detect_width": 320, "mtcnn_ms": {"640x480": 12.0, "1280x720": 14.0},
               "economics": window_economics(SimpleNamespace(frames=32, clip_frames=16), stages(),

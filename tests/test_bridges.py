@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import zmq
 
-from daemon.alerts import AlertRules, AlertTracker
+from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.bridges import WebhookBridge, signature
-from daemon.protocol import Status, Verdict
+from daemon.wire.protocol import Status, Verdict
 from helpers.daemon import DFWATCH, daemon_env, free_port, stop
 
 
@@ -290,7 +290,7 @@ def test_webhook_headers_follow_standard_webhooks_and_start_end_only_skips_updat
 def test_webhook_drops_are_counted_logged_and_reach_the_daemons_status(tmp_path):
     """A receiver that stays down: every dropped alert is counted in the bridge's log and in the
     BridgeStats it pushes to the inference process's frames endpoint."""
-    from daemon.protocol import BridgeStats, decode_capture
+    from daemon.wire.protocol import BridgeStats, decode_capture
 
     pub = Publisher(tmp_path)
     pull = zmq.Context.instance().socket(zmq.PULL)

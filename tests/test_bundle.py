@@ -10,10 +10,12 @@ import torch
 
 from conftest import DFWATCH
 from helpers.bundles import rewrite_manifest
-from engines.bundles.bundle import FORMAT_VERSION, BundleError, load_bundle
-from engines.bundles.manifest import manifest_digest
+from engines.bundles.bundle import load_bundle
+from engines.errors import BundleError
+from engines.families.schema import FORMAT_VERSION
+from engines.families.writing import manifest_digest
 from engines.families.stylegru import assemble
-from engines.bundles.checkpoints import load_psp_encoder, save_head
+from engines.models.checkpoints import load_psp_encoder, save_head
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 
 
@@ -110,8 +112,8 @@ def test_manifest_without_required_fields_and_not_a_bundle(bundle_copy, tmp_path
 def test_trained_head_and_mismatched_head(tmp_path, official_checkpoints):
     head = StyleGRUHead(StyleGRUConfig(gru_hidden=32, width=16, mlp_dim=32, fc_hidden=8))
     save_head(tmp_path / "head.pt", head)
-    b = assemble(tmp_path / "b", official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0),
-                 head=tmp_path / "head.pt")
+    b = load_bundle(assemble(tmp_path / "b", official_checkpoints("psp", 0), official_checkpoints("slow_r50", 0),
+                             head=tmp_path / "head.pt"))
     assert b.trained and b.id.startswith("stylegru-trained-") and b.manifest.head_config().gru_hidden == 32
     save_head(tmp_path / "head8.pt", StyleGRUHead(StyleGRUConfig(frames=8, content_tokens=1)))
     with pytest.raises(BundleError, match=r"the head expects \(frames, style levels, clips\) = \(8, 1, 1\)"):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon.capture import Capture, Sampler, SourceError, fit_size, parse_source
-from daemon.protocol import CaptureStats, EndOfStream, Frame, decode_capture
+from daemon.service.capture import Capture, Sampler, SourceError, fit_size, parse_source
+from daemon.wire.protocol import CaptureStats, EndOfStream, Frame, decode_capture
 from engines.config import CaptureConfig
 from engines.sources import PERMANENT_EXIT
 from helpers.daemon import DFWATCH, daemon_env
@@ -225,7 +225,7 @@ def test_a_camera_that_is_down_is_waited_for_with_the_password_masked(pull):
 
 
 def test_capture_process_stays_small():
-    code = "import sys, daemon.capture, daemon.cli; sys.exit('torch' in sys.modules or 'engines.models' in sys.modules)"
+    code = "import sys, daemon.service.capture, daemon.cli; sys.exit('torch' in sys.modules or 'engines.models' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -248,8 +248,8 @@ def test_watch_table_shows_each_stream():
     """The TTY view of `dfwatch watch` (rendered into a buffer)."""
     import io
 
-    from daemon.protocol import Status, Verdict
-    from daemon.watch import Table
+    from daemon.wire.protocol import Status, Verdict
+    from daemon.clients.watch import Table
 
     out = io.StringIO()
     table = Table(out)
@@ -288,7 +288,7 @@ def test_a_camera_that_comes_up_late_is_not_declared_stalled(pull, footage):
     """Down at start, then up after a slow open: the first frames are not a stall (the watchdog
     once measured from the process's start and reopened the camera 1-2 s after it opened). The
     camera is a real file behind an opener that refuses three times: no camera can be unplugged here."""
-    from daemon.capture import open_video
+    from daemon.service.capture import open_video
 
     sock, endpoint = pull
     attempts = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import DFWATCH
-from engines.bundles.checkpoints import (CheckpointError, identify, load_head, load_psp_encoder, load_slow_r50,
+from engines.models.checkpoints import (CheckpointError, identify, load_head, load_psp_encoder, load_slow_r50,
                                  save_head)
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 

@@ -8,17 +8,21 @@ import subprocess
 import pytest
 
 from conftest import DFWATCH, REPO
-from engines.cli import ORDER, build_parser, main
+from engines.cli import PACKAGES, build_parser, commands, main
 from engines.logs import bind, configure_logging, get_logger
 
-SUBCOMMANDS = ["run", "capture", "infer", "watch", "health", "bridge", "weights", "engines", "train", "bench", "config"]
+SUBCOMMANDS = [c.name for c in commands()]  # every package's registry (engines.cli.commands)
 
 
 def test_console_script_lists_every_subcommand():
+    """--help names every registered subcommand (the complete list), each once, in registry order."""
     r = subprocess.run([str(REPO / ".venv" / "bin" / "dfwatch"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    for name in SUBCOMMANDS:
-        assert f"    {name} " in r.stdout
+    listed = [line.split()[0] for line in r.stdout.split("positional arguments:")[1].splitlines()
+              if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == SUBCOMMANDS
+    assert {"run", "capture", "infer", "watch", "health", "bridge", "weights", "engines", "train", "bench", "config",
+            "keys", "scan", "web", "demo", "serve-models", "service"} <= set(listed)
 
 
 @pytest.mark.parametrize("argv", [[s, "--help"] for s in SUBCOMMANDS] +
@@ -31,11 +35,16 @@ def test_every_subcommand_help(argv, capsys):
     assert "usage: dfwatch" in capsys.readouterr().out
 
 
-def test_registered_subcommands_are_ordered():
+def test_every_package_registers_its_commands_and_only_those():
+    """One entry point per package, each a registry of Commands whose registers live in that package."""
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep for ep in entry_points(group="dfwatch.commands")}
+    assert sorted(eps) == sorted(PACKAGES)
+    for package, ep in eps.items():
+        assert all(c.register.__module__.split(".")[0] == package for c in ep.load()), package
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    names = list(sub.choices)
-    assert set(SUBCOMMANDS) <= set(names)
-    assert names == sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    assert list(sub.choices) == SUBCOMMANDS
 
 
 def test_unknown_subcommand_is_a_usage_error():

@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from daemon import curve
-from daemon.protocol import Frame
+from daemon.wire.protocol import Frame
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, free_port, start, stop
 
 

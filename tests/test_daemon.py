@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from conftest import SMALL
-from daemon.protocol import PROTOCOL_VERSION, EndOfStream, Frame
+from daemon.wire.protocol import PROTOCOL_VERSION, EndOfStream, Frame
 from helpers.daemon import DFWATCH, Subscriber, child_pid, children, daemon_env, one_error, start, stop
 
 T, STRIDE = SMALL["frames"], 2
@@ -63,9 +63,9 @@ def test_run_two_streams_end_to_end(small_bundle, footage, runtime, tmp_path):
         assert watch.returncode == 0, watch.stderr
         lines = [__import__("json").loads(line) for line in watch.stdout.splitlines()]
         assert len(lines) == 2 and all(v["stream"] == "b" for v in lines)
-        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("analysed"),
+        status = sub.wait_for(lambda s: s.stream("a").analysed,
                               10, "status") and sub.statuses[-1]
-        assert status.streams["a"]["frames_in"] >= T and status.model == "test-small"
+        assert status.streams["a"].frames_in >= T and status.model == "test-small"
         stages = status.stages  # model work per stage, counted since start
         assert stages["detect"]["calls"] >= 1 and stages["style"]["items"] >= T and stages["style"]["seconds"] > 0
     finally:
@@ -189,7 +189,7 @@ def frames_of(franck_frames, start, n, stream, seq0=0):
 
 def test_verdict_equals_the_offline_score_of_the_same_frames(infer, small_bundle, franck_frames):
     from engines.bundles.bundle import load_bundle
-    from engines.pipeline.driver import score_frames
+    from engines.scoring import score_frames
     from engines.pipeline.preprocess import FaceDetector
     from engines.backends import open_runners
 
@@ -329,10 +329,10 @@ def test_frames_that_waited_past_the_age_limit_are_dropped_not_analysed(dldfd_bu
         os.kill(infer, signal.SIGSTOP)
         time.sleep(4)
         os.kill(infer, signal.SIGCONT)
-        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams["a"]["dropped"].get("stale"), 30,
+        status = sub.wait_for(lambda s: s.stream("a").dropped.get("stale"), 30,
                               "stale frames counted", log) and sub.statuses[-1]
         a = status.streams["a"]
-        assert a["analysed"] <= a["frames_in"] - a["dropped"]["stale"]
+        assert a.analysed <= a.frames_in - a.dropped["stale"]
         n = len(sub.of("a"))
         sub.wait_for(lambda s: len(s.of("a")) > n, 30, "verdicts after the pause", log)  # it stays current
     finally:
@@ -367,9 +367,9 @@ def test_a_file_that_ends_while_inference_is_busy_still_gets_its_final_window(sm
         time.sleep(3)  # longer than the 2 s an end of stream used to wait before it was dropped
         os.kill(infer, signal.SIGCONT)
         paused_after = len(sub.of("a"))
-        sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("state") == "ended", 30,
+        sub.wait_for(lambda s: s.stream("a").state == "ended", 30,
                      "the stream to end", log)  # eviction (window.evict_after, 60 s) cannot be what ended it
-        sub.wait_for(lambda s: len(s.of("a")) > paused_after and s.statuses[-1].streams.get("a", {}).get("queue_depth") == 0,
+        sub.wait_for(lambda s: len(s.of("a")) > paused_after and s.stream("a").queue_depth == 0,
                      30, "the final window", log)
         assert "end of stream not delivered" not in log.read_text()
     finally:
@@ -399,11 +399,11 @@ def test_a_paced_file_waits_for_the_models_and_watch_waits_for_a_starting_daemon
         assert watch.returncode == 0, err
         assert "is starting (loading its models); waiting for it to publish" in err
         assert json.loads(out.splitlines()[0])["stream"] == "a"
-        status = sub.wait_for(lambda s: s.statuses and s.statuses[-1].streams.get("a", {}).get("state") == "ended"
+        status = sub.wait_for(lambda s: s.stream("a").state == "ended"
                               and s.statuses[-1], 60, "the file's end", log)
         a = status.streams["a"]
-        assert a["dropped"].get("queue_full", 0) == 0, a  # every sampled frame reached the inference process
-        assert a["frames_in"] == 12, a  # 3 s at 4 frames/s
+        assert a.dropped.get("queue_full", 0) == 0, a  # every sampled frame reached the inference process
+        assert a.frames_in == 12, a  # 3 s at 4 frames/s
     finally:
         watch.kill()
         sub.close()
@@ -432,11 +432,11 @@ def test_a_bundle_that_can_never_load_stops_run_with_78_and_one_error(dldfd_bund
 def test_a_flood_of_invalid_messages_does_not_take_the_valid_frames_room(dldfd_bundle, franck_frames, tmp_path):
     """One loop turn's read, on real sockets: 60 invalid messages before each valid frame. Reads
     once stopped after `room` messages of any kind, so the flood took the valid captures' share."""
-    from daemon.endpoints import resolve
-    from daemon.inference import InferenceServer
+    from daemon.wire.endpoints import resolve
+    from daemon.service.inference import InferenceServer
     from engines.bundles.bundle import load_bundle
     from engines.config import load_config
-    from engines.pipeline.driver import stream_analysis
+    from engines.scoring import stream_analysis
 
     config = load_config(None, ["evidence.enabled=false", "metrics.port=0", "inference.max_frame_age_s=0",
                                 f"endpoints.runtime_dir={tmp_path}"], environ={})

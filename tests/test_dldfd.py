@@ -11,10 +11,10 @@ import torch.nn.functional as F
 import torchvision
 
 from conftest import DLDFD_SMALL
-from engines.bundles.checkpoints import (CheckpointError, dldfd_from_imagenet, identify, load_dldfd, load_resnet50_imagenet,
+from engines.models.checkpoints import (CheckpointError, dldfd_from_imagenet, identify, load_dldfd, load_resnet50_imagenet,
                                  save_dldfd)
 from engines.pipeline.decision import NO_FACE, frame_vote
-from engines.bundles.manifest import BundleError
+from engines.errors import BundleError
 from engines.models.dldfd import DLDFDConfig
 from helpers.bundles import rewrite_manifest
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, serve_frames, start, stop
@@ -134,7 +134,7 @@ def test_bundle_errors(tmp_path, dldfd_bundle, resnet50_checkpoint):
 
 def test_onnx_matches_torch_on_real_faces(dldfd_bundle, franck_frames):
     from engines.bundles.bundle import load_bundle
-    from engines.pipeline.driver import detect_pending, stream_analysis
+    from engines.scoring import detect_pending, stream_analysis
     from engines.pipeline.preprocess import FaceDetector
     from engines.backends import open_runners
 
@@ -180,7 +180,7 @@ def test_daemon_serves_dldfd_end_to_end(dldfd_bundle, footage, tmp_path):
 
 def test_served_vote_equals_the_offline_vote(dldfd_bundle, franck_frames, tmp_path):
     from engines.bundles.bundle import load_bundle
-    from engines.pipeline.driver import score_frames
+    from engines.scoring import score_frames
     from engines.pipeline.preprocess import FaceDetector
     from engines.backends import open_runners
 

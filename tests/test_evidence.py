@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from daemon import evidence
-from daemon.alerts import AlertRules, AlertTracker
-from daemon.evidence import EvidenceWriter, FrameStore, WindowEvidence, relative_paths
-from daemon.protocol import Verdict
+from daemon.outcomes.alerts import AlertRules, AlertTracker
+from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, relative_paths
+from daemon.wire.protocol import Verdict
 
 
 def opened_alert(stream: str = "door", t: float = 100.0):

@@ -11,7 +11,8 @@ import torch
 from torch.nn.functional import interpolate
 
 from conftest import DFWATCH
-from engines.bundles.bundle import BundleError, load_bundle
+from engines.bundles.bundle import load_bundle
+from engines.errors import BundleError
 from engines.pipeline.mtcnn import _crop_boxes, area_crops, detect_faces, integral_image, pyramid_scales
 from engines.families.dldfd import IMAGENET_NORM
 from engines.pipeline.preprocess import DetectorSettings, FaceDetector, normalize
@@ -116,7 +117,7 @@ def test_precision_rules():
 
 
 def test_runner_normalises_8bit_crops_as_the_cpu_path_does(dldfd_bundle, franck_frames):
-    from engines.pipeline.driver import detect_pending, stream_analysis
+    from engines.scoring import detect_pending, stream_analysis
 
     bundle = load_bundle(dldfd_bundle)
     analysis = stream_analysis(bundle, 4, 0.5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from engines.bundles.checkpoints import load_psp_encoder, load_slow_r50
+from engines.models.checkpoints import load_psp_encoder, load_slow_r50
 
 SEEDS = [0, 1]
 DIGESTS = {  # ../shared/parity/README.md

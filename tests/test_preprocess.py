@@ -129,5 +129,6 @@ def test_one_face_is_followed_when_several_are_present(detector, franck):
 def test_batched_detection_equals_one_by_one(detector, franck):
     batched = detector.detect(franck[:4])
     single = [detector.detect([f])[0] for f in franck[:4]]
-    for a, b in zip(batched, single):
+    assert len(batched) == len(single) == 4 and all(len(a) == len(b) >= 1 for a, b in zip(batched, single))
+    for a, b in zip(batched, single, strict=True):
         np.testing.assert_allclose(a[0].box, b[0].box, atol=1e-3)

@@ -10,8 +10,8 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, BridgeStats, CaptureStats, EndOfStream, Frame,
-                             ProtocolError, Status, Verdict, decode_capture)
+from daemon.wire.protocol import (MAX_HEADER_BYTES, PROTOCOL_VERSION, Alert, BridgeStats, CaptureStats,
+                                  EndOfStream, Frame, ProtocolError, Status, Verdict, decode_capture)
 
 
 def make_frame(h=16, w=24, seq=7, stream="cam-1") -> Frame:
@@ -155,8 +155,8 @@ def test_random_bytes_never_escape_as_other_errors(a, b):
             decode_capture(parts)
         except ProtocolError:
             pass
-    for decode in (Verdict.decode, Status.decode):
-        for parts in ([b"status", a], [b"verdict.x", a], [a, b]):
+    for decode in (Verdict.decode, Alert.decode, Status.decode):
+        for parts in ([b"status", a], [b"verdict.x", a], [b"alert.x", a], [a, b]):
             try:
                 decode(parts)
             except ProtocolError:

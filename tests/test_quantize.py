@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from engines.backends import OnnxRunner, open_runners
-from engines.bundles.bundle import BundleError, load_bundle
+from engines.bundles.bundle import load_bundle
+from engines.errors import BundleError
 from engines.bundles.export import export_bundle
 from engines.bundles.quantize import part_inputs, read_crops
-from engines.pipeline.driver import score_frames
+from engines.scoring import score_frames
 from engines.pipeline.preprocess import CropSpec, FaceDetector
 from helpers.crops import crop_sequence
 from conftest import DFWATCH
@@ -128,8 +129,8 @@ def test_quantize_refuses_a_folder_without_crops(dldfd_bundle, tmp_path):
 
 def test_bench_int8_rows_on_a_quantized_bundle(dldfd_bundle, tmp_path, crops):
     """`dfwatch bench --int8`'s measurements run on a quantized bundle and render (timings are not asserted)."""
-    from daemon.bench import int8_markdown
-    from engines.benchmarks import int8
+    from daemon.benchmarks.pipeline import int8_markdown
+    from daemon.benchmarks import int8
 
     bundle = quantized_copy(dldfd_bundle, tmp_path, crops["dir"])
     speed = int8.speed_rows(bundle, crops["crops"][:4], ceiling_gflops=100.0, threads=1, repeats=1, batches=(1,))

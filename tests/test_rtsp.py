@@ -63,10 +63,6 @@ def camera(footage):
 T, STRIDE, FPS = 8, 2, 2.0  # the small bundle's window; a verdict every second
 
 
-def stream_status(sub: Subscriber, name: str) -> dict:
-    return sub.statuses[-1].streams.get(name, {}) if sub.statuses else {}
-
-
 def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir()
@@ -82,28 +78,29 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
     try:
         sub.wait_for(lambda s: s.of("cam"), 90, "a verdict from the RTSP camera", log)
 
-        # 1. a 20-s outage; the camera comes back on the same port: reconnect, verdicts resume, and
-        # the first window after it holds no frame from before it
+        # 1. an 8-s outage (longer than a window); the camera comes back on the same port: reconnect,
+        # verdicts resume, and the first window after it holds no frame from before it
         camera.kill()
-        sub.pump(20)
+        sub.pump(8)
         camera.start()
         sub.verdicts.clear()
-        sub.wait_for(lambda s: stream_status(s, "cam").get("reconnects", 0) >= 1, 30, "a counted reconnect", log)
+        sub.wait_for(lambda s: s.stream("cam").reconnects >= 1, 30, "a counted reconnect", log)
         sub.wait_for(lambda s: len(s.of("cam")) >= 2, 60, "verdicts after the camera came back", log)
         normal, stride_period = (T - 1) / FPS, STRIDE / FPS
         spans = [round(v.t_last - v.t_first, 2) for v in sub.of("cam")]
         assert max(spans) <= normal + stride_period, spans
 
-        # 2. the camera hangs (connection open, no data): a stall within stall_timeout + 1 s
-        sub.wait_for(lambda s: stream_status(s, "cam").get("state") == "running" and
-                     stream_status(s, "cam").get("last_frame_age_s", 9) < 1, 30, "frames flowing", log)
-        stalls_before = stream_status(sub, "cam").get("stalls", 0)
+        # 2. the camera hangs (connection open, no data): a stall noticed within its timeout
+        sub.wait_for(lambda s: s.stream("cam").state == "running" and
+                     s.stream("cam").last_frame_age_s < 1, 30, "frames flowing", log)
+        stalls_before = sub.stream("cam").stalls
         os.kill(camera.proc.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        sub.wait_for(lambda s: stream_status(s, "cam").get("stalls", 0) > stalls_before, stall_timeout + 5,
+        sub.wait_for(lambda s: s.stream("cam").stalls > stalls_before, stall_timeout + 5,
                      "the stall to show in status", log)
         detected_after = time.monotonic() - stopped_at
-        assert detected_after <= stall_timeout + 1, f"stall seen in status after {detected_after:.2f} s"
+        # behaviour, not speed: noticed within the timeout plus a read timeout and a status or two
+        assert detected_after <= stall_timeout + 2.5, f"stall seen in status after {detected_after:.2f} s"
         os.kill(camera.proc.pid, signal.SIGCONT)
         sub.verdicts.clear()
         sub.wait_for(lambda s: s.of("cam"), 60, "verdicts after the stall", log)
@@ -125,11 +122,11 @@ def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, s
                   "--set", f"capture.fps={FPS}", "--set", "inference.status_interval=0.5"], daemon_env(runtime), log)
     sub = Subscriber(f"ipc://{runtime}/verdicts")
     try:
-        sub.wait_for(lambda s: stream_status(s, "cam").get("state") == "waiting", 30, "the stream to wait", log)
+        sub.wait_for(lambda s: s.stream("cam").state == "waiting", 30, "the stream to wait", log)
         sub.pump(down_for - (time.monotonic() - started))
-        states = {s.streams["cam"]["state"] for s in sub.statuses if "cam" in s.streams}
+        states = {s.streams["cam"].state for s in sub.statuses if "cam" in s.streams}
         assert states <= {"waiting", "connecting"}, states
-        detail = stream_status(sub, "cam")["detail"]
+        detail = sub.stream("cam").detail
         assert detail.startswith("cannot open stream rtsp://viewer:***@127.0.0.1"), detail
         camera.start()
         up = time.monotonic()

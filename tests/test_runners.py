@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import DFWATCH
-from engines.bundles.bundle import BundleError, load_bundle
+from engines.bundles.bundle import load_bundle
+from engines.errors import BundleError
 from engines.bundles.export import example_inputs
 from engines.families.stylegru import CONTENT_NORM, STYLE_NORM
 from engines.pipeline.preprocess import (CropSpec, FaceDetector, content_clip, normalize)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from daemon.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, MAX_SHEETS, FileResult, exit_code
+from daemon.clients.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, MAX_SHEETS, FileResult, exit_code
 from engines import __version__
 from engines.bundles.bundle import load_bundle
 from helpers.clips import write_clip

@@ -83,6 +83,6 @@ def test_build_without_a_gpu_says_so_in_one_line(bundle_dir):
 @needs_gpu
 def test_tensorrt_fp16_matches_torch(bundle_dir, tmp_path):
     """Builds all engines and checks them against torch (max error <= 1e-2 of max|torch|)."""
-    from engines.benchmarks.gpu_check import main
+    from daemon.benchmarks.gpu_check import main
 
     assert main([str(bundle_dir)]) == 0

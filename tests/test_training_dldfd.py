@@ -73,7 +73,7 @@ def test_extract_caches_the_daemons_face_crops(chain, dataset):
 
 def test_fit_weights_the_classes_and_keeps_the_best_epoch(chain, dldfd_bundle):
     from engines.bundles.bundle import load_bundle
-    from engines.bundles.checkpoints import load_dldfd
+    from engines.models.checkpoints import load_dldfd
 
     history = json.loads((chain["run"] / "history.json").read_text())
     summary, rows = history["summary"], history["history"]

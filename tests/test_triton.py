@@ -117,8 +117,8 @@ def test_verdicts_through_triton_equal_onnxruntime(family_bundle, supervised, re
         server.stop()
     from itertools import islice
 
-    from daemon.capture import file_frames
-    from engines.pipeline.driver import score_frames
+    from daemon.service.capture import file_frames
+    from engines.scoring import score_frames
 
     bundle = load_bundle(bundle_dir)
     runners, _ = open_runners(bundle, "onnxruntime", "cpu")
@@ -165,7 +165,7 @@ def test_two_inference_processes_share_one_server_which_survives_a_restart(dldfd
 
         server.kill()  # the model server dies mid-run
         for name, sub in zip(("one", "two"), subs):
-            sub.wait_for(lambda s: s.statuses[-1].streams.get(name, {}).get("dropped", {}).get("model_error", 0) > 0,
+            sub.wait_for(lambda s: s.stream(name).dropped.get("model_error", 0) > 0,
                          30, f"model_error counted by {name}", tmp_path / f"{name}.log")
         assert all(p.poll() is None for p in procs)
         server.start()  # same ports: the processes reconnect by themselves

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engines.cli import UserError, common_options, setup
+from engines.cli import Command, UserError, common_options, setup
 from engines.families import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS, FAMILIES
 
 
@@ -88,7 +88,7 @@ def register(sub) -> None:
 
 def _extract(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import load_bundle
-    from engines.pipeline.driver import stream_analysis
+    from engines.scoring import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
     from engines.backends import open_runners
     from training.datasets import index_dataset
@@ -157,7 +157,7 @@ def _fit_stylegru(args: argparse.Namespace) -> dict:
 
 
 def _fit_dldfd(args: argparse.Namespace, config) -> dict:
-    from engines.bundles.checkpoints import load_dldfd
+    from engines.models.checkpoints import load_dldfd
     from training.fit_frames import FrameFitConfig, fit_frames
     from training.frames import load_video_crops
 
@@ -206,7 +206,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict) -> dict:
-    from engines.bundles.checkpoints import load_head
+    from engines.models.checkpoints import load_head
     from engines.models.stylegru import StyleGRUProbability
     from engines.backends import TorchRunner
     from training.evaluate import evaluate
@@ -218,7 +218,7 @@ def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict
 
 def _eval_dldfd(args, model_path: Path, threshold: float, history, about: dict) -> dict:
     from engines.families.dldfd import IMAGENET_NORM
-    from engines.bundles.checkpoints import load_dldfd
+    from engines.models.checkpoints import load_dldfd
     from engines.models.dldfd import DLDFDProbability
     from engines.backends import TorchRunner
     from training.evaluate import evaluate_frames
@@ -248,7 +248,7 @@ def _protocols(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from engines.bundles.bundle import derive, describe, load_bundle
-    from engines.bundles.checkpoints import read_checkpoint
+    from engines.models.checkpoints import read_checkpoint
     from engines.bundles.export import export_bundle
 
     setup(args, "train")
@@ -268,3 +268,6 @@ def _export(args: argparse.Namespace) -> int:
         bundle = export_bundle(bundle.root)
     print(describe(bundle))
     return 0
+
+
+COMMANDS = (Command("train", register),)  # training's subcommands (engines/cli lists every package's)

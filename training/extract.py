@@ -171,7 +171,7 @@ def _encodings(analysis, sampled: Sampled, runners, detector, family, batch: int
                meta: dict) -> tuple[dict, dict]:
     """Window inputs: the trained part's inputs for the video's one window (e.g. style codes and
     content features), made by the frozen parts."""
-    from engines.pipeline.driver import run_pending
+    from engines.scoring import run_pending
 
     (window,) = run_pending(analysis, runners, detector, family, batch, on_crop)
     indices = [sampled.indices[i] for i in window.indices]
@@ -184,7 +184,7 @@ def _encodings(analysis, sampled: Sampled, runners, detector, family, batch: int
 def _face_crops(analysis, sampled: Sampled, detector, meta: dict, on_crop=None) -> tuple[dict, dict]:
     """Face crops: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
     positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
-    from engines.pipeline.driver import detect_pending
+    from engines.scoring import detect_pending
 
     detect_pending(analysis, detector)
     (window,) = analysis.due_windows()

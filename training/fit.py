@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.bundles.checkpoints import save_head
+from engines.models.checkpoints import save_head
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
 from training.bookkeeping import EpochLog
 from training.features import Features

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.bundles.checkpoints import save_dldfd
+from engines.models.checkpoints import save_dldfd
 from engines.families.dldfd import FAMILY
 from engines.models.dldfd import DLDFD
 from engines.pipeline.preprocess import Normalization

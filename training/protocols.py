@@ -17,7 +17,7 @@ from pathlib import Path
 from engines.errors import DfwatchError
 from engines.logs import get_logger
 from engines.backends import TorchRunner
-from engines.bundles.checkpoints import load_dldfd
+from engines.models.checkpoints import load_dldfd
 from engines.models.dldfd import DLDFDProbability
 from training.evaluate import evaluate_frames
 from training.fit_frames import FrameFitConfig, fit_frames

@@ -20,8 +20,8 @@ import time
 
 import zmq
 
-from daemon.protocol import BridgeStats
-from daemon.watch import receive, subscribe
+from daemon.wire.protocol import BridgeStats
+from daemon.wire.subscriber import receive, subscribe
 from engines.errors import DfwatchError
 from engines.logs import Throttle, get_logger
 from engines.secrets import check_secret_file
@@ -80,7 +80,7 @@ def read_secret(path: str | None, what: str = "secret") -> str | None:
 
 
 def _stats_socket(context: zmq.Context, endpoint: str, keys) -> zmq.Socket:
-    from daemon.curve import as_client
+    from daemon.wire.curve import as_client
 
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.IMMEDIATE, 1)  # no daemon, no queue: the next push says the same, cumulatively

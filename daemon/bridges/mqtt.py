@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 
 from daemon.bridges import Bridge, BridgeError, log, read_secret
-from daemon.protocol import Alert, Status, Verdict
+from daemon.wire.protocol import Alert, Status, Verdict
 from engines import __version__
 from engines.config import parse_broker
 
@@ -121,7 +121,7 @@ class MqttBridge(Bridge):
             self._daemon("online")
             for stream, st in msg.streams.items():
                 self._know(stream)
-                self._alert_state(stream, st.get("alert"))
+                self._alert_state(stream, st.alert)
         elif isinstance(msg, Alert):
             self._know(msg.stream)
             self.last_alert[msg.stream] = json.dumps(asdict(msg))

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from urllib.parse import urlsplit
 
 from daemon.bridges import Bridge, BridgeError, log, read_secret
-from daemon.protocol import Alert
+from daemon.wire.protocol import Alert
 from engines.config import check_webhook_url
 
 

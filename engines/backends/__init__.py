@@ -13,7 +13,8 @@ import torch
 from engines.backends.base import Runner, as_numpy, cores, thread_count
 from engines.backends.onnx_runner import OnnxRunner
 from engines.backends.torch_runner import CUDA_PRECISION, PRECISIONS, TorchRunner, batch_bucket
-from engines.bundles.bundle import Bundle, BundleError
+from engines.bundles.bundle import Bundle
+from engines.errors import BundleError
 
 __all__ = ["BACKENDS", "CPU_DEFAULT", "CUDA_PRECISION", "DEFAULT_MAX_BATCH", "PRECISIONS", "BackendChoice",
            "OnnxRunner", "Runner", "TorchRunner", "as_numpy", "batch_bucket", "choose_backend", "cores",

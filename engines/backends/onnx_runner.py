@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines.backends.base import Runner, as_numpy, thread_count
-from engines.bundles.manifest import BundleError
+from engines.errors import BundleError
 
 
 class OnnxRunner(Runner):

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.backends.base import Runner
-from engines.bundles.bundle import Bundle, BundleError
+from engines.bundles.bundle import Bundle
+from engines.errors import BundleError
 
 PRECISIONS = ("fp16", "int8")
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from engines.backends.base import Runner, as_numpy
-from engines.bundles.manifest import BundleError
+from engines.errors import BundleError
 from engines.pipeline.preprocess import normalize_tensor
 from engines.pipeline.specs import Normalization
 

@@ -14,9 +14,9 @@ import json
 import numpy as np
 
 from engines.backends.base import Runner, as_numpy
-from engines.bundles.bundle import Bundle, BundleError
-from engines.triton import parse_url
-from engines.triton.repository import model_name
+from engines.bundles.bundle import Bundle
+from engines.errors import BundleError
+from engines.backends.triton_naming import model_name, parse_url
 
 DEFAULT_URL = "grpc://127.0.0.1:8001"
 

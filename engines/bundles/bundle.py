@@ -5,20 +5,21 @@ family's parts, each a weight file (and optionally an ONNX file), plus everythin
 besides its weights — input sizes, normalisation, the face-crop method, window length,
 analysis frame rate, decision threshold, training provenance — and the sha256 of every file, so
 the daemon sees the same pixels the model was trained on and refuses a bundle that was changed
-behind its back. Family modules assemble bundles with `begin_bundle`/`finish_bundle`.
+behind its back. Family modules assemble bundles with `begin_bundle`/`finish_bundle`
+(engines/families/writing.py); this module reads them, derives trained ones and renames them.
 """
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engines import __version__
-from engines.bundles.manifest import (MANIFEST, BundleError, file_entry, read_manifest,  # noqa: F401 (re-exported)
-                                      verify_file, write_manifest)
-from engines.bundles.schema import FORMAT, FORMAT_VERSION, ManifestBase
+from engines.bundles.manifest import read_manifest, verify_file
+from engines.errors import BundleError
 from engines.families import Family, get_family
+from engines.families.schema import ManifestBase
+from engines.families.writing import begin_bundle, file_entry, now, write_manifest
 from engines.pipeline.specs import CropSpec, Normalization
 
 
@@ -109,31 +110,6 @@ class Bundle:
 
 
 # ---- writing ---------------------------------------------------------------------------------
-
-def begin_bundle(out: str | Path) -> Path:
-    """The bundle folder, without a manifest until `finish_bundle`: a half-written bundle never validates."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-    return out
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def finish_bundle(family: Family, out: Path, trained: bool, bundle_id: str | None, **fields) -> Bundle:
-    """Records the family's part files (written by the caller) with their checksums and writes
-    the manifest; the id defaults to family, state and the trained part's checksum."""
-    files = {part: file_entry(out, family.part(part).file) for part in family.part_names}
-    state = "trained" if trained else "untrained"
-    manifest = family.manifest_type(
-        format=FORMAT, format_version=FORMAT_VERSION, family=family.name, trained=trained,
-        id=bundle_id or f"{family.name}-{state}-{files[family.trained_part]['sha256'][:8]}",
-        created_at=now(), code_version=__version__, files=files, **fields)
-    write_manifest(out, manifest)
-    return load_bundle(out)
-
 
 def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, threshold: float | None = None,
            training: dict | None = None, bundle_id: str | None = None) -> Bundle:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from engines.bundles.bundle import Bundle, BundleError, file_entry, load_bundle, write_manifest
+from engines.bundles.bundle import Bundle, load_bundle
+from engines.errors import BundleError
+from engines.families.writing import file_entry, write_manifest
 
 OPSET = 17
 ONNX_DIR = "onnx"

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engines.bundles.manifest import sha256_file
+from engines.checksums import sha256_file
 from engines.bundles.weights import SOURCES
 from engines.errors import DfwatchError
 

@@ -2,48 +2,23 @@
 
 Capture processes and the supervisor only need a few manifest fields (the analysis frame rate,
 the bundle id) and must start in about a second, so this module imports nothing heavy;
-engines/bundles/bundle.py builds on it. The schema is engines/bundles/schema.py plus each
-family's sections (engines/families/).
+engines/bundles/bundle.py builds on it. The schema is engines/families/schema.py plus each
+family's sections (engines/families/); writing one is engines/families/writing.py, which the
+families use to assemble bundles (they never import this folder: bundles read through them).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from engines import __version__
-from engines.bundles.schema import FORMAT, FORMAT_VERSION, ManifestBase
-from engines.errors import DfwatchError
+from engines.checksums import sha256_file
+from engines.errors import BundleError
 from engines.families import FAMILIES, MANIFEST_ADAPTER
-
-MANIFEST = "manifest.json"
-
-
-class BundleError(DfwatchError):
-    """A bundle that cannot be used; the message names the file and how to fix it."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_entry(root: Path, relpath: str) -> dict:
-    path = root / relpath
-    return {"path": relpath, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def manifest_digest(data: dict) -> str:
-    """sha256 over the manifest's content (every field but `digest`, keys sorted). The manifest
-    lists every file's sha256, so the digest covers the whole bundle: it is the bundle's checksum."""
-    body = {k: v for k, v in data.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
+from engines.families.schema import FORMAT, FORMAT_VERSION, ManifestBase
+from engines.families.writing import MANIFEST, manifest_digest
 
 def read_manifest(root: str | Path) -> ManifestBase:
     """The typed manifest after checking format, version, family and fields (not the files)."""
@@ -99,15 +74,6 @@ def _check_digest(data: dict, path: Path) -> None:
     elif digest != manifest_digest(data):
         raise BundleError(f"{path}: edited since the bundle was made (its digest does not match its content); "
                           "re-create the bundle rather than editing manifest.json")
-
-
-def write_manifest(root: Path, manifest: ManifestBase) -> None:
-    """Writes manifest.json atomically (a reader never sees half a file), sealed by its digest."""
-    data = manifest.as_json()
-    data["digest"] = manifest_digest(data)
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(root / MANIFEST)
 
 
 def verify_file(root: Path, part: str, entry) -> None:

@@ -23,7 +23,9 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from engines.bundles.bundle import Bundle, BundleError, file_entry, load_bundle, write_manifest
+from engines.bundles.bundle import Bundle, load_bundle
+from engines.errors import BundleError
+from engines.families.writing import file_entry, write_manifest
 from engines.bundles.export import ONNX_DIR
 from engines.pipeline.preprocess import content_clip, normalize
 

@@ -1,23 +1,45 @@
 """The `dfwatch` command line: one console script, subcommands registered by each package.
 
-Packages add subcommands through the `dfwatch.commands` entry-point group (see pyproject.toml),
-each a `register(subparsers)` function, so this module never imports daemon/ or training/.
+Every package keeps a registry of its subcommands, a `COMMANDS` tuple of `Command` (name and the
+function that adds its parser), published as one entry point of the `dfwatch.commands` group
+(pyproject.toml: daemon, engines, training), so this module never imports daemon/ or training/
+and `dfwatch --help` lists exactly what the registries hold, in their order.
 Handlers take the parsed args and return an exit code; a `UserError` becomes one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from engines import __version__
 from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from engines.errors import DfwatchError
 
-# Order of subcommands in `dfwatch --help` (entry points come back unordered).
-ORDER = ["demo", "scan", "run", "capture", "infer", "watch", "health", "bridge", "web", "weights", "engines", "train",
-         "bench", "config", "keys", "serve-models", "service"]
+PACKAGES = ("daemon", "engines", "training")  # whose commands `dfwatch --help` lists first to last
 EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `dfwatch` subcommand: its name and `register(subparsers)`, which adds its parser (and
+    sets `handler`, a function of the parsed args that returns the exit code)."""
+    name: str
+    register: Callable
+
+
+def commands() -> list[Command]:
+    """Every subcommand of every package's registry, in order; a name registered twice is a bug."""
+    eps = {ep.name: ep for ep in entry_points(group="dfwatch.commands")}
+    found: list[Command] = []
+    for package in sorted(eps, key=lambda n: (PACKAGES.index(n) if n in PACKAGES else len(PACKAGES), n)):
+        found += eps[package].load()
+    names = [c.name for c in found]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"a dfwatch subcommand is registered twice: {sorted(n for n in names if names.count(n) > 1)}")
+    return found
 
 
 class UserError(DfwatchError):
@@ -101,9 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'dfwatch COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"dfwatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    eps = {ep.name: ep for ep in entry_points(group="dfwatch.commands")}
-    for name in sorted(eps, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
-        eps[name].load()(sub)
+    for command in commands():
+        command.register(sub)
     return parser
 
 

@@ -71,7 +71,7 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from engines.bundles.bundle import describe
+    from engines.bundles.bundle import describe, load_bundle
     from engines.pipeline.specs import CropSpec
 
     config = setup(args, "engines")
@@ -85,7 +85,7 @@ def _bundle(args: argparse.Namespace) -> int:
                             f"{family.sources_hint}; {'/'.join(s.flag for s in other.sources)} are for "
                             f"--family {other.name}")
     try:
-        bundle = family.assemble_from_args(args, crop, args.trust or config.model.trust_checkpoints)
+        bundle = load_bundle(family.assemble_from_args(args, crop, args.trust or config.model.trust_checkpoints))
     except DfwatchError as e:
         raise UserError(str(e)) from None
     print(describe(bundle))

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from engines.bundles.checkpoints import identify
+    from engines.models.checkpoints import identify
 
     info = identify(args.file, trust=args.trust)
     params = f"{info['parameters'] / 1e6:.1f} M parameters" if info["parameters"] else "no parameters read"

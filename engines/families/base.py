@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from engines.bundles.schema import ManifestBase
+from engines.families.schema import ManifestBase
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.bundles.bundle import Bundle
@@ -108,10 +108,10 @@ class Family:
         after checking it fits `source`; returns the manifest fields it changes, as JSON values."""
         raise NotImplementedError
 
-    def assemble_from_args(self, args: argparse.Namespace, crop: CropSpec, trust: bool) -> Bundle:
-        """`dfwatch engines bundle --family NAME`: a bundle from this family's source checkpoints."""
+    def assemble_from_args(self, args: argparse.Namespace, crop: CropSpec, trust: bool) -> Path:
+        """`dfwatch engines bundle --family NAME`: a bundle (its folder) from this family's source checkpoints."""
         raise NotImplementedError
 
-    def build_demo(self, root: Path, seed: int, trained: Path | None) -> Bundle:
-        """A bundle from stand-in weights in the official layouts (`dfwatch demo`, benchmarks)."""
+    def build_demo(self, root: Path, seed: int, trained: Path | None) -> Path:
+        """A bundle (its folder) from stand-in weights in the official layouts (`dfwatch demo`, benchmarks)."""
         raise NotImplementedError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from engines.bundles.schema import ManifestBase, Model
+from engines.families.schema import ManifestBase, Model
 from engines.families.base import CACHE_FACE_CROPS, Family, Part, SourceOption
 from engines.pipeline.specs import CropSpec, Normalization
 
@@ -57,7 +57,7 @@ class DLDFDFamily(Family):
         return {"faces": (3, s, s)}
 
     def torch_module(self, bundle, part: str):
-        from engines.bundles.checkpoints import load_dldfd
+        from engines.models.checkpoints import load_dldfd
         from engines.models.dldfd import DLDFDProbability
 
         return DLDFDProbability(load_dldfd(bundle.path("frame"))).eval()
@@ -76,8 +76,8 @@ class DLDFDFamily(Family):
                 f"  {crop}, ImageNet normalisation, stem {cfg.branches}x3x3x{cfg.filters} -> 1x1 -> ResNet-50 -> fc"]
 
     def adopt_trained(self, source, trained: Path, out: Path) -> dict:
-        from engines.bundles.checkpoints import load_dldfd, save_dldfd
-        from engines.bundles.manifest import BundleError
+        from engines.models.checkpoints import load_dldfd, save_dldfd
+        from engines.errors import BundleError
 
         model = load_dldfd(trained)
         expected = source.manifest.network_config()
@@ -100,7 +100,7 @@ class DLDFDFamily(Family):
 
         import torch
 
-        from engines.bundles.demo_weights import resnet50_imagenet_checkpoint
+        from engines.models.demo_weights import resnet50_imagenet_checkpoint
 
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(resnet50_imagenet_checkpoint(seed), Path(tmp) / "resnet50_demo.pth")
@@ -113,11 +113,11 @@ def assemble(out: Path, resnet50: Path | None = None, model: Path | None = None,
              bundle_id: str | None = None, training: dict | None = None, trust: bool = False,
              input_size: int = 224, seed: int = 0):
     """Writes a DLDFD bundle: from a torchvision ResNet-50 ImageNet file (stem and fc freshly
-    initialised: untrained) or from a trained DLDFD file ('dfwatch train fit'). `input_size`
+    initialised: untrained) or from a trained DLDFD file ('dfwatch train fit'); returns its folder. `input_size`
     other than the paper's 224 is for fast tests."""
-    from engines.bundles.bundle import begin_bundle, finish_bundle
-    from engines.bundles.checkpoints import dldfd_from_imagenet, load_dldfd, save_dldfd
-    from engines.bundles.manifest import BundleError
+    from engines.errors import BundleError
+    from engines.families.writing import begin_bundle, finish_bundle
+    from engines.models.checkpoints import dldfd_from_imagenet, load_dldfd, save_dldfd
     from engines.models.dldfd import DLDFDConfig
 
     if (resnet50 is None) == (model is None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from engines.bundles.schema import ManifestBase, Model
+from engines.families.schema import ManifestBase, Model
 from engines.families.base import CACHE_WINDOW_INPUTS, Family, Part, SourceOption
 from engines.pipeline.specs import CropSpec, Normalization
 
@@ -88,7 +88,7 @@ class StyleGRUFamily(Family):
                 "content": (cfg.content_tokens, cfg.content_dim)}
 
     def torch_module(self, bundle, part: str):
-        from engines.bundles.checkpoints import load_head, load_slow_r50, load_style_encoder
+        from engines.models.checkpoints import load_head, load_slow_r50, load_style_encoder
         from engines.models.stylegru import StyleGRUProbability
 
         if part == "style":
@@ -119,7 +119,7 @@ class StyleGRUFamily(Family):
                 f"{' bidirectional' if head.bidirectional else ''}, width {head.width}"]
 
     def adopt_trained(self, source, trained: Path, out: Path) -> dict:
-        from engines.bundles.checkpoints import load_head, save_head
+        from engines.models.checkpoints import load_head, save_head
 
         m: StyleGRUManifest = source.manifest
         head = load_head(trained)
@@ -145,7 +145,7 @@ class StyleGRUFamily(Family):
 
         import torch
 
-        from engines.bundles.demo_weights import psp_checkpoint, slow_r50_checkpoint
+        from engines.models.demo_weights import psp_checkpoint, slow_r50_checkpoint
 
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(psp_checkpoint(seed), Path(tmp) / "psp_demo.pt")
@@ -155,7 +155,7 @@ class StyleGRUFamily(Family):
 
 
 def check_head_fits(cfg, levels: int, frames: int, clip_frames: int) -> None:
-    from engines.bundles.manifest import BundleError
+    from engines.errors import BundleError
 
     expected = (frames, levels, frames // clip_frames)
     found = (cfg.frames, cfg.style_levels, cfg.content_tokens)
@@ -179,15 +179,15 @@ def assemble(out: Path, psp: Path, r3d: Path, head: Path | None = None, levels: 
              frames: int = 32, clip_frames: int = 16, fps: float = DEFAULT_FPS, threshold: float = 0.5,
              crop: CropSpec = CropSpec(), bundle_id: str | None = None, training: dict | None = None,
              head_config=None, trust: bool = False, style_size: int = 256, content_size: int = 112):
-    """Writes a bundle from official checkpoints (and a trained head, if any) and validates it.
+    """Writes a bundle from official checkpoints (and a trained head, if any); returns its folder.
 
     `style_size`/`content_size` other than the published 256/112 are for fast tests only: the
     networks accept them, but the published weights were trained at 256/112."""
-    from engines.bundles.bundle import begin_bundle, finish_bundle
-    from engines.bundles.checkpoints import load_head, load_psp_encoder, load_slow_r50, save_head, save_style_encoder
-    from engines.bundles.manifest import sha256_file
     import torch
 
+    from engines.checksums import sha256_file
+    from engines.families.writing import begin_bundle, finish_bundle
+    from engines.models.checkpoints import load_head, load_psp_encoder, load_slow_r50, save_head, save_style_encoder
     from engines.models.stylegru import StyleGRUConfig
 
     out = begin_bundle(out)

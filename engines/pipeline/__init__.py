@@ -1,2 +1,3 @@
 """The per-stream pipeline shared by the daemon, training and offline scoring: preprocessing and MTCNN,
-`StreamAnalysis` (one stream's state, sans-IO), the decision rules, and the driver that runs its work."""
+`StreamAnalysis` (one stream's state, sans-IO) and the decision rules. It imports no family and no
+bundle (engines/scoring.py binds them to it), so families build on the pipeline, never the reverse."""

@@ -13,16 +13,12 @@ import json
 import shutil
 from pathlib import Path
 
+from engines.backends.triton_naming import model_name
 from engines.bundles.bundle import Bundle
-from engines.bundles.manifest import BundleError
+from engines.errors import BundleError
 
 PLATFORMS = ("onnxruntime", "tensorrt", "python")
 MODEL_PY = Path(__file__).with_name("model_py.py")  # the Python-backend model, copied as model.py
-
-
-def model_name(bundle: Bundle, part: str) -> str:
-    """One bundle per server: the name says which part, the parameters say which bundle."""
-    return f"{bundle.family}.{part}"
 
 
 def tensor_dims(onnx_path: Path) -> tuple[dict[str, list[int]], dict[str, list[int]]]:

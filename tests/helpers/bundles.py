@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engines.bundles.manifest import manifest_digest
+from engines.families.writing import manifest_digest
 
 
 def rewrite_manifest(root: Path, data: dict) -> None:

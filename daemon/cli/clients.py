@@ -1,0 +1,164 @@
+"""`dfwatch watch | health | scan | web | demo`: the clients (daemon/clients/)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from daemon.cli.common import daemon_config, passthrough, require_bundle, subscriber_keys, usage_error
+from engines.cli import common_options, setup
+from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
+
+
+def register_watch(sub) -> None:
+    p = sub.add_parser("watch", parents=[common_options()], help="subscribe and print verdicts")
+    p.add_argument("--stream", help="only this stream")
+    p.add_argument("--json", action="store_true", help="JSON lines even on a TTY")
+    p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
+    p.add_argument("--count", type=int, help="exit after this many verdicts")
+    p.add_argument("--alerts", action="store_true", help="JSON output: alert messages (start/update/end) too")
+    p.add_argument("--status", action="store_true", dest="states",
+                   help="JSON output: a line whenever a stream's state changes (running, backoff, ended, ...)")
+    p.set_defaults(handler=_watch)
+
+
+def register_health(sub) -> None:
+    p = sub.add_parser("health", parents=[common_options()],
+                       help="exit 0 if the daemon publishes status and every stream runs, else 1 with the reason")
+    p.add_argument("--max-age", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for a status message (default 5; status comes every second)")
+    p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
+    p.set_defaults(handler=_health)
+
+
+def register_scan(sub) -> None:
+    p = sub.add_parser("scan", parents=[common_options()],
+                       help="is this video fake? score whole files with the daemon's own analysis",
+                       description="Scores each file's windows as the daemon would and gives each file a verdict "
+                                   "by the alert rule. Exit 0: all real; 1: at least one fake; 2: bad usage or an "
+                                   "unreadable file, which wins over 1 (the others are still scanned); 3: no face "
+                                   "found (none fake).")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders (their video files are scanned)")
+    p.add_argument("--bundle", metavar="DIR", help="model bundle directory (overrides model.bundle)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per window, then one per file (all name the file)")
+    p.add_argument("--report", metavar="DIR", help="write a report per file: DIR/<file>.html (file facts, model, score timeline, "
+                        "most suspect moments, their faces) and DIR/<file>.json")
+    p.set_defaults(handler=_scan)
+
+
+def register_web(sub) -> None:
+    p = sub.add_parser("web", parents=[common_options()],
+                       help="the dashboard: streams, live score timelines, alerts with evidence, in a browser")
+    p.add_argument("--bind", metavar="HOST:PORT", help="where to listen (default web.bind: 127.0.0.1:8080)")
+    p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
+    p.add_argument("--evidence", metavar="DIR", help="evidence directory to serve (default: evidence.dir)")
+    p.add_argument("--token-file", metavar="FILE", help="access token file (needed beyond loopback)")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding beyond loopback (with --token-file)")
+    p.set_defaults(handler=_web)
+
+
+def register_demo(sub) -> None:
+    p = sub.add_parser("demo", parents=[common_options()],
+                       help="run the daemon on sample footage with a demo bundle (no weights needed)")
+    p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
+    p.add_argument("--family", choices=family_names(), default=DEFAULT_FAMILY,
+                   help="model family: " + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values())
+                        + f" (default {DEFAULT_FAMILY})")
+    p.set_defaults(handler=_demo)
+
+
+def web_settings(config, bind, token_file, allow_remote, evidence):
+    """(host, port, token, evidence dir) for the dashboard; refuses a non-loopback bind without
+    --allow-remote and a token."""
+    from pathlib import Path
+
+    from daemon.outcomes.evidence import default_dir
+    from daemon.clients.web import WebError, is_loopback, parse_bind, read_token
+
+    host, port = parse_bind(bind or config.web.bind)
+    token = read_token(token_file or config.web.token_file)
+    if not is_loopback(host):
+        if not (allow_remote or config.web.allow_remote):
+            raise WebError(f"refusing to serve the dashboard on {host}: beyond loopback it needs --allow-remote "
+                           "(web.allow_remote) and --token-file (web.token_file)")
+        if token is None:
+            raise WebError(f"serving the dashboard on {host} needs a token: --token-file FILE (web.token_file)")
+    ev = evidence or config.evidence.dir
+    return host, port, token, Path(ev) if ev else default_dir()
+
+
+def _web(args: argparse.Namespace) -> int:
+    from daemon.wire.endpoints import resolve
+    from daemon.clients.web import Dashboard, serve
+
+    config = setup(args, "web")
+    host, port, token, evidence = web_settings(config, args.bind, args.token_file, args.allow_remote, args.evidence)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint)), host, port)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.clients.scan import Scanner, expand_inputs, exit_code, human_line, json_lines, terminal_progress, write_report
+    from engines.backends import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    config = daemon_config(args, "scan")
+    bundle = usage_error(lambda: load_bundle(require_bundle(config)))  # 2: bad usage, as scan documents
+    m = config.model
+    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
+                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
+    scanner = Scanner(config, bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
+                                                            device=choice.device), choice.backend)
+    results = []
+    for path in expand_inputs(args.videos):
+        progress = None if args.json else terminal_progress(path)
+        result = scanner.scan(path, keep_sheets=bool(args.report), progress=progress)
+        if progress:
+            print("\r\x1b[K", end="", file=sys.stderr)
+        results.append(result)
+        if result.error:
+            print(f"dfwatch scan: {result.error}", file=sys.stderr)
+        elif result.warning:
+            print(f"dfwatch scan: {result.path}: {result.warning}", file=sys.stderr)
+        print("\n".join(json_lines(result)) if args.json else human_line(result, scanner.threshold), flush=True)
+        if args.report and not result.error:
+            page = write_report(result, Path(args.report), scanner.threshold, scanner.rules)
+            print(f"report: {page}", file=sys.stderr if args.json else sys.stdout)
+    return exit_code(results)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from daemon.wire.endpoints import holder, resolve
+    from daemon.clients.watch import watch
+
+    config = setup(args, "watch")
+    endpoints = resolve(config.endpoints)
+    endpoint = args.endpoint or endpoints.verdicts
+    keys = subscriber_keys(config, endpoint)
+    try:
+        return watch(endpoint, args.stream, args.json, args.timeout, args.count, alerts=args.alerts,
+                     states=args.states, keys=keys, starting=lambda: holder(endpoints))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from daemon.wire.endpoints import resolve
+    from daemon.clients.watch import health
+
+    config = setup(args, "health")
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    code, line = health(endpoint, args.max_age, subscriber_keys(config, endpoint))
+    print(line, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daemon.clients.demo import run_demo
+
+    config = setup(args, "demo")
+    return run_demo(config, args, passthrough(args))

@@ -1,0 +1,158 @@
+"""`dfwatch watch`: subscribe to verdicts; a live table on a TTY, JSON lines otherwise.
+`dfwatch health`: one status message, judged: exit 0 when the daemon is up and every stream runs."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+import zmq
+
+from daemon.wire.curve import Keys
+from daemon.wire.protocol import Alert, Status, StreamStatus, Verdict
+from daemon.wire.subscriber import receive, subscribe
+from engines.errors import DfwatchError
+
+
+class NothingPublishing(DfwatchError):
+    pass
+
+
+# A stream in any other state is a fault. `blocked`: an unpaced file waiting for the inference process.
+HEALTHY_STATES = ("running", "blocked", "ended")
+FAULTS = {"connecting": "connecting to its source", "backoff": "waiting to reconnect to its source (backoff)",
+          "waiting": "waiting for its source to come up"}
+
+
+def health(endpoint: str, max_age: float, keys: Keys | None = None) -> tuple[int, str]:
+    """(exit code, one line): 0 when a status message arrives within `max_age` seconds and every
+    stream in it is running (or blocked on the consumer, or ended: a file that finished), else 1
+    naming what is wrong."""
+    sub = subscribe(endpoint, None, topics=(), keys=keys)
+    try:
+        status = receive(sub, max_age)
+    finally:
+        sub.close()
+    if status is None:
+        return 1, (f"unhealthy: no status message from {endpoint} within {max_age:g} s: is dfwatch running, "
+                   "with the same endpoints configuration?")
+    faults = [f"stream {name} is {FAULTS.get(st.state, st.state)}"
+              + (f" ({st.detail})" if st.detail else "")
+              for name, st in sorted(status.streams.items()) if st.state not in HEALTHY_STATES]
+    if faults:
+        return 1, "unhealthy: " + "; ".join(faults)
+    return 0, f"healthy: {len(status.streams)} stream(s), model {status.model} ({status.backend}), up {status.uptime_s:.0f} s"
+
+
+class Table:
+    """The live view: the latest verdict and status counters per stream, redrawn in place."""
+
+    def __init__(self, out):
+        self.out, self.verdicts, self.status = out, {}, None
+
+    def update(self, msg) -> None:
+        if isinstance(msg, Alert):
+            return  # the table shows open alerts from the status (a column per stream)
+        if isinstance(msg, Verdict):
+            self.verdicts[msg.stream] = msg
+        else:
+            self.status = msg
+        self.draw()
+
+    def draw(self) -> None:
+        s = self.status
+        head = f"dfwatch  model {s.model} ({s.backend})  uptime {s.uptime_s:.0f} s" if s else "dfwatch"
+        lines = [head + "   (Ctrl-C to quit)", "",
+                 f"{'STREAM':16} {'WINDOW':>6} {'LABEL':8} {'SCORE':>6} {'VOTES':>7} {'FACES':>7} {'LATENCY':>9} "
+                 f"{'IN/ANALYSED/DROPPED':>20}  STATE"]
+        names = sorted(set(self.verdicts) | set(s.streams if s else {}))
+        for name in names:
+            v, st = self.verdicts.get(name), (s.streams.get(name) if s else None) or StreamStatus(state="")
+            counts = f"{st.frames_in}/{st.analysed}/{sum(st.dropped.values())}" if st.state else ""
+            if v:
+                score = "-" if v.score is None else f"{v.score:.3f}"
+                label = v.label + ("*" if v.untrained else "")
+                votes = "-" if v.fake_frames is None else f"{v.fake_frames}/{v.faces}"  # dldfd: face frames voting fake
+                lines.append(f"{name:16} {v.window:6d} {label:8} {score:>6} {votes:>7} {v.faces:3d}/{v.frames:<3d} "
+                             f"{v.latency_ms:7.0f}ms {counts:>20}  {st.state}{_alert_mark(st)}")
+            else:
+                lines.append(f"{name:16} {'':6} {'waiting':8} {'':6} {'':7} {'':7} {'':9} {counts:>20}  "
+                             f"{st.state}{_alert_mark(st)}")
+        if any(v.untrained for v in self.verdicts.values()):
+            lines += ["", "* untrained head (demo or no --head): scores mean nothing"]
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        self.out.flush()
+
+
+def _alert_mark(st: StreamStatus) -> str:
+    return f"  ALERT {st.alert[:8]}" if st.alert else ""
+
+
+def state_changes(status: Status, known: dict[str, str], stream: str | None = None) -> list[dict]:
+    """Streams whose state differs from `known` (updated in place): a camera going away and coming
+    back shows here, while verdicts simply stop."""
+    changes = []
+    for name, st in sorted(status.streams.items()):
+        state = st.state
+        if (stream is None or name == stream) and known.get(name) != state:
+            changes.append({"stream": name, "state": state, "previous": known.get(name), "t": status.t})
+            known[name] = state
+    return changes
+
+
+def wait_for_publisher(sub: zmq.Socket, endpoint: str, timeout_s: float, stream: str | None, starting):
+    """The first message; while nothing comes, waits as long as a daemon holds the endpoints."""
+    msg = receive(sub, timeout_s, stream)
+    said = False
+    while msg is None:
+        pid = starting()
+        if pid is None:
+            raise NothingPublishing(f"nothing is publishing on {endpoint} (waited {timeout_s:g} s): is "
+                                    "'dfwatch run' running, with the same endpoints configuration?")
+        if not said:
+            print(f"dfwatch watch: the daemon (pid {pid}) is starting (loading its models); waiting for it to publish",
+                  file=sys.stderr, flush=True)
+            said = True
+        msg = receive(sub, 1.0, stream)
+    return msg
+
+
+def watch(endpoint: str, stream: str | None = None, as_json: bool = False, timeout_s: float = 5.0,
+          count: int | None = None, out=None, alerts: bool = False, states: bool = False,
+          keys: Keys | None = None, starting=lambda: None) -> int:
+    """Prints verdicts until Ctrl-C (or `count` verdicts); in JSON, with `alerts` the alert messages
+    too (they carry `alert_id`), with `states` a line per stream state change (they carry
+    `previous`). Raises NothingPublishing if nothing arrives within timeout_s of starting, unless
+    `starting()` names the pid of a daemon that holds the endpoints' lock (loading its models):
+    then it says so and waits for as long as that daemon lives."""
+    known: dict[str, str] = {}
+    out = out or sys.stdout
+    sub = subscribe(endpoint, stream, keys=keys)
+    table = None if as_json or not out.isatty() else Table(out)
+    seen, warned = 0, False
+    try:
+        msg = wait_for_publisher(sub, endpoint, timeout_s, stream, starting)
+        while True:
+            if msg is None:
+                if not warned:
+                    print(f"dfwatch watch: no message from {endpoint} for {3 * timeout_s:g} s; still waiting",
+                          file=sys.stderr)
+                    warned = True
+            else:
+                warned = False
+                if table:
+                    table.update(msg)
+                elif isinstance(msg, Verdict) or (alerts and isinstance(msg, Alert)):
+                    out.write(json.dumps(asdict(msg)) + "\n")
+                    out.flush()
+                elif states and isinstance(msg, Status):
+                    for change in state_changes(msg, known, stream):
+                        out.write(json.dumps(change) + "\n")
+                    out.flush()
+                if isinstance(msg, Verdict):
+                    seen += 1
+                    if count and seen >= count:
+                        return 0
+            msg = receive(sub, 3 * timeout_s, stream)
+    finally:
+        sub.close()

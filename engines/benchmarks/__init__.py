@@ -1,1 +1,0 @@
-"""Measuring helpers (timers, FLOP counts) and the GPU benchmarks behind `dfwatch bench --device cuda`."""
