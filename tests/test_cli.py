@@ -11,7 +11,7 @@ from conftest import DFWATCH, REPO
 from engines.cli import PACKAGES, build_parser, commands, main
 from engines.logs import bind, configure_logging, get_logger
 
-SUBCOMMANDS = [c.name for c in commands()]  # every package's registry (engines.cli.commands)
+SUBCOMMANDS = [c.name for c in commands()]  # every package's registry (engines.cli.commands())
 
 
 def test_console_script_lists_every_subcommand():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon import curve
+from daemon.wire import curve
 from daemon.wire.protocol import Frame
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, free_port, start, stop
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon import evidence
+from daemon.outcomes import evidence
 from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, relative_paths
 from daemon.wire.protocol import Verdict

@@ -139,7 +139,7 @@ def test_packages_do_not_import_across_layers(package, forbidden):
 def test_capture_and_manifest_reading_do_not_load_torch():
     """A capture host runs `dfwatch capture` and reads manifests (the analysis rate) without torch."""
     code = ("import sys; import daemon.service.capture, daemon.service.supervisor, daemon.cli, engines.bundles.manifest, "
-            "engines.cli.commands, training.cli, "
+            "engines.cli.registry, training.cli, "
             "engines.families, engines.cli; from engines.bundles.manifest import read_manifest; "
             "heavy = sorted(m for m in ('torch', 'torchvision', 'onnxruntime', 'facenet_pytorch') if m in sys.modules); "
             "print(','.join(heavy))")

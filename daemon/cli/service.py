@@ -144,7 +144,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 def _load_models(config, bundle_dir: str):
     """(runners, backend choice, bundle) of the inference process."""
-    from daemon import notify
+    from daemon.service import notify
     from engines.backends import open_runners
     from engines.backends.tensorrt import TensorRTSettings
     from engines.bundles.bundle import load_bundle

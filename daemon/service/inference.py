@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from daemon import curve, notify
 from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, default_dir, relative_paths
+from daemon.service import notify
+from daemon.wire import curve
 from daemon.wire.endpoints import Endpoints, EndpointsBusy
 from daemon.wire.protocol import (Alert, BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Status,
                                   StreamStatus, Verdict, decode_capture)

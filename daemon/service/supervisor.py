@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from daemon import notify
+from daemon.service import notify
 from daemon.wire.endpoints import Endpoints
 from engines.logs import get_logger
 from engines.sources import PERMANENT_EXIT
