@@ -62,6 +62,13 @@ def quantized_copy(bundle, tmp_path, crops_dir, *extra) -> object:
     return load_bundle(dst)
 
 
+@pytest.fixture(scope="module")
+def dldfd_int8(tmp_path_factory, dldfd_bundle, crops):
+    """The DLDFD test bundle quantized once for this module (`--parts frame`: its one part);
+    read-only: a test that changes it works on a copy."""
+    return quantized_copy(dldfd_bundle, tmp_path_factory.mktemp("dldfd-int8"), crops["dir"], "--parts", "frame")
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -90,15 +97,16 @@ def test_stylegru_int8_keeps_outputs_and_verdicts_on_held_out_footage(small_bund
     assert max(abs(a - b) for a, b in zip(scores["fp32"], scores["int8"])) <= SCORE_BOUND, scores
 
 
-def test_dldfd_int8_keeps_per_face_probabilities_on_held_out_crops(dldfd_bundle, tmp_path, crops):
-    bundle = quantized_copy(dldfd_bundle, tmp_path, crops["dir"])
+def test_dldfd_int8_keeps_per_face_probabilities_on_held_out_crops(dldfd_int8, crops):
+    bundle = dldfd_int8
     f32, i8 = outputs(bundle, "frame", part_inputs(bundle, "frame", crops["crops"]))
     assert np.abs(f32 - i8).max() <= SCORE_BOUND, np.abs(f32 - i8).max()
     assert ((f32 >= 0.5) == (i8 >= 0.5)).all() or np.abs(f32 - 0.5).min() <= SCORE_BOUND
 
 
-def test_manifest_records_int8_files_and_refuses_changes(dldfd_bundle, tmp_path, crops):
-    bundle = quantized_copy(dldfd_bundle, tmp_path, crops["dir"], "--parts", "frame")
+def test_manifest_records_int8_files_and_refuses_changes(dldfd_int8, tmp_path):
+    shutil.copytree(dldfd_int8.root, tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
     manifest = json.loads((bundle.root / "manifest.json").read_text())
     entry = manifest["int8"]["frame"]
     assert entry["path"] == "onnx/frame.int8.onnx" and entry["from_onnx_sha256"] == manifest["onnx"]["frame"]["sha256"]
@@ -127,12 +135,12 @@ def test_quantize_refuses_a_folder_without_crops(dldfd_bundle, tmp_path):
         read_crops(tmp_path)
 
 
-def test_bench_int8_rows_on_a_quantized_bundle(dldfd_bundle, tmp_path, crops):
+def test_bench_int8_rows_on_a_quantized_bundle(dldfd_int8, crops):
     """`dfwatch bench --int8`'s measurements run on a quantized bundle and render (timings are not asserted)."""
     from daemon.benchmarks.pipeline import int8_markdown
     from daemon.benchmarks import int8
 
-    bundle = quantized_copy(dldfd_bundle, tmp_path, crops["dir"])
+    bundle = dldfd_int8
     speed = int8.speed_rows(bundle, crops["crops"][:4], ceiling_gflops=100.0, threads=1, repeats=1, batches=(1,))
     assert {(r["part"], r["precision"]) for r in speed} == {("frame", "fp32"), ("frame", "int8")}
     assert all(r["ms"] > 0 for r in speed)

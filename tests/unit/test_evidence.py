@@ -1,6 +1,6 @@
 """Evidence files for alerts: written off the hot path (a slow disk drops and counts, never
 blocks), readable by OpenCV, retained within bytes and age limits; served end to end in
-tests/test_alerts.py."""
+tests/e2e/test_alerts.py."""
 from __future__ import annotations
 
 import json

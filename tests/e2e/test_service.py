@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from helpers.daemon import DFWATCH, Subscriber, child_pid, daemon_env, start, stop
 
-UNIT = REPO / "daemon" / "systemd" / "dfwatch.service"
+UNIT = REPO / "daemon" / "service" / "systemd" / "dfwatch.service"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,

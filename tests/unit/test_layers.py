@@ -13,7 +13,7 @@ import pytest
 
 from engines.families import FAMILIES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("daemon", "engines", "training")
 # Where a family's name may be written as a string: the registry and the families' own modules;
 # protocol.py keeps the wire format's default for messages from before `family` existed.

@@ -109,7 +109,7 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
         assert stop(proc) == 0
 
 
-@pytest.mark.parametrize("down_for", [30, pytest.param(150, marks=pytest.mark.long)])
+@pytest.mark.parametrize("down_for", [15, pytest.param(150, marks=pytest.mark.long)])
 def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, small_bundle, tmp_path):
     """Default reconnect settings: no give-up, `waiting` meanwhile, verdicts soon after it comes up."""
     camera = RtspServer(footage / "franck.mp4", free_port())
