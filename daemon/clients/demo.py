@@ -16,6 +16,7 @@ from pathlib import Path
 from daemon.wire.endpoints import resolve
 from daemon.service.supervisor import die_with_parent
 from daemon.clients.watch import watch
+from engines.cache import user_cache_dir
 from engines.cli import UserError
 from engines.footage import footage as sample_footage
 from engines.logs import get_logger
@@ -24,7 +25,7 @@ log = get_logger()
 DEMO_SEED = 2024
 DEMO_TRAINED_PART = "head"  # the demo head (DFWATCH_DEMO_HEAD, else head.pt in the demo cache) is a head
 def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dfwatch" / "demo"
+    return user_cache_dir("demo")
 
 
 def demo_head() -> Path | None:

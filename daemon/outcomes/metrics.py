@@ -3,7 +3,7 @@
 Everything the daemon counts per stream (frames in, analysed, dropped, verdicts by label, alerts,
 the capture's reconnects, stalls and state), per bridge (delivered, dropped, retries, queue) and
 of the evidence store (written, dropped, failed, bytes) is read at scrape time from the status
-message the inference loop last published (`last_status`): one source of truth, no reading of
+message the inference loop last published (`latest()`): one source of truth, no reading of
 the loop's state from the HTTP thread, and a stream the daemon forgot drops out of the metrics
 with it. Durations are histograms observed as they happen (model calls per stage, verdict
 latency); the process collector adds `process_resident_memory_bytes` and friends (RSS against

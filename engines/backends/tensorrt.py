@@ -19,6 +19,7 @@ import numpy as np
 
 from engines.backends.base import Runner
 from engines.bundles.bundle import Bundle
+from engines.cache import user_cache_dir
 from engines.errors import BundleError
 
 PRECISIONS = ("fp16", "int8")
@@ -62,7 +63,7 @@ def cache_dir(bundle: Bundle, settings: TensorRTSettings) -> Path:
         return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "tensorrt"
     if os.access(bundle.root, os.W_OK):
         return bundle.root / "tensorrt"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "tensorrt"
+    return user_cache_dir("tensorrt")
 
 
 def engine_path(bundle: Bundle, part: str, settings: TensorRTSettings, trt_version: str, gpu_name: str) -> Path:

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from engines.cache import user_cache_dir
 from engines.errors import DfwatchError
 
 DIR_ENV = "DFWATCH_TRITONSERVER_DIR"
@@ -31,7 +32,7 @@ def server_home() -> Path:
     """The unpacked wheel: a folder holding pytriton/tritonserver and nvidia_pytriton.libs."""
     candidates = [Path(os.environ[DIR_ENV])] if os.environ.get(DIR_ENV) else []
     candidates += [Path(__file__).resolve().parents[2] / ".cache" / "tritonserver",
-                   Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfwatch" / "tritonserver"]
+                   user_cache_dir("tritonserver")]
     for home in candidates:
         if (home / "pytriton" / "tritonserver" / "bin" / "tritonserver").is_file() and \
                 (home / "python" / "bin" / "python").is_file():
