@@ -111,8 +111,16 @@ class FacesConfig(Section):
     min_probability: float = Field(0.9, ge=0, le=1)
     margin: float = Field(0.2, ge=0, le=2)
     crop: Literal["box", "ffhq"] = "box"
-    select: Literal["largest", "confident"] = "largest"
+    select: Literal["all", "largest", "confident"] = "all"
+    max_tracks: int = Field(8, ge=1, le=64)
+    min_size: float = Field(0.0, ge=0, le=4096)
+    track_lost_s: float = Field(1.0, gt=0, le=3600)
     smoothing: int = Field(5, ge=1, le=64)
+
+    @property
+    def crop_select(self) -> str:
+        """The one-face rule a bundle records for training (`all` is a serving choice: largest)."""
+        return "largest" if self.select == "all" else self.select
 
     @field_validator("thresholds", mode="before")
     @classmethod

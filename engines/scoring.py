@@ -17,6 +17,9 @@ from engines.families import Family
 from engines.pipeline.analysis import StreamAnalysis, WindowInputs, WindowSpec
 from engines.pipeline.decision import Decision
 from engines.pipeline.preprocess import FaceDetector
+from engines.pipeline.scheduler import Scheduler
+from engines.pipeline.tracking import TrackingSpec
+from engines.pipeline.work import WorkQueues
 
 
 @dataclass
@@ -31,67 +34,58 @@ class WindowScore:
 
 
 def stream_analysis(bundle: Bundle, stride: int, min_face_fraction: float, crop=None,
-                    frames: int | None = None) -> StreamAnalysis:
+                    frames: int | None = None, tracking: TrackingSpec | None = None,
+                    work: WorkQueues | None = None, name: str = "", first_track: int = 1,
+                    fps: float | None = None) -> StreamAnalysis:
     """The per-stream state for a bundle: window length, clips, crop and normalisation from its
-    manifest (`frames` overrides the window length, as training extraction does)."""
+    manifest (`frames` overrides the window length, as training extraction does). `tracking`
+    None follows one face as the bundle's crop chooses it (training's way); the daemon and scan
+    pass the `faces` configuration's. `fps`: the analysis rate (the bundle's unless `capture.fps` says)."""
     spec = WindowSpec(frames or bundle.frames, stride, bundle.clip_frames, min_face_fraction)
-    return StreamAnalysis(spec, crop or bundle.crop, bundle.frame_norm, bundle.content_norm)
+    return StreamAnalysis(spec, crop or bundle.crop, bundle.frame_norm, bundle.content_norm, tracking=tracking,
+                          work=work, name=name, first_track=first_track, fps=fps or bundle.fps)
 
 
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def scheduler(bundle: Bundle, runners: dict, detector: FaceDetector, threshold: float | None = None,
+              work: WorkQueues | None = None, on_crop=None) -> Scheduler:
+    """The scheduler of a bundle's model work: its family's parts and decision at `threshold`
+    (the bundle's by default)."""
+    threshold = bundle.threshold if threshold is None else threshold
+    family = bundle.spec
+    return Scheduler(detector, runners, family.frame_part, family.content_part,
+                     lambda windows: family.decide(windows, runners, threshold), work=work, on_crop=on_crop)
 
 
 def detect_pending(analysis: StreamAnalysis, detector: FaceDetector) -> None:
     """Face-detects every frame that waits for it (which makes the crops whose smoothing is complete)."""
-    pending = analysis.needs_detection()
-    if pending:
-        for record, faces in zip(pending, detector.detect([r.pixels for r in pending])):
-            analysis.set_detections(record, faces)
+    items = analysis.work.take("detect")
+    if items:
+        Scheduler(detector, {}, "", None, lambda w: []).detect(items)
 
 
 def run_pending(analysis: StreamAnalysis, runners: dict, detector: FaceDetector, family: Family,
                 batch: int = 1, on_crop=None) -> list[WindowInputs]:
     """Runs every pending detection, per-frame and content call of one stream (in batches of
-    `batch`) and returns the windows that became ready, marking them done. `on_crop(record)`
-    sees each face crop before it is encoded (e.g. to keep calibration images)."""
-    detect_pending(analysis, detector)
-    for chunk in _chunks(analysis.needs_encoding(), batch):
-        if on_crop:
-            for record in chunk:
-                on_crop(record)
-        outputs = runners[family.frame_part].run(np.stack([analysis.encoder_input(r) for r in chunk]))
-        for record, output in zip(chunk, outputs):
-            analysis.set_encoding(record, output)
-    for chunk in _chunks(analysis.needs_content(), batch):
-        feats = runners[family.content_part].run(np.stack([analysis.clip_input(k) for k in chunk]))
-        for key, f in zip(chunk, feats):
-            analysis.set_content(key, f)
-    windows = analysis.ready_windows()
-    for w in windows:
-        analysis.window_done(w)
-    return windows
-
-
-def drain(analysis: StreamAnalysis, bundle: Bundle, runners: dict, detector: FaceDetector,
-          threshold: float | None = None) -> list[WindowScore]:
-    """Runs every pending model call of one stream, one item at a time, and decides due windows."""
-    windows = run_pending(analysis, runners, detector, bundle.spec)
-    threshold = bundle.threshold if threshold is None else threshold
-    return [WindowScore(w, d) for w, d in zip(windows, bundle.spec.decide(windows, runners, threshold))]
+    `batch`) and returns the windows that became ready, marking them done, undecided (training
+    extraction caches their inputs). `on_crop(track_frame)` sees each face crop before it is
+    encoded (e.g. to keep calibration images)."""
+    run = Scheduler(detector, runners, family.frame_part, family.content_part,
+                    lambda windows: [None] * len(windows), work=analysis.work, on_crop=on_crop)
+    return [d.window for d in run.drain(batch) if d.window is not None]
 
 
 def score_frames(frames: Iterable[tuple[np.ndarray, int, float, float]], bundle: Bundle, runners: dict,
                  detector: FaceDetector, stride: int = 8, min_face_fraction: float = 0.5,
-                 end: bool = True) -> list[WindowScore]:
+                 end: bool = True, threshold: float | None = None,
+                 tracking: TrackingSpec | None = None) -> list[WindowScore]:
     """Scores (pixels, seq, t_capture, t_mono) frames in order; `end` closes the stream."""
-    analysis = stream_analysis(bundle, stride, min_face_fraction)
+    run = scheduler(bundle, runners, detector, threshold)
+    analysis = stream_analysis(bundle, stride, min_face_fraction, tracking=tracking, work=run.work)
     scores = []
     for pixels, seq, t_capture, t_mono in frames:
         analysis.add_frame(pixels, seq, t_capture, t_mono)
-        scores += drain(analysis, bundle, runners, detector)
+        scores += [WindowScore(d.window, d.decision) for d in run.drain() if d.window is not None]
     if end:
         analysis.end()
-        scores += drain(analysis, bundle, runners, detector)
+        scores += [WindowScore(d.window, d.decision) for d in run.drain() if d.window is not None]
     return scores

@@ -184,11 +184,13 @@ def _encodings(analysis, sampled: Sampled, runners, detector, family, batch: int
 def _face_crops(analysis, sampled: Sampled, detector, meta: dict, on_crop=None) -> tuple[dict, dict]:
     """Face crops: every sampled frame's face crop (uint8 RGB, the daemon's crop) and the window's
     positions in them (a short video's window repeats frames, exactly as the daemon pads it)."""
+    from engines.pipeline.analysis import SINGLE_TRACK
     from engines.scoring import detect_pending
 
     detect_pending(analysis, detector)
     (window,) = analysis.due_windows()
-    records = [analysis.records[i] for i in range(analysis.count)]
+    track = analysis.tracks[SINGLE_TRACK]  # training follows one face per video, as datasets label videos
+    records = [track.frames[i] for i in range(track.count)]
     for record in records if on_crop else ():
         on_crop(record)
     found = np.array([r.found for r in records])

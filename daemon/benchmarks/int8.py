@@ -27,7 +27,7 @@ def face_crops(bundle: Bundle, frames: list, detector) -> np.ndarray:
         analysis.add_frame(frame, i, float(i), float(i))
     detect_pending(analysis, detector)
     analysis.end()
-    return np.stack([r.crop for r in analysis.needs_encoding()])
+    return np.stack([r.crop for r in analysis.queued_crops()])
 
 
 def quantized_copy(bundle: Bundle, out: Path, crops: np.ndarray) -> Bundle:

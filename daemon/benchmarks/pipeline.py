@@ -631,7 +631,7 @@ def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
             analysis.add_frame(frame, i, float(i), float(i))
         detect_pending(analysis, detector)
         analysis.end()
-        records = analysis.needs_encoding()
+        records = analysis.queued_crops()
         encoder_inputs = np.stack([analysis.encoder_input(r) for r in records])
         if not bundle.spec.content_part:  # one frame-level model
             inputs[bundle.frame_part] = (encoder_inputs[:16],)

@@ -127,6 +127,7 @@ def _infer(args: argparse.Namespace) -> int:
     from engines.errors import DfwatchError, as_permanent
     from engines.scoring import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+    from engines.pipeline.tracking import TrackingSpec
 
     endpoints = resolve(config.endpoints, create=True)
     claim(endpoints)  # the one daemon of these endpoints: checked before minutes of model loading
@@ -136,7 +137,9 @@ def _infer(args: argparse.Namespace) -> int:
         raise as_permanent(e) from None  # a wrong bundle stays wrong: not restarted (exit 78)
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
     server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
-                             lambda: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction),
+                             lambda **kw: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction,
+                                                          tracking=TrackingSpec.from_config(config.faces),
+                                                          fps=config.capture.fps, **kw),
                              max_batch=config.inference.max_batch or DEFAULT_MAX_BATCH[choice.device])
     on_stop(server.stop.set)
     return server.run()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.outcomes.alerts import AlertRules, AlertTracker
-from daemon.service.inference import window_verdict
+from daemon.service.publisher import window_verdict
 from engines.sources import SourceError, parse_source, source_kind
 
 EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
@@ -55,7 +55,8 @@ class FileResult:
     path: str
     windows: list[dict] = field(default_factory=list)
     alerts: int = 0
-    short_and_fake: bool = False   # too few windows for the alert rule, and enough of them fake
+    short_and_fake: bool = False   # a track with too few windows for the alert rule, and enough of them fake
+    alerted_tracks: set[int] = field(default_factory=set)   # the face tracks that make the file fake
     sheets: dict[int, np.ndarray] = field(default_factory=dict)  # window -> contact sheet (BGR)
     error: str | None = None
     warning: str | None = None     # e.g. the file ended early (truncated): its frames were scored
@@ -69,19 +70,47 @@ class FileResult:
             return "fake"
         return "real" if any(w["label"] != "no_face" for w in self.windows) else "no_face"
 
+    def by_track(self) -> dict[int, list[dict]]:
+        """The windows of each face track (stream-level no_face windows have none)."""
+        tracks: dict[int, list[dict]] = {}
+        for w in self.windows:
+            if w["track"] is not None:
+                tracks.setdefault(w["track"], []).append(w)
+        return tracks
+
+    def track_summaries(self) -> list[dict]:
+        """One line per face track: its verdict (fake when it alone makes the file fake), windows, scores."""
+        out = []
+        for track, rows in sorted(self.by_track().items()):
+            scores = [w["score"] for w in rows if w["score"] is not None]
+            faced = [w for w in rows if w["label"] != "no_face"]
+            out.append({"track": track, "verdict": "fake" if track in self.alerted_tracks else
+                        ("real" if faced else "no_face"), "windows": len(rows),
+                        "fake_windows": sum(w["label"] == "fake" for w in rows),
+                        "peak_score": max(scores) if scores else None,
+                        "mean_score": float(np.mean(scores)) if scores else None,
+                        "t_first": rows[0]["t_first"], "t_last": rows[-1]["t_last"], "box": _mean_box(rows)})
+        return out
+
     def summary(self) -> dict:
         scores = [w["score"] for w in self.windows if w["score"] is not None]
         return {"file": self.path, "type": "file", "verdict": self.verdict, "windows": len(self.windows),
                 "fake_windows": sum(w["label"] == "fake" for w in self.windows),
                 "no_face_windows": sum(w["label"] == "no_face" for w in self.windows),
                 "alerts": self.alerts, "peak_score": max(scores) if scores else None,
-                "mean_score": float(np.mean(scores)) if scores else None, "error": self.error,
+                "mean_score": float(np.mean(scores)) if scores else None,
+                "fake_tracks": sorted(self.alerted_tracks), "tracks": self.track_summaries(), "error": self.error,
                 "warning": self.warning, **self.model}
 
     def suspect_moments(self, n: int = SUSPECT_MOMENTS) -> list[dict]:
         """The n highest-scoring windows, in time order."""
         scored = sorted((w for w in self.windows if w["score"] is not None), key=lambda w: -w["score"])[:n]
         return sorted(scored, key=lambda w: w["t_first"])
+
+
+def _mean_box(rows: list[dict]) -> list[float] | None:
+    boxes = [w["box"] for w in rows if w.get("box")]
+    return [round(float(v), 4) for v in np.mean(boxes, axis=0)] if boxes else None
 
 
 def exit_code(results: list[FileResult]) -> int:
@@ -113,7 +142,8 @@ class Scanner:
 
     def scan(self, path: str, keep_sheets: bool = False, progress=None) -> FileResult:
         from daemon.service.capture import file_frames, first_frame_check
-        from engines.scoring import run_pending, stream_analysis
+        from engines.pipeline.tracking import TrackingSpec
+        from engines.scoring import scheduler, stream_analysis
 
         result = FileResult(path, model=self.provenance())
         try:
@@ -126,28 +156,42 @@ class Scanner:
             result.error = str(e)
             return result
         c, w = self.config.capture, self.config.window
-        analysis = stream_analysis(self.bundle, w.stride, w.min_face_fraction)
-        tracker = AlertTracker(Path(path).name[:64] or "file", self.rules)
-        crops: dict[int, np.ndarray] = {}  # analysed-frame index -> face crop (RGB), for contact sheets
+        stream = Path(path).name[:64] or "file"
+        trackers: dict[int | None, AlertTracker] = {}   # the alert rule per face track
+        crops: dict[tuple[int, int], np.ndarray] = {}   # (track, position) -> face crop (RGB), for contact sheets
 
-        def keep_crop(record) -> None:
+        def keep_crop(tf) -> None:
             if keep_sheets:
-                crops[record.index] = record.crop
+                crops[(tf.track.id, tf.index)] = tf.crop
 
-        def decide(windows) -> None:
-            for win, decision in zip(windows, self.bundle.spec.decide(windows, self.runners, self.threshold)):
-                row = {"file": path, "type": "window", "window": win.window, "t_first": round(win.t_first, 3),
-                       "t_last": round(win.t_last, 3), "score": decision.score, "label": decision.label,
-                       "faces": win.faces, "frames": win.frames, "fake_frames": decision.fake_frames}
+        run = scheduler(self.bundle, self.runners, self.detector, self.threshold, on_crop=keep_crop)
+        analysis = stream_analysis(self.bundle, w.stride, w.min_face_fraction,
+                                   tracking=TrackingSpec.from_config(self.config.faces), work=run.work, name=stream,
+                                   fps=self.fps)
+
+        def decide(decided) -> None:
+            for d in decided:
+                if d.window is None:  # a track ended
+                    trackers.pop(d.item.track, None)
+                    continue
+                win, decision = d.window, d.decision
+                row = {"file": path, "type": "window", "window": len(result.windows), "track": win.track,
+                       "t_first": round(win.t_first, 3), "t_last": round(win.t_last, 3), "score": decision.score,
+                       "label": decision.label, "faces": win.faces, "frames": win.frames,
+                       "fake_frames": decision.fake_frames, "box": win.box}
                 result.windows.append(row)
-                alert = tracker.on_verdict(window_verdict(tracker.stream, win.window, win, decision, self.threshold,
-                                                          self.bundle, self.backend, latency_ms=0.0))
-                result.alerts += alert is not None and alert.state == "start"
+                if win.track is not None:
+                    tracker = trackers.setdefault(win.track, AlertTracker(stream, self.rules, win.track))
+                    alert = tracker.on_verdict(window_verdict(stream, row["window"], win, decision, self.threshold,
+                                                              self.bundle, self.backend, latency_ms=0.0))
+                    if alert is not None and alert.state == "start":
+                        result.alerts += 1
+                        result.alerted_tracks.add(win.track)
                 if keep_sheets and decision.label == "fake":
-                    keep_telling_sheet(result, row, lambda: _sheet([crops.get(i) for i in win.indices]))
+                    keep_telling_sheet(result, row, lambda: _sheet([crops.get((win.track, i)) for i in win.indices]))
             if keep_sheets:  # crops no later window needs
-                for i in [i for i in crops if i not in analysis.records]:
-                    del crops[i]
+                for key in [k for k in crops if k[0] not in analysis.tracks or k[1] < analysis.tracks[k[0]].deleted]:
+                    del crops[key]
 
         def ended(warning: str | None) -> None:
             result.warning = warning
@@ -156,15 +200,18 @@ class Scanner:
                                                                         on_end=ended)):
             t = pos_ms / 1000.0
             analysis.add_frame(pixels, seq, t, t)
-            decide(run_pending(analysis, self.runners, self.detector, self.bundle.spec, on_crop=keep_crop))
+            decide(run.drain())
             if progress:
                 progress(done, total)
         analysis.end()
-        decide(run_pending(analysis, self.runners, self.detector, self.bundle.spec, on_crop=keep_crop))
-        faced = [row for row in result.windows if row["label"] != "no_face"]
-        if faced and len(faced) < self.rules.open_of:
-            fakes = sum(row["label"] == "fake" for row in faced)
-            result.short_and_fake = fakes * self.rules.open_of >= self.rules.open_after * len(faced)
+        decide(run.drain())
+        for track, rows in result.by_track().items():
+            faced = [row for row in rows if row["label"] != "no_face"]
+            if faced and len(faced) < self.rules.open_of:
+                fakes = sum(row["label"] == "fake" for row in faced)
+                if fakes * self.rules.open_of >= self.rules.open_after * len(faced):
+                    result.short_and_fake = True
+                    result.alerted_tracks.add(track)
         return result
 
 
@@ -222,9 +269,26 @@ def human_line(r: FileResult, threshold: float) -> str:
     flagged = [w for w in r.windows if w["label"] == "fake"][:5]
     if flagged and r.verdict == "fake":
         line += "\n  fake windows at " + ", ".join(f"{w['t_first']:.1f}-{w['t_last']:.1f} s" for w in flagged)
+    tracks = s["tracks"]
+    if len(tracks) > 1 or r.alerted_tracks:
+        for t in tracks:
+            peak = "-" if t["peak_score"] is None else f"{t['peak_score']:.3f}"
+            line += (f"\n  track {t['track']}: {t['verdict'].upper()}, face at the {where(t['box'])}, "
+                     f"{t['t_first']:.1f}-{t['t_last']:.1f} s, {t['windows']} windows, {t['fake_windows']} fake, "
+                     f"peak P(fake) {peak}")
     if r.warning:
         line += f"\n  warning: {r.warning}"
     return line
+
+
+def where(box: list[float] | None) -> str:
+    """Where a face box (fractions of the frame) lies, in words: 'top left', 'middle', ..."""
+    if not box:
+        return "unknown place"
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    row = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else "middle"
+    col = "left" if x < 1 / 3 else "right" if x > 2 / 3 else "centre"
+    return "middle" if (row, col) == ("middle", "centre") else f"{row} {col}"
 
 
 def json_lines(r: FileResult) -> list[str]:

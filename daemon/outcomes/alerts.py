@@ -1,10 +1,11 @@
-"""Alert events: one stream's verdicts turned into start / update / end messages an operator can act on.
+"""Alert events: one face track's verdicts turned into start / update / end messages an operator can act on.
 
-A per-window score is a firehose; an alert says "stream door looks fake since 14:02". The rule
+A per-window score is a firehose; an alert says "the person on the left of stream door looks fake
+since 14:02". One `AlertTracker` per (stream, track): every face its own alert. The rule
 (configuration section `alerts`): an alert opens when `open_after` of the last `open_of` windows
 with a face were fake, sends an `update` every `update_every` windows while open, and ends after
 `close_after` consecutive real windows, or when the stream ends or is forgotten. After an end
-no new alert opens on that stream for `cooldown_s` seconds. `no_face` windows neither open nor
+no new alert opens on that stream's track for `cooldown_s` seconds. `no_face` windows neither open nor
 close an alert: a person looking away is not evidence either way.
 
 `AlertTracker` is a plain state machine fed verdict by verdict: it opens no socket and reads no
@@ -33,8 +34,8 @@ class AlertRules:
 
 
 class AlertTracker:
-    def __init__(self, stream: str, rules: AlertRules = AlertRules()):
-        self.stream, self.rules = stream, rules
+    def __init__(self, stream: str, rules: AlertRules = AlertRules(), track: int | None = None):
+        self.stream, self.rules, self.track = stream, rules, track
         self.recent: deque[Verdict] = deque(maxlen=rules.open_of)   # the last windows with a face
         self.alert: Alert | None = None                              # the open alert, as last sent
         self.real_run = 0            # consecutive real windows while open
@@ -85,7 +86,7 @@ class AlertTracker:
         self.alert = Alert(alert_id=uuid.uuid4().hex, stream=self.stream, state="start", t_start=fakes[0].t_first,
                            t_last=v.t_last, t_end=None, windows=len(fakes), score=v.score,
                            peak_score=max(w.score for w in fakes), model=v.model, evidence=None,
-                           untrained=v.untrained)
+                           untrained=v.untrained, track=self.track)
         self.real_run, self.since_update = 0, 0
         self.recent.clear()
         self.started += 1

@@ -27,7 +27,7 @@ LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
 # every state a stream can report (capture states and `ended`): one series each, 1 for the current
 STREAM_STATES = ("connecting", "waiting", "running", "backoff", "blocked", "ended")
 # drop and rejection reasons reported as 0 until they happen, so that increase() sees the first one
-DROP_REASONS = ("queue_full", "stale", "decode_error", "model_error", "evidence")
+DROP_REASONS = ("queue_full", "stale", "decode_error", "model_error", "evidence", "faces")
 
 
 def version() -> str:
@@ -68,12 +68,17 @@ class StatusCollector:
     @staticmethod
     def _streams(status):
         received = _counter("dfwatch_frames_received", "Frames received from the capture process", ["stream"])
-        analysed = _counter("dfwatch_frames_analysed", "Frames run through the per-frame model", ["stream"])
+        analysed = _counter("dfwatch_frames_analysed", "Frames analysed: faces found and handed to their tracks", ["stream"])
         dropped = _counter("dfwatch_frames_dropped", "Frames dropped, by reason (capture and inference)",
                            ["stream", "reason"])
         verdicts = _counter("dfwatch_verdicts", "Verdicts published, by label", ["stream", "label"])
         alerts = _counter("dfwatch_alerts", "Alerts started", ["stream"])
-        active = GaugeMetricFamily("dfwatch_alert_active", "1 while the stream has an open alert", labels=["stream"])
+        active = GaugeMetricFamily("dfwatch_alert_active", "1 while the stream has an open alert (any face track)",
+                                   labels=["stream"])
+        open_alerts = GaugeMetricFamily("dfwatch_alerts_open", "Open alerts of the stream: one per face track that "
+                                        "looks fake", labels=["stream"])
+        tracks = GaugeMetricFamily("dfwatch_tracks", "Faces the stream follows now (face tracks; per stream, "
+                                   "never per track: track ids are unbounded)", labels=["stream"])
         age = GaugeMetricFamily("dfwatch_stream_last_frame_age_seconds", "Seconds since the stream's last frame",
                                 labels=["stream"])
         reconnects = _counter("dfwatch_capture_reconnects", "Source reopened by the capture process", ["stream"])
@@ -89,12 +94,15 @@ class StatusCollector:
                 verdicts.add_metric([name, label], n)
             alerts.add_metric([name], st.alerts_started)
             active.add_metric([name], 1.0 if st.alert else 0.0)
+            open_alerts.add_metric([name], len(st.open_alerts))
+            tracks.add_metric([name], st.tracks)
             age.add_metric([name], st.last_frame_age_s)
             reconnects.add_metric([name], st.reconnects)
             stalls.add_metric([name], st.stalls)
             for s in STREAM_STATES:
                 state.add_metric([name, s], 1.0 if st.state == s else 0.0)
-        yield from (received, analysed, dropped, verdicts, alerts, active, age, reconnects, stalls, state)
+        yield from (received, analysed, dropped, verdicts, alerts, active, open_alerts, tracks, age, reconnects, stalls,
+                    state)
 
     @staticmethod
     def _bridges(status):

@@ -32,6 +32,8 @@ MAX_SIDE = 8192                      # pixels per side
 MIN_SIDE = 16                        # smaller frames cannot hold a face worth analysing
 MAX_FRAME_BYTES = 4096 * 4096 * 3    # 48 MiB: refuse anything larger before allocating
 MAX_PAYLOAD_BYTES = 1 << 20          # verdict / status maps
+THUMBNAIL_PREFIX = "data:image/jpeg;base64,"
+MAX_THUMBNAIL = 32 * 1024            # characters of a verdict's thumbnail URL
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FORMATS = ("bgr24",)
 LABELS = ("fake", "real", "no_face")
@@ -321,6 +323,9 @@ class Verdict:
     untrained: bool = False  # the bundle's head was never trained: the score means nothing
     family: str = "stylegru"         # model family: stylegru | dldfd (optional, v1 readers ignore it)
     fake_frames: int | None = None   # dldfd: face frames whose own label is fake (optional)
+    track: int | None = None         # the face track the window follows; None: a stream-level no_face (optional)
+    box: list[float] | None = None   # the window's mean face box, fractions of the frame: x1, y1, x2, y2 (optional)
+    thumbnail: str | None = None     # the track's face, a data: URL of a small JPEG, on its first verdict (optional)
 
     def encode(self) -> list:
         return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -340,12 +345,34 @@ class Verdict:
                    faces=_int(h, "faces"), frames=_int(h, "frames"), model=_str(h, "model"),
                    backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=_bool(h, "untrained"),
                    family=_str(h, "family", 64) if "family" in h else "stylegru",
-                   fake_frames=_int(h, "fake_frames", optional=True))
+                   fake_frames=_int(h, "fake_frames", optional=True), track=_int(h, "track", optional=True),
+                   box=_box(h), thumbnail=_thumbnail(h))
+
+
+def _thumbnail(h: dict) -> str | None:
+    x = h.get("thumbnail")
+    if x is None:
+        return None
+    if not isinstance(x, str) or len(x) > MAX_THUMBNAIL or not x.startswith(THUMBNAIL_PREFIX):
+        raise ProtocolError("bad_field", f"'thumbnail' must be null or a {THUMBNAIL_PREFIX}... URL of at most "
+                                         f"{MAX_THUMBNAIL} characters")
+    return x
+
+
+def _box(h: dict) -> list[float] | None:
+    box = h.get("box")
+    if box is None:
+        return None
+    if not (isinstance(box, list) and len(box) == 4 and all((_is_int(v) or isinstance(v, float)) and 0 <= v <= 1
+                                                            for v in box)):
+        raise ProtocolError("bad_field", "'box' must be null or 4 numbers in [0, 1] (x1, y1, x2, y2)")
+    return [float(v) for v in box]
 
 
 @dataclass(frozen=True)
 class Alert:
-    """A stream that looks fake: one `alert_id` from `start` through `update`s to `end`. Times are
+    """A stream's face track that looks fake: one `alert_id` from `start` through `update`s to `end`
+    (one alert per stream and track; `track` None: a sender before tracks). Times are
     capture times (Unix seconds) of the windows involved; `windows` counts the fake windows so far,
     `score` is the latest window's, `peak_score` the highest fake one; `evidence` lists files kept
     for the alert (relative to the evidence directory), null when none are."""
@@ -361,6 +388,7 @@ class Alert:
     model: str
     evidence: list[str] | None = None
     untrained: bool = False
+    track: int | None = None     # the face track that looks fake (optional; one alert per stream and track)
 
     def encode(self) -> list:
         return [ALERT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -380,7 +408,8 @@ class Alert:
         return cls(alert_id=_str(h, "alert_id", 64), stream=stream, state=state, t_start=_num(h, "t_start"),
                    t_last=_num(h, "t_last"), t_end=t_end, windows=_int(h, "windows"),
                    score=_num(h, "score", lo=0.0, hi=1.0), peak_score=_num(h, "peak_score", lo=0.0, hi=1.0),
-                   model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"))
+                   model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"),
+                   track=_int(h, "track", optional=True))
 
 
 @dataclass(frozen=True)
@@ -400,6 +429,8 @@ class StreamStatus:
     detail: str = ""             # why it is not running (the source's last error, password masked)
     verdicts: dict[str, int] = field(default_factory=dict)  # label -> verdicts published
     alerts_started: int = 0
+    tracks: int = 0              # faces followed now (face tracks)
+    open_alerts: list[str] = field(default_factory=list)  # ids of every open alert (one per track); `alert` the latest
 
     @classmethod
     def from_map(cls, h: dict) -> "StreamStatus":
@@ -412,9 +443,12 @@ class StreamStatus:
         alert = h.get("alert")
         if alert is not None and not isinstance(alert, str):
             raise ProtocolError("bad_field", "'alert' must be an alert id or nil")
+        open_alerts = h.get("open_alerts", [alert] if alert else [])
+        if not isinstance(open_alerts, list) or not all(isinstance(a, str) for a in open_alerts):
+            raise ProtocolError("bad_field", "'open_alerts' must be a list of alert ids")
         ints = {k: _int(h, k) for k in ("frames_in", "analysed", "windows", "reconnects", "stalls", "queue_depth",
-                                        "alerts_started") if k in h}
-        return cls(**ints, **counts, alert=alert,
+                                        "alerts_started", "tracks") if k in h}
+        return cls(**ints, **counts, alert=alert, open_alerts=open_alerts,
                    last_frame_age_s=_num(h, "last_frame_age_s") if "last_frame_age_s" in h else 0.0,
                    state=_str(h, "state", 32) if "state" in h else "running",
                    detail=_str(h, "detail", 500) if "detail" in h else "")

@@ -75,7 +75,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from engines.pipeline.specs import CropSpec
 
     config = setup(args, "engines")
-    crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.select,
+    crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.crop_select,
                     smoothing=config.faces.smoothing)
     family = get_family(args.family)
     for other in FAMILIES.values():

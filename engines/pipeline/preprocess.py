@@ -227,6 +227,11 @@ def _shrink(frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return small, adjusted
 
 
+def thumbnail(crop_rgb: np.ndarray, side: int = 64) -> np.ndarray:
+    """A face crop shrunk for people (a track's picture on the dashboard), BGR uint8."""
+    return cv2.cvtColor(cv2.resize(crop_rgb, (side, side), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+
+
 # ---- model inputs --------------------------------------------------------------------------
 
 def model_size(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:

@@ -24,13 +24,28 @@ if TYPE_CHECKING:
     from engines.pipeline.preprocess import Face
 
 
+SELECT = ("all", "largest", "confident")
+
+
 @dataclass(frozen=True)
 class TrackingSpec:
-    """The `faces` configuration's tracking settings."""
+    """The `faces` configuration's tracking settings. `select`: `all` gives every face its own
+    track; `largest` / `confident` follows one face per stream (the one overlapping the last
+    choice, else the largest / most confident), as before tracks and as training does."""
+    select: str = "all"
     max_tracks: int = 8          # faces analysed per frame, largest first
     min_size: float = 0.0        # a face whose box's shorter side is smaller (pixels) is not analysed
     lost_s: float = 1.0          # a track ends when its face has been gone this long
     min_iou: float = 0.3         # a detection continues a track only if it overlaps the prediction this much
+
+    def __post_init__(self):
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {', '.join(SELECT)}, got {self.select!r}")
+
+    @classmethod
+    def from_config(cls, faces) -> "TrackingSpec":
+        return cls(select=faces.select, max_tracks=faces.max_tracks, min_size=faces.min_size,
+                   lost_s=faces.track_lost_s)
 
 
 @dataclass

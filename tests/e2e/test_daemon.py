@@ -442,7 +442,7 @@ def test_a_flood_of_invalid_messages_does_not_take_the_valid_frames_room(dldfd_b
                                 f"endpoints.runtime_dir={tmp_path}"], environ={})
     bundle = load_bundle(dldfd_bundle)
     server = InferenceServer(config, bundle, {}, "none", None, resolve(config.endpoints),
-                             lambda: stream_analysis(bundle, 2, 0.5), max_batch=4)  # no model runs here
+                             lambda **kw: stream_analysis(bundle, 2, 0.5, **kw), max_batch=4)  # no model runs here
     pull = zmq.Context.instance().socket(zmq.PULL)
     pull.setsockopt(zmq.LINGER, 0)
     pull.bind(f"ipc://{tmp_path}/flood")

@@ -144,7 +144,7 @@ def test_onnx_matches_torch_on_real_faces(dldfd_bundle, franck_frames):
         analysis.add_frame(frame, i, float(i), float(i))
     analysis.end()
     detect_pending(analysis, FaceDetector())
-    x = np.stack([analysis.encoder_input(r) for r in analysis.needs_encoding()])
+    x = np.stack([analysis.encoder_input(r) for r in analysis.queued_crops()])
     assert x.shape == (6, 3, 64, 64)
     torch_runners, _ = open_runners(bundle, "torch", "cpu")
     ort_runners, choice = open_runners(bundle, "auto", "cpu")

@@ -125,7 +125,7 @@ def test_runner_normalises_8bit_crops_as_the_cpu_path_does(dldfd_bundle, franck_
         analysis.add_frame(frame, i, float(i), float(i))
     detect_pending(analysis, FaceDetector())
     analysis.end()
-    records = analysis.needs_encoding()
+    records = analysis.queued_crops()
     pixels = np.stack([analysis.encoder_pixels(r) for r in records])
     floats = np.stack([analysis.encoder_input(r) for r in records])
     assert pixels.dtype == np.uint8 and np.array_equal(normalize(pixels, bundle.frame_norm), floats)
