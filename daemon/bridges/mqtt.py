@@ -4,9 +4,10 @@ Topics (`prefix` dfwatch by default):
   <prefix>/availability         retained: online / offline (the bridge; offline is also its last will)
   <prefix>/daemon               retained: online while the daemon publishes status, offline once it
                                 has been silent for DAEMON_SILENT_S (a stopped daemon shows as such)
-  <prefix>/<stream>/alert_state retained: ON while the stream has an open alert, else OFF
-  <prefix>/<stream>/alert       retained: the latest alert message (JSON: start / update / end)
-  <prefix>/<stream>/state       retained: fake / real / no_face of the latest window
+  <prefix>/<stream>/alert_state retained: ON while the stream has an open alert (any face track), else OFF
+  <prefix>/<stream>/alert       retained: the latest alert message (JSON: start / update / end, with `track`)
+  <prefix>/<stream>/state       retained: fake while any face track's latest window is fake, else real
+                                (or no_face when no track has a face)
   <prefix>/<stream>/verdict     every verdict (JSON), with `verdicts`
 With `discovery`, `<discovery_prefix>/binary_sensor/dfwatch_<host>/<stream>/config` (retained)
 makes each stream a Home Assistant device with a `Deepfake` problem sensor on alert_state,
@@ -24,6 +25,7 @@ from dataclasses import asdict
 
 from daemon.bridges import Bridge, BridgeError, log, read_secret
 from daemon.wire.protocol import Alert, Status, Verdict
+from daemon.wire.tracks import LatestByTrack
 from engines import __version__
 from engines.config import parse_broker
 
@@ -47,7 +49,8 @@ class MqttBridge(Bridge):
         self.prefix, self.verdicts = prefix.rstrip("/"), verdicts
         self.discovery, self.discovery_prefix = discovery, discovery_prefix.rstrip("/")
         self.node = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
-        self.alerts: dict[str, str | None] = {}   # stream -> its open alert's id (None: none), as published
+        self.alerts: dict[str, frozenset[str]] = {}  # stream -> its open alerts' ids, as published
+        self.tracks = LatestByTrack()             # each stream's live face tracks: `state` is fake while any is
         self.last_alert: dict[str, str] = {}      # stream -> its latest alert message (JSON), retained
         self.model: str | None = None
         self.daemon: str | None = None            # online / offline, as published
@@ -121,15 +124,17 @@ class MqttBridge(Bridge):
             self._daemon("online")
             for stream, st in msg.streams.items():
                 self._know(stream)
-                self._alert_state(stream, st.alert)
+                self._alert_state(stream, frozenset(st.open_alerts))
         elif isinstance(msg, Alert):
             self._know(msg.stream)
             self.last_alert[msg.stream] = json.dumps(asdict(msg))
             self._publish(self.topic(msg.stream, "alert"), self.last_alert[msg.stream], retain=True)
-            self._alert_state(msg.stream, None if msg.state == "end" else msg.alert_id)
+            ids = self.alerts.get(msg.stream, frozenset())
+            self._alert_state(msg.stream, ids - {msg.alert_id} if msg.state == "end" else ids | {msg.alert_id})
         elif isinstance(msg, Verdict):
             self._know(msg.stream)
-            self._publish(self.topic(msg.stream, "state"), msg.label, retain=True)
+            self.tracks.update(msg)
+            self._publish(self.topic(msg.stream, "state"), self.tracks.label(msg.stream), retain=True)
             if self.verdicts:
                 self._publish(self.topic(msg.stream, "verdict"), json.dumps(asdict(msg)), retain=False)
 
@@ -146,13 +151,14 @@ class MqttBridge(Bridge):
 
     def _know(self, stream: str) -> None:
         if stream not in self.alerts:
-            self.alerts[stream] = None
+            self.alerts[stream] = frozenset()
             self._announce(stream)
 
-    def _alert_state(self, stream: str, alert_id: str | None) -> None:
-        if self.alerts.get(stream, "unknown") != alert_id:
-            self.alerts[stream] = alert_id
-            self._publish(self.topic(stream, "alert_state"), "ON" if alert_id else "OFF", retain=True)
+    def _alert_state(self, stream: str, ids: frozenset[str]) -> None:
+        was_on = bool(self.alerts.get(stream))
+        self.alerts[stream] = ids
+        if was_on != bool(ids):
+            self._publish(self.topic(stream, "alert_state"), "ON" if ids else "OFF", retain=True)
 
     def _announce(self, stream: str) -> None:
         """Home Assistant discovery for a stream, and its alert state (the entity's first value)."""

@@ -11,6 +11,7 @@ import zmq
 from daemon.wire.curve import Keys
 from daemon.wire.protocol import Alert, Status, StreamStatus, Verdict
 from daemon.wire.subscriber import receive, subscribe
+from daemon.wire.tracks import LatestByTrack
 from engines.errors import DfwatchError
 
 
@@ -45,16 +46,22 @@ def health(endpoint: str, max_age: float, keys: Keys | None = None) -> tuple[int
 
 
 class Table:
-    """The live view: the latest verdict and status counters per stream, redrawn in place."""
+    """The live view, redrawn in place: a row per live face track (its latest verdict, `ALERT`
+    while its alert is open) under each stream's status counters."""
 
     def __init__(self, out):
-        self.out, self.verdicts, self.status = out, {}, None
+        self.out, self.tracks, self.status = out, LatestByTrack(), None
+        self.alerts: dict[tuple[str, int | None], str] = {}   # (stream, track) -> its open alert's id
 
     def update(self, msg) -> None:
         if isinstance(msg, Alert):
-            return  # the table shows open alerts from the status (a column per stream)
+            if msg.state == "end":
+                self.alerts.pop((msg.stream, msg.track), None)
+            else:
+                self.alerts[(msg.stream, msg.track)] = msg.alert_id
+            return
         if isinstance(msg, Verdict):
-            self.verdicts[msg.stream] = msg
+            self.tracks.update(msg)
         else:
             self.status = msg
         self.draw()
@@ -63,29 +70,29 @@ class Table:
         s = self.status
         head = f"dfwatch  model {s.model} ({s.backend})  uptime {s.uptime_s:.0f} s" if s else "dfwatch"
         lines = [head + "   (Ctrl-C to quit)", "",
-                 f"{'STREAM':16} {'WINDOW':>6} {'LABEL':8} {'SCORE':>6} {'VOTES':>7} {'FACES':>7} {'LATENCY':>9} "
-                 f"{'IN/ANALYSED/DROPPED':>20}  STATE"]
-        names = sorted(set(self.verdicts) | set(s.streams if s else {}))
+                 f"{'STREAM':16} {'TRACK':>5} {'WINDOW':>6} {'LABEL':8} {'SCORE':>6} {'VOTES':>7} {'FACES':>7} "
+                 f"{'LATENCY':>9} {'IN/ANALYSED/DROPPED':>20}  STATE"]
+        names = sorted(set(self.tracks.streams) | set(s.streams if s else {}))
         for name in names:
-            v, st = self.verdicts.get(name), (s.streams.get(name) if s else None) or StreamStatus(state="")
+            st = (s.streams.get(name) if s else None) or StreamStatus(state="")
             counts = f"{st.frames_in}/{st.analysed}/{sum(st.dropped.values())}" if st.state else ""
-            if v:
+            tracks = sorted(self.tracks.of(name).items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+            if not tracks:
+                lines.append(f"{name:16} {'':5} {'':6} {'waiting':8} {'':6} {'':7} {'':7} {'':9} {counts:>20}  "
+                             f"{st.state}")
+            for i, (track, v) in enumerate(tracks):
                 score = "-" if v.score is None else f"{v.score:.3f}"
                 label = v.label + ("*" if v.untrained else "")
                 votes = "-" if v.fake_frames is None else f"{v.fake_frames}/{v.faces}"  # dldfd: face frames voting fake
-                lines.append(f"{name:16} {v.window:6d} {label:8} {score:>6} {votes:>7} {v.faces:3d}/{v.frames:<3d} "
-                             f"{v.latency_ms:7.0f}ms {counts:>20}  {st.state}{_alert_mark(st)}")
-            else:
-                lines.append(f"{name:16} {'':6} {'waiting':8} {'':6} {'':7} {'':7} {'':9} {counts:>20}  "
-                             f"{st.state}{_alert_mark(st)}")
-        if any(v.untrained for v in self.verdicts.values()):
+                alert = self.alerts.get((name, track))
+                lines.append(f"{name if i == 0 else '':16} {'-' if track is None else track:>5} {v.window:6d} "
+                             f"{label:8} {score:>6} {votes:>7} {v.faces:3d}/{v.frames:<3d} {v.latency_ms:7.0f}ms "
+                             f"{counts if i == 0 else '':>20}  {st.state if i == 0 else ''}"
+                             f"{f'  ALERT {alert[:8]}' if alert else ''}")
+        if any(v.untrained for t in self.tracks.streams.values() for v in t.values()):
             lines += ["", "* untrained head (demo or no --head): scores mean nothing"]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         self.out.flush()
-
-
-def _alert_mark(st: StreamStatus) -> str:
-    return f"  ALERT {st.alert[:8]}" if st.alert else ""
 
 
 def state_changes(status: Status, known: dict[str, str], stream: str | None = None) -> list[dict]:

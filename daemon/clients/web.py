@@ -57,7 +57,8 @@ class Board:
         self.status: dict | None = None
         self.status_at = 0.0              # time.monotonic() of the last status
         self.last: dict[str, dict] = {}   # stream -> last verdict
-        self.history: dict[str, deque] = {}
+        self.history: dict[str, deque] = {}   # stream -> recent points, each with its face track
+        self.thumbnails: dict[str, dict[str, str]] = {}   # stream -> track -> its face (a data: URL)
         # alert_id -> latest message, insertion-ordered; the evidence store's alerts first, so the
         # list survives the dashboard's own restarts
         self.alerts: dict[str, dict] = {a["alert_id"]: a for a in list(stored_alerts)[-MAX_ALERTS:]}
@@ -71,11 +72,18 @@ class Board:
             return "status", self.status
         data = asdict(msg)
         if isinstance(msg, Verdict):
-            self.last[msg.stream] = data
+            self.last[msg.stream] = {k: v for k, v in data.items() if k != "thumbnail"}
+            if msg.thumbnail and msg.track is not None:
+                self.thumbnails.setdefault(msg.stream, {})[str(msg.track)] = msg.thumbnail
             points = self.history.setdefault(msg.stream, deque())
-            points.append({"t": msg.t_last, "score": msg.score, "label": msg.label})
+            points.append({"t": msg.t_last, "score": msg.score, "label": msg.label, "track": msg.track})
+            old = len(points)
             while points and points[0]["t"] < msg.t_last - self.history_s:
                 points.popleft()
+            if len(points) < old:  # a track with no point left on the page needs no picture
+                live = {str(p["track"]) for p in points}
+                for track in [t for t in self.thumbnails.get(msg.stream, {}) if t not in live]:
+                    del self.thumbnails[msg.stream][track]
             return "verdict", data
         self.alerts.pop(msg.alert_id, None)
         self.alerts[msg.alert_id] = data
@@ -87,7 +95,7 @@ class Board:
     def _settle_stored(self, status: Status) -> None:
         """A stored alert without an end that the running daemon does not hold open ended while
         nobody recorded it (the daemon was killed): shown as ended, time unknown."""
-        open_now = {st.alert for st in status.streams.values()}
+        open_now = {a for st in status.streams.values() for a in st.open_alerts}
         for alert_id in self.unconfirmed - open_now:
             if alert_id in self.alerts and self.alerts[alert_id]["state"] != "end":
                 self.alerts[alert_id] = {**self.alerts[alert_id], "state": "end", "t_end": None, "interrupted": True}
@@ -99,7 +107,8 @@ class Board:
 
     def snapshot(self) -> dict:
         return {"reachable": self.reachable, "status": self.status, "last": self.last,
-                "history": {k: list(v) for k, v in self.history.items()}, "alerts": list(self.alerts.values())}
+                "history": {k: list(v) for k, v in self.history.items()}, "thumbnails": self.thumbnails,
+                "alerts": list(self.alerts.values())}
 
 
 # ---- the server ------------------------------------------------------------------------------

@@ -244,11 +244,11 @@ def test_stats_report_the_senders_counters(pull):
     assert stats.stream == "s" and stats.frames_read >= stats.frames_sent > 0 and stats.state == "running"
 
 
-def test_watch_table_shows_each_stream():
+def test_watch_table_shows_each_stream_and_a_row_per_face_track():
     """The TTY view of `dfwatch watch` (rendered into a buffer)."""
     import io
 
-    from daemon.wire.protocol import Status, Verdict
+    from daemon.wire.protocol import Alert, Status, Verdict
     from daemon.clients.watch import Table
 
     out = io.StringIO()
@@ -263,11 +263,26 @@ def test_watch_table_shows_each_stream():
     screen = out.getvalue().rsplit("\x1b[2J", 1)[1]
     assert "model demo-x (onnxruntime)" in screen
     hall = next(line for line in screen.splitlines() if line.startswith("hall")).split()
-    assert hall[2:6] == ["fake", "0.480", "15/30", "30/32"]  # the vote: 15 of 30 face frames (a tie alerts)
+    assert hall[1:7] == ["-", "0", "fake", "0.480", "15/30", "30/32"]  # the vote: 15 of 30 face frames (a tie alerts)
     door = next(line for line in screen.splitlines() if line.startswith("door"))
     assert "fake*" in door and "0.910" in door and "32/32" in door and "40/38/2" in door and "850ms" in door
     assert next(line for line in screen.splitlines() if line.startswith("desk")).split()[1] == "waiting"
     assert "untrained head" in screen
+    # two people in one stream: a row each, the alerting one marked; a track gone quiet leaves the table
+    for track, label, score in ((1, "real", 0.2), (2, "fake", 0.9)):
+        table.update(Verdict("lobby", track - 1, 0, 31, 10.0, 14.0, score, label, 0.5, 32, 32, "demo-x", "onnxruntime",
+                             300.0, track=track))
+    table.update(Alert("a" * 32, "lobby", "start", 10.0, 14.0, None, 2, 0.9, 0.9, "demo-x", track=2))
+    table.update(Verdict("lobby", 3, 8, 39, 11.0, 15.0, 0.9, "fake", 0.5, 32, 32, "demo-x", "onnxruntime", 300.0,
+                         track=2))
+    rows = out.getvalue().rsplit("\x1b[2J", 1)[1].splitlines()
+    first = next(i for i, line in enumerate(rows) if line.startswith("lobby"))
+    assert rows[first].split()[1:4] == ["1", "0", "real"] and "ALERT" not in rows[first]
+    assert rows[first + 1].split()[:3] == ["2", "3", "fake"] and "ALERT aaaaaaaa" in rows[first + 1]
+    table.update(Verdict("lobby", 9, 40, 71, 30.0, 34.0, 0.9, "fake", 0.5, 32, 32, "demo-x", "onnxruntime", 300.0,
+                         track=2))  # track 1 said nothing for 16 s (4 window spans): it ended
+    rows = out.getvalue().rsplit("\x1b[2J", 1)[1].splitlines()
+    assert [line.split()[1] for line in rows if line.startswith("lobby")] == ["2"]
 
 
 class LiveFile:

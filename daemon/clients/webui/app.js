@@ -12,28 +12,63 @@ const WHEN = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit
 const when = (t) => new Date(t * 1000).toLocaleString(undefined, WHEN);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
+const COLOURS = ["#06c", "#d62", "#393", "#93c", "#c93", "#099", "#c39", "#666"];
+const colour = (track) => COLOURS[Math.abs(track) % COLOURS.length];
+
+// One chart per stream, one line per face track (a person): data[0] time, data[1] threshold,
+// data[2 + k] the score of the chart's k-th track (null where the point is another track's, or no face).
 function chart(stream) {
   if (charts[stream]) return charts[stream];
   const box = document.createElement("div");
   box.className = "timeline";
   box.dataset.stream = stream;
-  box.innerHTML = `<h3>${esc(stream)}</h3>`;
+  box.innerHTML = `<h3>${esc(stream)}</h3><div class="tracks"></div>`;
   $("#timelines").appendChild(box);
-  const data = [[], [], []];  // time, score (null: no face), threshold
+  const data = [[], []];
   const plot = new uPlot({
     width: 560, height: 200,
     scales: { x: { time: true }, y: { range: [0, 1] } },
-    series: [{}, { label: "P(fake)", stroke: "#06c", width: 2, spanGaps: false, points: { show: true } },
-             { label: "threshold", stroke: "#c00", dash: [6, 4], points: { show: false } }],
+    series: [{}, { label: "threshold", stroke: "#c00", dash: [6, 4], points: { show: false } }],
   }, data, box);
-  charts[stream] = { plot, data, box };
+  charts[stream] = { plot, data, box, tracks: [] };
   return charts[stream];
 }
 
-function addPoint(stream, t, score, threshold) {
+function trackLine(c, track) {  // the track's series, added the first time it has a point
+  let k = c.tracks.indexOf(track);
+  if (k >= 0) return k;
+  c.tracks.push(track);
+  k = c.tracks.length - 1;
+  c.data.push(new Array(c.data[0].length).fill(null));
+  c.plot.addSeries({ label: `track ${track}`, stroke: colour(track), width: 2, spanGaps: true,
+                     points: { show: true } }, 2 + k);
+  const tag = document.createElement("span");
+  tag.className = "track"; tag.dataset.track = track; tag.style.borderColor = colour(track);
+  tag.innerHTML = `<img alt="face of track ${track}" hidden> track ${track}`;
+  c.box.querySelector(".tracks").appendChild(tag);
+  return k;
+}
+
+function setThumbnail(stream, track, url) {
+  const tag = chart(stream).box.querySelector(`.track[data-track="${track}"] img`);
+  if (tag && url) { tag.src = url; tag.hidden = false; }
+}
+
+function addPoint(stream, t, score, threshold, track) {
   const c = chart(stream);
-  c.data[0].push(t); c.data[1].push(score); c.data[2].push(threshold);
-  while (c.data[0].length && c.data[0][0] < t - HISTORY_S) c.data.forEach((s) => s.shift());
+  const k = track === null || track === undefined ? -1 : trackLine(c, track);
+  c.data[0].push(t); c.data[1].push(threshold);
+  c.tracks.forEach((_, j) => c.data[2 + j].push(j === k ? score : null));
+  let shifted = false;
+  while (c.data[0].length && c.data[0][0] < t - HISTORY_S) { c.data.forEach((s) => s.shift()); shifted = true; }
+  for (let j = c.tracks.length - 1; shifted && j >= 0; j--) {  // a track with no point left: its line goes
+    if (c.data[2 + j].every((x) => x === null)) {
+      c.plot.delSeries(2 + j); c.data.splice(2 + j, 1);
+      const tag = c.box.querySelector(`.track[data-track="${c.tracks[j]}"]`);
+      if (tag) tag.remove();
+      c.tracks.splice(j, 1);
+    }
+  }
   c.plot.setData(c.data);
 }
 
@@ -52,7 +87,7 @@ function renderStreams() {
     return `<tr data-stream="${esc(name)}"><td>${esc(name)}</td><td class="state-${esc(st.state || "")}">${esc(st.state || "")}` +
       `${st.detail ? " (" + esc(st.detail) + ")" : ""}</td><td>${rate}</td><td>${dropped}</td>` +
       `<td class="${v && v.label === "fake" ? "fake" : ""}">${esc(label)}</td><td>${v && v.score !== null ? v.score.toFixed(3) : ""}</td>` +
-      `<td>${v ? v.faces + "/" + v.frames : ""}</td><td>${v ? esc(v.model) + (v.untrained ? " (untrained)" : "") : ""}</td></tr>`;
+      `<td>${st.tracks === undefined ? "" : st.tracks}</td><td>${v ? v.faces + "/" + v.frames : ""}</td><td>${v ? esc(v.model) + (v.untrained ? " (untrained)" : "") : ""}</td></tr>`;
   });
   $("#streams tbody").innerHTML = rows.join("");
 }
@@ -66,7 +101,8 @@ function renderAlerts() {
     const clip = files.find((f) => f.endsWith(".webm"));
     const ended = a.state !== "end" ? "OPEN since " + when(a.t_start)
       : `${when(a.t_start)} to ${a.t_end ? when(a.t_end) : "an unrecorded end (the daemon stopped)"}`;
-    return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}"><div><b>${esc(a.stream)}</b> ` +
+    const who = a.track === null || a.track === undefined ? "" : ` track ${esc(a.track)}`;
+    return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}"><div><b>${esc(a.stream)}${who}</b> ` +
       `<span class="when">${esc(ended)}</span>: ${a.windows} fake window(s), peak ${a.peak_score.toFixed(3)}` +
       `${a.untrained ? " (untrained bundle)" : ""}<br><small>${esc(a.alert_id)}</small></div>` +
       (sheet ? `<img alt="faces" src="evidence/${sheet.split("/").map(encodeURIComponent).join("/")}">` : "") +
@@ -91,7 +127,8 @@ function onStatus(s) {
 
 function onVerdict(v) {
   state.last[v.stream] = v;
-  addPoint(v.stream, v.t_last, v.score, v.threshold);
+  addPoint(v.stream, v.t_last, v.score, v.threshold, v.track);
+  if (v.thumbnail) setThumbnail(v.stream, v.track, v.thumbnail);
   if (v.untrained) $("#untrained").hidden = false;
   renderStreams();
 }
@@ -104,7 +141,8 @@ async function start() {
   onDaemon(snap);
   for (const [stream, points] of Object.entries(snap.history)) {
     const threshold = snap.last[stream] ? snap.last[stream].threshold : null;
-    for (const p of points) addPoint(stream, p.t, p.score, threshold);
+    for (const p of points) addPoint(stream, p.t, p.score, threshold, p.track);
+    for (const [track, url] of Object.entries((snap.thumbnails || {})[stream] || {})) setThumbnail(stream, track, url);
   }
   Object.assign(state.last, snap.last);
   for (const a of snap.alerts) state.alerts.set(a.alert_id, a);
