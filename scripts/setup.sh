@@ -9,7 +9,7 @@ VENV=$ROOT/.venv
 FOOTAGE=$ROOT/.cache/footage
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")   # installed together from local wheels (ENVIRONMENT.md)
 DEBIAN_PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-            mosquitto chromium chromium-driver prometheus openssl)   # the RTSP server, the MQTT broker, the browser, promtool and TLS certificates the tests use
+            mosquitto chromium chromium-driver prometheus openssl xvfb)   # the RTSP server, the MQTT broker, the browser, promtool, TLS certificates and the virtual screen (screen: sources) the tests use
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 step() { echo "setup.sh: $*"; }

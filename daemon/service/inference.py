@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import zmq
 
 from daemon.outcomes.alerts import AlertRules

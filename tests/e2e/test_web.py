@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -11,36 +10,16 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO
+from helpers.browser import ARTIFACTS, NEEDS_CHROMIUM, chromium, wait
 from helpers.daemon import DFWATCH, daemon_env, free_port, start, stop
 
-ARTIFACTS = REPO / ".cache" / "test-artifacts"
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                                reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture
 def browser():
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1400",
-                 "--autoplay-policy=no-user-gesture-required"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
-    yield driver
-    driver.quit()
-
-
-def wait(driver, script: str, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    with chromium("--window-size=1300,1400") as driver:
+        yield driver
 
 
 def status_of(url: str, headers: dict | None = None) -> int:
