@@ -446,6 +446,23 @@ def run_cpu(args) -> int:
     return 0
 
 
+# ---- the inference core -----------------------------------------------------------------------
+
+def run_core(args) -> int:
+    """daemon/benchmarks/core.py: the core's host cost with null models, before and after face tracks."""
+    from daemon.benchmarks.core import bench_core, core_markdown
+
+    setup(args, "bench")
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    result = bench_core(bench_bundles(args), footage, args.quick, log=lambda m: print(m, flush=True))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "core-results.json").write_text(json.dumps(result, indent=1))
+    (out / "core-results.md").write_text(core_markdown(result))
+    print(core_markdown(result))
+    return 0
+
+
 # ---- Triton ----------------------------------------------------------------------------------
 
 def run_triton(args) -> int:

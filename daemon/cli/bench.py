@@ -42,6 +42,10 @@ def register(sub) -> None:
     p.add_argument("--memory", action="store_true",
                    help="cpu: where the inference process's memory goes: ONNX Runtime with and without memory "
                         "patterns over every batch size (RSS, time per face); writes memory-results.json/.md")
+    p.add_argument("--core", action="store_true",
+                   help="cpu: the inference core's host cost with NULL MODELS (benchmark only): frames/s of one "
+                        "process and µs per frame by stage for 1-256 unpaced streams and 1 or 4 faces a frame, "
+                        "beside the core before face tracks in the same run; writes core-results.json/.md")
     p.add_argument("--sections", default="parts,mtcnn,e2e", help="cuda: which of parts,mtcnn,e2e to run")
     p.add_argument("--streams", default="1,8,32,64,128,256", help="cuda: stream counts for the end-to-end runs")
     p.add_argument("--seconds", type=float, default=20, help="cuda: steady-state seconds per end-to-end run")
@@ -55,6 +59,8 @@ def _bench(args) -> int:
 
     if args.device == "cuda":
         return pipeline.run_cuda(args)
+    if args.core:
+        return pipeline.run_core(args)
     if args.soak:
         return pipeline.run_soak(args)
     if args.memory:

@@ -281,6 +281,10 @@ def human_line(r: FileResult, threshold: float) -> str:
     return line
 
 
+def _score_text(score: float | None) -> str:
+    return "-" if score is None else f"{score:.3f}"
+
+
 def where(box: list[float] | None) -> str:
     """Where a face box (fractions of the frame) lies, in words: 'top left', 'middle', ..."""
     if not box:
@@ -335,10 +339,14 @@ def write_report(r: FileResult, out_dir: Path, threshold: float, rules: AlertRul
     data = report_data(r, video_facts(r.path), rule)
     page.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     s, v, m = r.summary(), data["video"], r.model
+    track_of = {w["window"]: w["track"] for w in r.windows}
     sheets = "".join(
         f'<figure><img alt="faces of window {w}" src="data:image/jpeg;base64,'
         f'{base64.b64encode(cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()).decode()}">'
-        f"<figcaption>window {w}</figcaption></figure>" for w, sheet in sorted(r.sheets.items()))
+        f"<figcaption>window {w}, track {track_of.get(w)}</figcaption></figure>" for w, sheet in sorted(r.sheets.items()))
+    tracks = "".join(f"<tr><td>{t['track']}</td><td>{t['verdict'].upper()}</td><td>{where(t['box'])}</td>"
+                     f"<td>{t['t_first']:.1f}&ndash;{t['t_last']:.1f} s</td><td>{t['windows']}</td>"
+                     f"<td>{t['fake_windows']}</td><td>{_score_text(t['peak_score'])}</td></tr>" for t in s["tracks"])
     warning = ("<p class=warn>This bundle is untrained (a demo): its scores mean nothing.</p>"
                if m["untrained"] else "") + (f"<p class=warn>{html.escape(r.warning)}</p>" if r.warning else "")
     moments = "".join(f"<tr><td>{w['t_first']:.1f}&ndash;{w['t_last']:.1f} s</td><td>{w['window']}</td>"
@@ -362,6 +370,9 @@ figure{{display:inline-block;margin:0 1em 1em 0}} svg{{border:1px solid #ccc}}</
 <p>{s['windows']} windows, {s['fake_windows']} fake, {s['no_face_windows']} without a face; alerts {s['alerts']}.
 The same facts as JSON: {html.escape(page.with_suffix(".json").name)}.</p>
 <table id="facts">{rows}</table>
+<h2>Faces (tracks)</h2>
+<table id="tracks"><tr><th>track</th><th>verdict</th><th>face at</th><th>time</th><th>windows</th><th>fake</th>
+<th>peak P(fake)</th></tr>{tracks or '<tr><td>none</td></tr>'}</table>
 <h2>P(fake) per window</h2>{timeline_svg(r.windows, threshold)}
 <h2>Most suspect moments</h2>
 <table id="moments"><tr><th>time</th><th>window</th><th>P(fake)</th><th>label</th></tr>{moments or
@@ -378,8 +389,12 @@ def _rule_text(rules: AlertRules) -> str:
             f"least {rules.open_after}/{rules.open_of} of them were fake")
 
 
+TRACK_COLOURS = ("#06c", "#d62", "#393", "#93c", "#c93", "#099", "#c39", "#666")
+
+
 def timeline_svg(windows: list[dict], threshold: float, width: int = 800, height: int = 240) -> str:
-    """Score against time; the threshold dashed; no_face windows as gaps in the line."""
+    """Score against time, one line per face track (legend: track ids in their colours); the
+    threshold dashed; no_face windows as gaps in a line."""
     pad = 30
     if not windows:
         return "<p>no window</p>"
@@ -392,26 +407,33 @@ def timeline_svg(windows: list[dict], threshold: float, width: int = 800, height
     def y(p: float) -> float:
         return height - pad - (height - 2 * pad) * p
 
-    runs, run = [], []
-    for w in windows:
-        if w["score"] is None:
-            if run:
-                runs.append(run)
-            run = []
-        else:
-            run.append(f"{x(w['t_last']):.1f},{y(w['score']):.1f}")
-    if run:
-        runs.append(run)
-    lines = "".join(f'<polyline class="score" fill="none" stroke="#06c" stroke-width="2" points="{" ".join(r)}"/>'
-                    for r in runs)
+    tracks = sorted({w.get("track") for w in windows if w.get("track") is not None})
+    colour = {t: TRACK_COLOURS[i % len(TRACK_COLOURS)] for i, t in enumerate(tracks)}
+    lines = ""
+    for track in tracks:
+        runs, run = [], []
+        for w in (w for w in windows if w.get("track") == track):
+            if w["score"] is None:
+                if run:
+                    runs.append(run)
+                run = []
+            else:
+                run.append(f"{x(w['t_last']):.1f},{y(w['score']):.1f}")
+        if run:
+            runs.append(run)
+        lines += "".join(f'<polyline class="score" data-track="{track}" fill="none" stroke="{colour[track]}" '
+                         f'stroke-width="2" points="{" ".join(r)}"/>' for r in runs)
     dots = "".join(f'<circle cx="{x(w["t_last"]):.1f}" cy="{y(w["score"]):.1f}" r="3" '
-                   f'fill="{"#c00" if w["label"] == "fake" else "#06c"}"/>' for w in windows if w["score"] is not None)
+                   f'fill="{"#c00" if w["label"] == "fake" else colour.get(w.get("track"), "#06c")}"/>'
+                   for w in windows if w["score"] is not None)
+    legend = "".join(f'<text x="{width - pad - 70 * (len(tracks) - i)}" y="14" font-size="11" '
+                     f'fill="{colour[t]}">track {t}</text>' for i, t in enumerate(tracks)) if len(tracks) > 1 else ""
     ticks = "".join(f'<line class="tick" x1="{pad - 4}" y1="{y(p):.1f}" x2="{width - pad}" y2="{y(p):.1f}" '
                     f'stroke="#eee"/><text x="2" y="{y(p) + 4:.1f}" font-size="10">{p:.2f}</text>'
                     for p in (0.0, 0.25, 0.5, 0.75, 1.0))
     return (f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{ticks}'
             f'<line x1="{pad}" y1="{y(threshold):.1f}" x2="{width - pad}" y2="{y(threshold):.1f}" stroke="#c00" '
             f'stroke-dasharray="6 4"/><text x="{pad}" y="{y(threshold) - 4:.1f}" font-size="11">threshold '
-            f'{threshold:g}</text>{lines}{dots}'
+            f'{threshold:g}</text>{lines}{dots}{legend}'
             f'<text x="{pad}" y="{height - 8}" font-size="11">{t0:.1f} s</text>'
             f'<text x="{width - pad - 40}" y="{height - 8}" font-size="11">{t1:.1f} s</text></svg>')

@@ -48,34 +48,87 @@ def default_dir() -> Path:
     return Path(data) / "dfwatch" / "evidence"
 
 
+class Downscaler:
+    """One thread that shrinks the frames kept for evidence off the inference loop: OpenCV's
+    resize (0.05-0.09 ms a frame on the reference CPU) releases the GIL, so it runs on another
+    core while the loop goes on. Shared by every stream's FrameStore."""
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name="evidence-frames", daemon=True)
+        self.thread.start()
+
+    def submit(self, slot: "_Kept", width: int) -> None:
+        self.jobs.put((slot, width))
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            slot, width = job
+            slot.shrink(width)
+
+    def close(self) -> None:
+        self.jobs.put(None)
+
+
+class _Kept:
+    """One kept frame: the received pixels until shrunk, then the small copy in I420 (4:2:0 YUV,
+    half the bytes of BGR: the frames kept are most of a stream's memory). One attribute,
+    replaced whole, so a reader never sees a frame with another frame's scale."""
+    __slots__ = ("value",)
+
+    def __init__(self, pixels: np.ndarray):
+        self.value: tuple[np.ndarray, float, bool] = (pixels, 1.0, False)   # (frame, scale, shrunk)
+
+    def shrink(self, width: int) -> tuple[np.ndarray, float]:
+        pixels, scale, shrunk = self.value
+        if not shrunk:
+            scale = min(1.0, width / pixels.shape[1])
+            size = (2 * round(pixels.shape[1] * scale / 2), 2 * round(pixels.shape[0] * scale / 2))  # I420: even sides
+            small = pixels if size == (pixels.shape[1], pixels.shape[0]) else cv2.resize(
+                pixels, size, interpolation=cv2.INTER_LINEAR)
+            self.value = (cv2.cvtColor(small, cv2.COLOR_BGR2YUV_I420), size[0] / pixels.shape[1], True)
+        return self.value[:2]
+
+
+def as_bgr(frame: np.ndarray) -> np.ndarray:
+    """A kept frame (I420: 2-D, 3/2 of the height) as BGR; a BGR frame as it is."""
+    return cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420) if frame.ndim == 2 else frame
+
+
 class FrameStore:
     """One stream's recent frames, downscaled to `width` pixels, by sequence number; holds at most
     `capacity` (a window plus the frames that arrive before its verdict). Memory per stream:
-    capacity * width * height * 3 bytes: at the defaults (T 32, stride 8: 56 frames of 320x240)
-    13 MB."""
+    capacity * width * height * 1.5 bytes (I420): at the defaults (T 32, stride 8: 56 frames of
+    320x240) 6.5 MB. With a `Downscaler` the loop only keeps a reference (the resize happens on its thread);
+    without one, `add` resizes at once."""
 
-    def __init__(self, width: int, capacity: int):
-        self.width, self.capacity = width, capacity
-        self.frames: OrderedDict[int, tuple[np.ndarray, float]] = OrderedDict()
+    def __init__(self, width: int, capacity: int, downscaler: Downscaler | None = None):
+        self.width, self.capacity, self.downscaler = width, capacity, downscaler
+        self.frames: OrderedDict[int, _Kept] = OrderedDict()
 
     def add(self, seq: int, pixels: np.ndarray) -> None:
-        """In the inference loop, for every frame: bilinear, 0.06-0.1 ms a frame on the reference
-        CPU (area averaging took 0.5 ms at 360->320; these frames are for people, not models)."""
-        scale = min(1.0, self.width / pixels.shape[1])
-        small = pixels if scale >= 1.0 else cv2.resize(
-            pixels, (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale)), interpolation=cv2.INTER_LINEAR)
-        self.frames[seq] = (small, scale)
+        """In the inference loop, for every frame: bilinear (these frames are for people, not
+        models), on the downscaler's thread when there is one."""
+        kept = self.frames[seq] = _Kept(pixels)
+        if self.downscaler is not None:
+            self.downscaler.submit(kept, self.width)
+        else:
+            kept.shrink(self.width)
         while len(self.frames) > self.capacity:
             self.frames.popitem(last=False)
 
     def get(self, seq: int) -> tuple[np.ndarray, float] | None:
-        return self.frames.get(seq)
+        """(frame in I420: `as_bgr` shows it, scale to it from the received frame), shrinking it
+        now if its turn has not come."""
+        kept = self.frames.get(seq)
+        return kept.shrink(self.width) if kept is not None else None
 
 
 @dataclass
 class WindowEvidence:
-    """The opening window of an alert, ready to write: frames, face boxes (frame pixels of the
-    stored frames, None without a face), the window's score, the analysis rate."""
+    """The opening window of an alert, ready to write: frames (as FrameStore keeps them: the
+    writer makes them BGR, off the loop), face boxes (frame pixels of the stored frames, None
+    without a face), the window's score, the analysis rate."""
     alert: Alert
     frames: list[np.ndarray]
     boxes: list[np.ndarray | None]
@@ -144,8 +197,9 @@ class EvidenceWriter:
         scratch = folder.with_name(f".{folder.name}.writing")
         try:
             scratch.mkdir(parents=True, exist_ok=True)
-            write_video(scratch / "window.webm", annotated(ev.frames, ev.boxes, ev.score, ev.alert.untrained), ev.fps)
-            sheet = cv2.imencode(".jpg", contact_sheet(ev.frames, ev.boxes))[1]
+            frames = [as_bgr(f) for f in ev.frames]
+            write_video(scratch / "window.webm", annotated(frames, ev.boxes, ev.score, ev.alert.untrained), ev.fps)
+            sheet = cv2.imencode(".jpg", contact_sheet(frames, ev.boxes))[1]
             (scratch / "faces.jpg").write_bytes(sheet.tobytes())
             _write_json(scratch / "alert.json", [asdict(ev.alert)])
             if folder.exists():  # the same alert's window written again (the benchmark does): the new one wins

@@ -18,7 +18,7 @@ from pathlib import Path
 import zmq
 
 from daemon.outcomes.alerts import AlertRules
-from daemon.outcomes.evidence import EvidenceWriter, FrameStore, default_dir
+from daemon.outcomes.evidence import Downscaler, EvidenceWriter, FrameStore, default_dir
 from daemon.service import notify
 from daemon.service.publisher import Publisher, window_verdict
 from daemon.service.stages import ModelStages
@@ -71,6 +71,7 @@ class InferenceServer:
                                        ev.queue) if ev.enabled and self.alert_rules else None
         # a window, the frames that arrive before its verdict, and the smoothing look-back
         self.evidence_frames = bundle.frames + 2 * config.window.stride + 8
+        self.downscaler = Downscaler() if self.evidence else None   # evidence frames shrunk off the loop
         self.metrics = None
         self.last_status: Status | None = None
         if config.metrics.port:
@@ -177,6 +178,7 @@ class InferenceServer:
                 self.authenticator.close()
             if self.evidence:
                 self.evidence.close(timeout=STOP_FLUSH_S)
+                self.downscaler.close()
         return 0
 
     def _end_alerts(self) -> None:
@@ -200,14 +202,15 @@ class InferenceServer:
         """Takes messages until `_room()` frames arrived, the queue is empty or MAX_RECEIVE messages
         were read. Only frames use the room: a flood of invalid messages (or of counters) costs
         their decoding, never a valid capture's share of the turn."""
-        room = self._room()
+        start, room = time.perf_counter(), self._room()
+        frames = room
         for _ in range(MAX_RECEIVE):
             if room <= 0:
-                return
+                break
             try:
                 parts = pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             try:
                 message = decode_capture(parts)
             except ProtocolError as e:
@@ -215,6 +218,8 @@ class InferenceServer:
                 continue
             room -= isinstance(message, Frame)
             self._dispatch(message)
+        if frames > room:
+            self.stages.account("receive", frames - room, time.perf_counter() - start)
 
     def _count_invalid(self, e: ProtocolError) -> None:
         self.invalid[e.reason] = self.invalid.get(e.reason, 0) + 1
@@ -225,7 +230,8 @@ class InferenceServer:
         if name not in self.streams:
             self.streams[name] = StreamState(
                 name, self.new_analysis(work=self.work, name=name, first_track=1), rules=self.alert_rules,
-                frames=FrameStore(self.config.evidence.frame_width, self.evidence_frames) if self.evidence else None)
+                frames=FrameStore(self.config.evidence.frame_width, self.evidence_frames, self.downscaler)
+                if self.evidence else None)
             log.info("new stream", stream=name)
         state = self.streams[name]
         state.last_seen = time.monotonic()

@@ -59,10 +59,14 @@ class ModelStages:
             self.on_failure(streams)
             return False
         seconds = time.perf_counter() - start
-        totals = self.stats.setdefault(name, {"calls": 0, "items": 0, "seconds": 0.0})
-        totals["calls"] += 1
-        totals["items"] += len(items)
-        totals["seconds"] += seconds
+        self.account(name, len(items), seconds)
         if self.metrics:
             self.metrics.model_seconds.labels(name).observe(seconds)
         return True
+
+    def account(self, name: str, items: int, seconds: float) -> None:
+        """Adds one call to a stage's totals (the loop's own `receive` too: reading and admitting frames)."""
+        totals = self.stats.setdefault(name, {"calls": 0, "items": 0, "seconds": 0.0})
+        totals["calls"] += 1
+        totals["items"] += items
+        totals["seconds"] += seconds

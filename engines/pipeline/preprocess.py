@@ -156,6 +156,8 @@ def smooth_one(track: Sequence[Face | None], i: int, length: int) -> Face | None
         return track[i]
     half = length // 2
     near = [f for f in track[max(0, i - half): i + half + 1] if f is not None]
+    if len(near) == 1:
+        return near[0]
     return Face(box=np.mean([f.box for f in near], axis=0),
                 landmarks=np.mean([f.landmarks for f in near], axis=0), prob=track[i].prob)
 
@@ -212,7 +214,7 @@ def crop_face(frame_bgr: np.ndarray, face: Face | None, spec: CropSpec) -> np.nd
 
 
 def _scale(m: np.ndarray) -> float:
-    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    return float(np.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])))
 
 
 def _shrink(frame_bgr: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

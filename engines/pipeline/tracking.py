@@ -78,8 +78,21 @@ class TrackUpdate:
     dropped: int                         # faces not analysed (beyond max_tracks)
 
 
+def _iou(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of two sets of (x1, y1, x2, y2) boxes."""
+    """(len(a), len(b)) IoU of two sets of (x1, y1, x2, y2) boxes. A few faces a frame is the
+    common case: plain arithmetic there (numpy's call overhead was most of tracking's cost)."""
+    if len(a) * len(b) <= 16:
+        return np.array([[_iou(p, q) for q in b] for p in a], np.float64).reshape(len(a), len(b))
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
@@ -112,9 +125,11 @@ class FaceTracker:
         ids = list(self.live)
         pairs: list[tuple[int, int]] = []
         if ids and chosen:
-            predicted = np.stack([self.live[i].predict(t) for i in ids])
-            overlap = iou_matrix(predicted, np.stack([f.box for f in chosen]))
-            rows, cols = linear_sum_assignment(1.0 - overlap)
+            overlap = iou_matrix([self.live[i].predict(t) for i in ids], [f.box for f in chosen])
+            if overlap.shape == (1, 1):  # one face, one track: nothing to assign
+                rows, cols = [0], [0]
+            else:
+                rows, cols = linear_sum_assignment(1.0 - overlap)
             pairs = [(r, c) for r, c in zip(rows, cols) if overlap[r, c] >= self.spec.min_iou]
         matched = {c: ids[r] for r, c in pairs}
         assigned, started = [], []

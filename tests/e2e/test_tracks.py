@@ -222,3 +222,66 @@ def test_a_screen_source_reads_the_call_window_and_gives_per_track_verdicts(gall
     assert fake <= {3}, [(v.track, tiles.get(v.track), v.label, v.score) for v in sub.of("call")]
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(line["event"] == "opened" and line.get("kind") == "screen" for line in lines)
+
+
+# ---- old readers --------------------------------------------------------------------------------
+
+NODE_READER = """
+const zmq = require("zeromq");
+const { decode } = require("@msgpack/msgpack");
+(async () => {
+  const sub = new zmq.Subscriber();
+  sub.connect(process.argv[2]);
+  sub.subscribe("verdict.");
+  sub.subscribe("alert.");
+  for await (const [topic, body] of sub) {
+    console.log(JSON.stringify({ topic: topic.toString(), message: decode(body) }));
+    if (topic.toString().startsWith("alert.")) break;
+  }
+  sub.close();
+})();
+"""
+
+
+def test_the_documented_nodejs_reader_reads_per_track_messages(tmp_path):
+    """docs/SECURITY.md's Node.js client (zeromq 6 and @msgpack/msgpack from the npm registry, as
+    a user installs them), written before tracks: it reads verdicts and alerts that carry them."""
+    import shutil
+
+    import zmq
+
+    from daemon.outcomes.alerts import AlertRules, AlertTracker
+    from daemon.wire.protocol import Verdict
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed (scripts/setup.sh needs npm too: the footage comes from it)")
+    r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(tmp_path), "zeromq@6",
+                        "@msgpack/msgpack@3"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (tmp_path / "reader.js").write_text(NODE_READER)
+    endpoint = f"ipc://{tmp_path}/verdicts"
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(endpoint)
+    reader = subprocess.Popen(["node", str(tmp_path / "reader.js"), endpoint], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    verdict = Verdict("call", 0, 0, 31, 10.0, 14.0, 0.93, "fake", 0.5, 32, 32, "m", "onnxruntime", 40.0, track=4,
+                      box=[0.6, 0.6, 0.8, 0.9], thumbnail="data:image/jpeg;base64,AAAA")
+    alert = AlertTracker("call", AlertRules(open_after=1, open_of=1), track=4).on_verdict(verdict)
+    try:
+        deadline = time.monotonic() + 30
+        while reader.poll() is None and time.monotonic() < deadline:  # a subscriber misses what came before it
+            pub.send_multipart(verdict.encode())
+            pub.send_multipart(alert.encode())
+            time.sleep(0.2)
+        out, _ = reader.communicate(timeout=10)
+    finally:
+        pub.close()
+        if reader.poll() is None:
+            reader.kill()
+    lines = [json.loads(line) for line in out.splitlines()]
+    verdicts = [m["message"] for m in lines if m["topic"] == "verdict.call"]
+    alerts = [m["message"] for m in lines if m["topic"] == "alert.call"]
+    assert verdicts and verdicts[0]["track"] == 4 and verdicts[0]["box"] == [0.6, 0.6, 0.8, 0.9]
+    assert verdicts[0]["score"] == pytest.approx(0.93) and verdicts[0]["v"] == 1
+    assert alerts and alerts[0]["track"] == 4 and alerts[0]["state"] == "start"

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.outcomes import evidence
 from daemon.outcomes.alerts import AlertRules, AlertTracker
-from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, relative_paths
+from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, as_bgr, relative_paths
 from daemon.wire.protocol import Verdict
 
 
@@ -40,7 +40,36 @@ def test_frame_store_keeps_a_bounded_downscaled_window(franck_frames):
         store.add(seq, frame)
     assert list(store.frames) == [7, 8, 9, 10, 11] and store.get(3) is None
     small, scale = store.get(11)
-    assert small.shape[1] == 160 and scale == pytest.approx(160 / franck_frames[0].shape[1])
+    h, w = franck_frames[0].shape[:2]
+    assert small.shape == (3 * 128 // 2, 160) and scale == pytest.approx(160 / w)  # I420: half the bytes of BGR
+    bgr = as_bgr(small)
+    assert bgr.shape == (128, 160, 3)
+    reference = cv2.resize(franck_frames[11], (160, 128), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(bgr.astype(int) - reference).mean() < 3  # what a person sees: the same picture
+
+
+def test_frames_shrunk_off_the_loop_equal_those_shrunk_in_it(franck_frames):
+    import time
+
+    from daemon.outcomes.evidence import Downscaler
+
+    downscaler = Downscaler()
+    threaded, inline = FrameStore(width=160, capacity=8, downscaler=downscaler), FrameStore(width=160, capacity=8)
+    try:
+        for seq, frame in enumerate(franck_frames[:8]):
+            threaded.add(seq, frame)
+            inline.add(seq, frame)
+        first = threaded.get(0)  # shrunk now if the thread has not come to it yet
+        deadline = time.monotonic() + 5
+        while not threaded.frames[7].value[2] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert threaded.frames[7].value[2]  # the thread shrank it without being asked
+        for seq in range(8):
+            (a, sa), (b, sb) = threaded.get(seq), inline.get(seq)
+            assert np.array_equal(a, b) and sa == sb and a.shape[1] == 160
+        assert first[0] is threaded.get(0)[0]
+    finally:
+        downscaler.close()
 
 
 def test_writes_a_playable_window_a_contact_sheet_and_the_alert_messages(tmp_path, franck_frames):
