@@ -50,7 +50,7 @@ def test_bench_measures_what_alerts_and_evidence_cost(footage):
 
     a = alerts_evidence_cost(footage / "franck.mp4", 4, 8, 1)
     assert 0 < a["frame_keep_ms"] < a["per_verdict_ms"] and a["evidence_write_ms"] > a["evidence_handover_ms"] > 0
-    assert a["memory_mb_per_stream"] == (8 + 2 * 4 + 8) * 320 * 240 * 3 / 2**20
+    assert a["memory_mb_per_stream"] == (8 + 2 * 4 + 8) * 320 * 240 * 3 / 2 / 2**20  # I420: 1.5 bytes a pixel
     ceiling = {"threads": 2, "gflops": 100.0, "torch_gflops": 90.0, "numpy_gflops": 100.0}
     text = markdown({"machine": "m", "ceiling": ceiling, "stages": [], "decode": {"video": "v", "fps": 1.0},
                      "detect_width": 320, "mtcnn_ms": {}, "per_frame": {"dldfd_s": 0.1}, "alerts_evidence": a,
