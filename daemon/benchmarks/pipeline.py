@@ -438,12 +438,16 @@ def run_cpu(args) -> int:
         for streams, seconds in runs:
             print(f"bench: end to end, {family}, {streams} stream(s), {seconds} s ...", flush=True)
             result["end_to_end"].append(end_to_end(bundle_dir, footage, streams, seconds, stride, family))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(markdown(result))
-    print(markdown(result))
+    print(write_results(Path(args.out), "results", result, markdown(result)))
     return 0
+
+
+def write_results(out: Path, stem: str, result: dict, text: str) -> str:
+    """`stem`.json and `stem`.md into `out`; returns the text (printed too)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(text)
+    return text
 
 
 # ---- the inference core -----------------------------------------------------------------------
@@ -455,11 +459,7 @@ def run_core(args) -> int:
     setup(args, "bench")
     footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
     result = bench_core(bench_bundles(args), footage, args.quick, log=lambda m: print(m, flush=True))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "core-results.json").write_text(json.dumps(result, indent=1))
-    (out / "core-results.md").write_text(core_markdown(result))
-    print(core_markdown(result))
+    print(write_results(Path(args.out), "core-results", result, core_markdown(result)))
     return 0
 
 
@@ -520,11 +520,7 @@ def run_soak(args) -> int:
     print(f"bench: soak, {args.soak_streams} looped stream(s) of {footage.name}, {args.soak:g} min ...", flush=True)
     result = soak(bundle_dir, footage, args.soak, args.soak_streams, _children)
     command = f"dfwatch bench --soak {args.soak:g}" + (f" --family {args.family}" if not args.bundle else "")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak-results.json").write_text(json.dumps(result, indent=1))
-    (out / "soak-results.md").write_text(soak_markdown(result, command))
-    print(soak_markdown(result, command))
+    print(write_results(Path(args.out), "soak-results", result, soak_markdown(result, command)))
     return 0 if "error" not in result and not result["restarts"] else 1
 
 
