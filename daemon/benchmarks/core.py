@@ -79,8 +79,8 @@ def null_runners(bundle, pixels: bool) -> dict:
             shapes[part.name] = (2048,)
         else:
             shapes[part.name] = ()
-    return {name: NullRunner(shape, bundle.frame_norm if pixels and name == family.frame_part else None)
-            for name, shape in shapes.items()}
+    norms = {family.frame_part: bundle.frame_norm, family.content_part: bundle.content_norm} if pixels else {}
+    return {name: NullRunner(shape, norms.get(name)) for name, shape in shapes.items()}
 
 
 # ---- role: the inference process ----------------------------------------------------------------

@@ -650,7 +650,8 @@ def real_model_inputs(bundles: dict, frames: list, detector) -> dict:
             inputs[bundle.frame_part] = (encoder_inputs[:16],)
             continue
         t, c = bundle.frames, bundle.clip_frames
-        clips = np.stack([np.stack([r.clip_crop for r in records[i:i + c]], axis=1) for i in range(0, t, c)])
+        clips = np.stack([np.stack([r.normalised_clip_crop() for r in records[i:i + c]], axis=1)
+                          for i in range(0, t, c)])
         inputs["style"], inputs["content"] = (encoder_inputs[:16],), (clips,)
         codes = TorchRunner("style", bundle.module("style")).run(encoder_inputs[:t])
         features = TorchRunner("content", bundle.module("content")).run(clips)

@@ -103,9 +103,9 @@ def _open_torch(bundle: Bundle, choice: BackendChoice, threads: int, precision: 
     on_gpu = choice.device == "cuda"
     if on_gpu:  # few shapes (batch buckets): tune each once; the per-frame part takes 8-bit crops
         torch.backends.cudnn.benchmark = True
+    pixels = {bundle.frame_part: bundle.frame_norm, bundle.spec.content_part: bundle.content_norm} if on_gpu else {}
     runners = {p.name: TorchRunner(p.name, bundle.module(p.name), choice.device, precision, p.channels_last,
-                                   cuda_graphs, bundle.frame_norm if on_gpu and p.name == bundle.frame_part else None)
-               for p in bundle.spec.parts}
+                                   cuda_graphs, pixels.get(p.name)) for p in bundle.spec.parts}
     return runners, BackendChoice(choice.backend, choice.device, f"{choice.reason}; precision {precision}")
 
 

@@ -101,6 +101,7 @@ class TorchRunner(Runner):
         return self.run_device(*[self._upload(as_numpy(x)) for x in inputs]).cpu().numpy()
 
     def run_pixels(self, crops: np.ndarray) -> np.ndarray:
-        """Like run on `normalize(crops, self.pixels)`, from (N, size, size, 3) uint8 RGB crops."""
+        """Like run on `normalize(crops, self.pixels)`, from (N, size, size, 3) uint8 RGB crops (or
+        like run on the clips `content_clip` makes, from (N, T, size, size, 3) 8-bit clips)."""
         images = normalize_tensor(self._upload(np.ascontiguousarray(crops, dtype=np.uint8)), self.pixels)
         return self.run_device(images).cpu().numpy()

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.pipeline.preprocess import (CropSpec, Face, FaceTrack, Normalization, content_clip, crop_face,
-                                         model_size, normalize, smooth_one, thumbnail)
+from engines.pipeline.preprocess import (CropSpec, Face, FaceTrack, Normalization, crop_face, model_size, normalize,
+                                         smooth_one, thumbnail)
 from engines.pipeline.tracking import FaceTracker, TrackingSpec
 from engines.pipeline.work import STAGES, WorkQueues
 
@@ -81,12 +81,20 @@ class TrackFrame:
     track: "TrackWindow" = field(repr=False)
     chosen: Face | None = None           # the track's face (None: no face, the centre crop; one-track mode only)
     crop: np.ndarray | None = field(default=None, repr=False)       # RGB crop; freed once encoded
-    clip_crop: np.ndarray | None = field(default=None, repr=False)  # normalised content-size crop (3, H, W)
+    clip_crop: np.ndarray | None = field(default=None, repr=False)  # content-size crop, 8-bit RGB (H, W, 3)
+    clip_input: np.ndarray | None = field(default=None, repr=False)  # it normalised (3, H, W), made once when asked
     encoding: np.ndarray | None = field(default=None, repr=False)   # per-frame model output: (levels, 512) or ()
 
     @property
     def owner(self) -> "StreamAnalysis":
         return self.track.owner
+
+    def normalised_clip_crop(self) -> np.ndarray:
+        """The content crop as the content model takes it (3, H, W), normalised once: every frame is
+        in two clips, and a runner that normalises on its device never asks."""
+        if self.clip_input is None:
+            self.clip_input = normalize(self.clip_crop[None], self.owner.content_norm)[0]
+        return self.clip_input
 
     @property
     def found(self) -> bool:
@@ -242,7 +250,7 @@ class TrackWindow:
         if self.thumbnail is None and tf.found:
             self.thumbnail = thumbnail(tf.crop)
         if owner.content_norm is not None:
-            tf.clip_crop = content_clip(tf.crop[None], owner.content_norm)[:, 0]  # (3, H, W) normalised
+            tf.clip_crop = model_size(tf.crop[None], owner.content_norm)[0]  # 8-bit; normalised when a clip needs it
         tf.frame.release()
         owner.work.put("encode", tf)
 

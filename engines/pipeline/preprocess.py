@@ -246,12 +246,14 @@ def model_size(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:
 
 def normalize_tensor(images_rgb: torch.Tensor, norm: Normalization) -> torch.Tensor:
     """`normalize` on a device: (N, size, size, 3) uint8 RGB tensor -> (N, 3, size, size) float32, the
-    same arithmetic in the same order. A GPU runner takes 8-bit crops, so the inference loop moves a
+    same arithmetic in the same order; 8-bit clips (N, T, size, size, 3) -> (N, 3, T, size, size),
+    as `content_clip` makes them. A GPU runner takes 8-bit crops, so the inference loop moves a
     quarter of the bytes and does no per-crop float work (docs/gpu.md)."""
     x = images_rgb.float() / 255.0
     mean = torch.tensor(norm.mean, dtype=torch.float32, device=x.device)
     std = torch.tensor(norm.std, dtype=torch.float32, device=x.device)
-    return ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
+    x = (x - mean) / std
+    return (x.permute(0, 4, 1, 2, 3) if x.dim() == 5 else x.permute(0, 3, 1, 2)).contiguous()
 
 
 def normalize(images_rgb: np.ndarray, norm: Normalization) -> np.ndarray:

@@ -9,7 +9,8 @@ feeds one stream synchronously.
 
 The stages: `detect` (MTCNN on frames), `encode` (the family's per-frame part on face crops:
 8-bit crops go to a runner that normalises on its device, else the batch is normalised at once),
-`content` (the content part on clips) and `decide` (the family's window decision; a track's end
+`content` (the content part on clips: 8-bit too where the runner normalises, else each crop
+normalised once for the two clips it is in) and `decide` (the family's window decision; a track's end
 comes out after its last window).
 """
 from __future__ import annotations
@@ -66,9 +67,14 @@ class Scheduler:
             tf.owner.set_encoding(tf, output)
 
     def content(self, items: list[Clip]) -> None:
-        clips = np.stack([np.stack([c.track.frames[i].clip_crop for i in c.key], axis=1) for c in items])
-        for clip, features in zip(items, self.runners[self.content_part].run(clips), strict=True):
-            clip.owner.set_content(clip, features)
+        runner = self.runners[self.content_part]
+        if getattr(runner, "pixels", None) is not None:  # 8-bit clips (N, T, H, W, 3), normalised on the device
+            features = runner.run_pixels(np.stack([[c.track.frames[i].clip_crop for i in c.key] for c in items]))
+        else:                                             # (N, 3, T, H, W) float32, as the clip model takes it
+            features = runner.run(np.stack([np.stack([c.track.frames[i].normalised_clip_crop() for i in c.key], axis=1)
+                                            for c in items]))
+        for clip, f in zip(items, features, strict=True):
+            clip.owner.set_content(clip, f)
 
     def decide(self, items: list) -> list[Decided]:
         """Decisions for the windows among `items` (one batched call), in queue order; each

@@ -83,6 +83,14 @@ def test_normalised_ranges_and_layouts(detector, franck):
     small = cv2.resize(crops[5], (112, 112), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(clip[:, 5, 40, 60], (small[40, 60] / 255 - 0.45) / 0.225, atol=1e-5)
     assert CONTENT_NORM.mean == (0.45,) * 3 and CONTENT_NORM.std == (0.225,) * 3
+    # a runner that normalises on its device takes 8-bit clips and gets exactly the same floats
+    import torch
+
+    from engines.pipeline.preprocess import model_size, normalize_tensor
+
+    eight_bit = model_size(crops, CONTENT_NORM)[None]                       # (1, T, 112, 112, 3) uint8
+    on_device = normalize_tensor(torch.from_numpy(eight_bit), CONTENT_NORM).numpy()
+    assert on_device.shape == (1, 3, 16, 112, 112) and np.array_equal(on_device[0], clip)
 
 
 def test_smoothing_reduces_frame_to_frame_jitter(detector, franck):
