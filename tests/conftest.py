@@ -143,3 +143,27 @@ def dldfd_bundle(tmp_path_factory, resnet50_checkpoint) -> Path:
     assemble_dldfd(root, resnet50=resnet50_checkpoint, bundle_id="test-dldfd", **DLDFD_SMALL)
     export_bundle(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def icpr_weights(tmp_path_factory, make_checkpoint, shared) -> Path:
+    """An ICPR 2020 EfficientNet-B4 file in the published layout (`*_bestval-*.pth`: the network
+    under 'net'), the parity generator's seed 0: random, not the published weights."""
+    import torch
+
+    path = tmp_path_factory.mktemp("icpr") / "EfficientNetB4_seed0_bestval.pth"
+    torch.save(make_checkpoint.build_icpr(0, shared / "checkpoints" / "icpr_effnetb4_keys.tsv"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def icpr_bundle(tmp_path_factory, icpr_weights) -> Path:
+    """An icpr-b4 bundle from those weights (T = 8 at 4 fps for fast tests; 224-px faces as
+    published), exported to ONNX. Made from a weight file, it is a trained bundle."""
+    from engines.bundles.export import export_bundle
+    from engines.families.icpr import B4, assemble
+
+    root = tmp_path_factory.mktemp("icpr-bundle") / "bundle"
+    assemble(B4, root, icpr_weights, frames=8, fps=4.0, bundle_id="test-icpr-b4")
+    export_bundle(root)
+    return root

@@ -106,11 +106,20 @@ def cached_entries(cache: str | Path, split: str, kind: str) -> tuple[list[dict]
 
 def cache_kind(cache: str | Path) -> str:
     """What a cache holds (from its first valid entry): CACHE_WINDOW_INPUTS or CACHE_FACE_CROPS."""
+    return _first_valid(cache)["kind"]
+
+
+def cache_family(cache: str | Path) -> str:
+    """The model family whose bundle extracted the cache (from its first valid entry)."""
+    return _first_valid(cache)["family"]
+
+
+def _first_valid(cache: str | Path) -> dict:
     for path in entry_paths(cache):
         meta = read_entry(path)["meta"]
         if meta["valid"]:
             _check_schema(cache, meta)
-            return meta["kind"]
+            return meta
     raise CacheError(f"{cache}: no valid cached video here; run 'dfwatch train extract' first")
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from engines.cli import Command, UserError, common_options, setup
-from engines.families import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS, FAMILIES
+from engines.families import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS
 
 
 def register(sub) -> None:
@@ -30,7 +30,7 @@ def register(sub) -> None:
     e.set_defaults(handler=_extract)
 
     f = tsub.add_parser("fit", parents=[common_options()],
-                        help="train the StyleGRU head on cached features, or DLDFD on cached face crops")
+                        help="train the StyleGRU head on cached features, or a frame-level family (DLDFD, ICPR 2020) on cached face crops")
     f.add_argument("--cache", required=True, metavar="DIR")
     f.add_argument("--out", required=True, metavar="RUN", help="run directory: head.pt (stylegru) or model.pt "
                                                                 "(dldfd), history.json, tensorboard/")
@@ -138,7 +138,7 @@ def _fit(args: argparse.Namespace) -> int:
     config = setup(args, "train")
     _threads(config)
     if cache_kind(args.cache) == CACHE_FACE_CROPS:
-        summary = _fit_dldfd(args, config)
+        summary = _fit_frames(args, config)
     else:
         summary = _fit_stylegru(args)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "about")}))
@@ -156,30 +156,31 @@ def _fit_stylegru(args: argparse.Namespace) -> dict:
     return fit(load_features(args.cache, "train"), load_features(args.cache, "val"), cfg, Path(args.out))
 
 
-def _fit_dldfd(args: argparse.Namespace, config) -> dict:
-    from engines.models.checkpoints import load_dldfd
+def _fit_frames(args: argparse.Namespace, config) -> dict:
     from training.fit_frames import FrameFitConfig, fit_frames
     from training.frames import load_video_crops
 
-    bundle = _frame_model_bundle(args.bundle, "fit")
+    bundle = _frame_model_bundle(args.bundle, args.cache, "fit")
     cfg = FrameFitConfig(epochs=args.epochs or 25, batch_size=args.batch_size or 32, lr=args.lr or 1e-3,
                          flip=not args.no_flip, seed=args.seed)
-    model = load_dldfd(bundle.path(bundle.spec.trained_part)).train()
-    return fit_frames(model, load_video_crops(args.cache, "train"), load_video_crops(args.cache, "val"),
-                      bundle.frame_norm, cfg, Path(args.out), about={"bundle": bundle.id},
-                      device=_device(config.model.device))
+    family = bundle.spec
+    return fit_frames(family, family.trainable(bundle), load_video_crops(args.cache, "train"),
+                      load_video_crops(args.cache, "val"), bundle.frame_norm, cfg, Path(args.out),
+                      about={"bundle": bundle.id}, device=_device(config.model.device))
 
 
-def _frame_model_bundle(path: str | None, step: str):
-    """The bundle whose per-frame model training starts from, for a cache of face crops."""
+def _frame_model_bundle(path: str | None, cache: str, step: str):
+    """The bundle whose per-frame model training starts from, for a cache of face crops: one of
+    the family that extracted them."""
     from engines.bundles.bundle import load_bundle
+    from training.cache import cache_family
 
-    family = "/".join(f.name for f in FAMILIES.values() if f.training_cache == CACHE_FACE_CROPS)
+    family = cache_family(cache)
     if not path:
         raise UserError(f"this cache holds {family} face crops: 'train {step}' needs --bundle DIR, the {family} bundle "
                         f"whose weights training starts from ('dfwatch engines bundle --family {family}')")
     bundle = load_bundle(path)
-    if bundle.spec.training_cache != CACHE_FACE_CROPS:
+    if bundle.family != family:
         raise UserError(f"{path}: a {bundle.family} bundle; the cache holds {family} face crops")
     return bundle
 
@@ -196,7 +197,7 @@ def _eval(args: argparse.Namespace) -> int:
     history = json.loads(history_file.read_text())["history"] if history_file.is_file() else None
     about = {"cache": str(args.cache), "split": args.split, "model": str(trained)}
     if cache_kind(args.cache) == CACHE_FACE_CROPS:
-        report = _eval_dldfd(args, trained, threshold, history, about)
+        report = _eval_frames(args, trained, threshold, history, about)
         keys = ("videos", "tcr", "frame_tcr", "accuracy", "roc_auc", "eer")
     else:
         report = _eval_stylegru(args, trained, threshold, history, about)
@@ -216,18 +217,18 @@ def _eval_stylegru(args, head_path: Path, threshold: float, history, about: dict
     return evaluate(runner, load_features(args.cache, args.split), threshold, Path(args.out), history, about)
 
 
-def _eval_dldfd(args, model_path: Path, threshold: float, history, about: dict) -> dict:
-    from engines.families.dldfd import IMAGENET_NORM
-    from engines.models.checkpoints import load_dldfd
-    from engines.models.dldfd import DLDFDProbability
+def _eval_frames(args, model_path: Path, threshold: float, history, about: dict) -> dict:
     from engines.backends import TorchRunner
+    from engines.families import get_family
+    from training.cache import cache_family
     from training.evaluate import evaluate_frames
     from training.frames import load_video_crops
 
-    model = load_dldfd(model_path)
-    runner = TorchRunner("frame", DLDFDProbability(model))
-    return evaluate_frames(runner, load_video_crops(args.cache, args.split), IMAGENET_NORM.at(model.cfg.input_size),
-                           threshold, Path(args.out), history, about)
+    family = get_family(cache_family(args.cache))  # the family whose bundle extracted the crops
+    model = family.load_trained(model_path)
+    return evaluate_frames(TorchRunner("frame", family.probability(model)), load_video_crops(args.cache, args.split),
+                           family.trained_normalization(model), threshold, Path(args.out), history, about,
+                           decide=family.decide_frames, rule=family.frame_rule)
 
 
 def _protocols(args: argparse.Namespace) -> int:
@@ -237,7 +238,7 @@ def _protocols(args: argparse.Namespace) -> int:
 
     config = setup(args, "train")
     _threads(config)
-    bundle = _frame_model_bundle(args.bundle, "protocols")
+    bundle = _frame_model_bundle(args.bundle, args.cache, "protocols")
     splits = {s: load_video_crops(args.cache, s) for s in ("train", "val", "test")}
     cfg = FrameFitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     rows = run_protocols(bundle, splits, cfg, Path(args.out),

@@ -63,14 +63,16 @@ def frame_probabilities(frame_runner, video: VideoCrops, norm: Normalization, ba
                            for i in range(0, len(video.crops), batch)]).astype(np.float64)
 
 
-def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float) -> dict:
-    """Each video's window decided like the daemon's (face frames vote; a window without any
-    face votes with its centre crops), plus per-frame labels for the frame-level rate."""
+def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float,
+                decide=frame_vote) -> dict:
+    """Each video's window decided like the daemon's, by the family's rule (`decide`: DLDFD's face
+    frames vote, the ICPR detectors average them; a window without any face uses its centre
+    crops), plus per-frame labels for the frame-level rate."""
     scores, predicted, frame_right, frame_total = [], [], 0, 0
     for v in videos:
         p = frame_probabilities(frame_runner, v, norm)
         window, found = p[v.window], v.found[v.window]
-        decision = frame_vote(window[found] if found.any() else window, threshold)
+        decision = decide(window[found] if found.any() else window, threshold)
         scores.append(decision.score)
         predicted.append(int(decision.label == "fake"))
         faces = p[v.found]
@@ -81,11 +83,13 @@ def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, thr
 
 
 def evaluate_frames(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float, out: Path,
-                    history: list | None = None, about: dict | None = None) -> dict:
+                    history: list | None = None, about: dict | None = None, decide=frame_vote,
+                    rule: str = "majority vote of face frames") -> dict:
+    """`decide` and `rule`: the family's window rule and its name (`Family.decide_frames`, `frame_rule`)."""
     labels = np.array([v.label for v in videos])
-    voted = vote_videos(frame_runner, videos, norm, threshold)
+    voted = vote_videos(frame_runner, videos, norm, threshold, decide)
     m = compute_metrics(labels, voted["scores"], threshold, voted["predicted"])
-    m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": "majority vote of face frames"})
+    m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": rule})
     return _report(m, out, labels, voted["scores"], [v.key for v in videos], history, about)
 
 

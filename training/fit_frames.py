@@ -1,10 +1,13 @@
-"""`dfwatch train fit` for the DLDFD family: the whole network on face crops, on one page.
+"""`dfwatch train fit` for a frame-level family (DLDFD, the ICPR 2020 detectors): the whole
+per-frame network on cached face crops, on one page.
 
-The paper's recipe: ImageNet-initialised ResNet-50 (the bundle's starting weights), per-frame
-samples with random horizontal flips and ImageNet normalisation, binary cross-entropy weighted
-against class imbalance (fake frames weighted by real/fake), Adam (lr 1e-3, beta1 0.9), 25
-epochs. We keep the weights of the epoch with the lowest validation loss (the paper names no
-selection rule) and log per-epoch scalars to TensorBoard.
+DLDFD's recipe: ImageNet-initialised ResNet-50 (the bundle's starting weights), per-frame samples
+with random horizontal flips and ImageNet normalisation, binary cross-entropy weighted against
+class imbalance (fake frames weighted by real/fake), Adam (lr 1e-3, beta1 0.9), 25 epochs; the
+ICPR detectors are fine-tuned from their published weights the same way (a smaller lr suits
+them: --lr 1e-5 is the authors'). We keep the weights of the epoch with the lowest validation
+loss and log per-epoch scalars to TensorBoard. The family says what the network is and how its
+file is written (`Family.trainable`, `save_trained`).
 """
 from __future__ import annotations
 
@@ -15,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.models.checkpoints import save_dldfd
-from engines.families.dldfd import FAMILY
-from engines.models.dldfd import DLDFD
+from engines.families.base import Family
 from engines.pipeline.preprocess import Normalization
 from training.bookkeeping import EpochLog
 from training.fit import seed_everything
@@ -42,7 +43,7 @@ def fake_weight(labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model: DLDFD, data: FaceFrames, batch_size: int, pos_weight: torch.Tensor,
+def evaluate_loss(model: torch.nn.Module, data: FaceFrames, batch_size: int, pos_weight: torch.Tensor,
                   device: str = "cpu") -> tuple[float, float]:
     model.eval()
     total, correct = 0.0, 0
@@ -56,8 +57,9 @@ def evaluate_loss(model: DLDFD, data: FaceFrames, batch_size: int, pos_weight: t
     return total / len(data), correct / len(data)
 
 
-def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], norm: Normalization,
-               cfg: FrameFitConfig, out: Path, about: dict | None = None, device: str = "cpu") -> dict:
+def fit_frames(family: Family, model: torch.nn.Module, train: list[VideoCrops], val: list[VideoCrops],
+               norm: Normalization, cfg: FrameFitConfig, out: Path, about: dict | None = None,
+               device: str = "cpu") -> dict:
     """Trains `model` in place (on `device`), keeps the best weights by validation loss, writes
     model.pt and history.json to `out`."""
     g = seed_everything(cfg.seed)
@@ -92,11 +94,11 @@ def fit_frames(model: DLDFD, train: list[VideoCrops], val: list[VideoCrops], nor
     model.cpu()
     history = epochs.history
     spacings = [v.spacing for v in train if v.spacing > 0]
-    summary = {"family": FAMILY.name, "best_epoch": epochs.best_epoch, "best_val_loss": epochs.best_loss,
+    summary = {"family": family.name, "best_epoch": epochs.best_epoch, "best_val_loss": epochs.best_loss,
                "epochs_run": len(history), "frame_spacing_s": float(np.median(spacings)) if spacings else 0.0,
                "train_videos": len(train), "val_videos": len(val), "train_frames": len(train_frames),
                "val_frames": len(val_frames), "fake_weight": float(pos_weight), "config": asdict(cfg),
                "about": about or {}}
-    save_dldfd(out / "model.pt", model.eval(), extra={"summary": json.dumps(summary)})
+    family.save_trained(out / "model.pt", model.eval(), extra={"summary": json.dumps(summary)})
     (out / "history.json").write_text(json.dumps({"summary": summary, "history": history}, indent=1))
     return summary

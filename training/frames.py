@@ -1,4 +1,4 @@
-"""Cached face crops of one split, for the frame-level DLDFD family.
+"""Cached face crops of one split, for the frame-level families (DLDFD, the ICPR 2020 detectors).
 
 Each video contributes its sampled frames' face crops (the daemon's crops: same detector,
 tracking, smoothing and crop) and the positions of its verdict window in them. Training uses

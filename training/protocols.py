@@ -17,8 +17,6 @@ from pathlib import Path
 from engines.errors import DfwatchError
 from engines.logs import get_logger
 from engines.backends import TorchRunner
-from engines.models.checkpoints import load_dldfd
-from engines.models.dldfd import DLDFDProbability
 from training.evaluate import evaluate_frames
 from training.fit_frames import FrameFitConfig, fit_frames
 from training.frames import VideoCrops, fake_groups, select
@@ -69,14 +67,15 @@ def run_protocols(bundle, splits: dict[str, list[VideoCrops]], cfg: FrameFitConf
     rows = []
     for run in plan(methods, protocols):
         log.info("protocol run", run=run.name, train=list(run.train_methods), test=list(run.test_methods))
-        model = load_dldfd(bundle.path(bundle.spec.trained_part)).train()
+        family = bundle.spec
+        model = family.trainable(bundle)
         chosen = {split: select(videos, set(run.test_methods if split == "test" else run.train_methods))
                   for split, videos in splits.items()}
-        fit_frames(model, chosen["train"], chosen["val"], bundle.frame_norm, cfg, out / run.name,
+        fit_frames(family, model, chosen["train"], chosen["val"], bundle.frame_norm, cfg, out / run.name,
                    about={"protocol": run.name}, device=device)
-        report = evaluate_frames(TorchRunner("frame", DLDFDProbability(model.eval())), chosen["test"],
+        report = evaluate_frames(TorchRunner("frame", family.probability(model.eval())), chosen["test"],
                                  bundle.frame_norm, bundle.threshold, out / run.name / "eval",
-                                 about={"protocol": run.name})
+                                 about={"protocol": run.name}, decide=family.decide_frames, rule=family.frame_rule)
         rows.append({"protocol": run.protocol, "tested": run.tested, "trained_on": list(run.train_methods),
                      "test_videos": report["videos"], "tcr": report["tcr"], "frame_tcr": report["frame_tcr"]})
     (out / "table.json").write_text(json.dumps(rows, indent=1))

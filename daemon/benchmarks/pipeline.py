@@ -105,13 +105,14 @@ def stage_rows(name: str, part: str, module, inputs: list, onnx_path: Path | Non
 
 
 def frame_model_stages(bundle, ceiling: float, threads: int, quick: bool) -> list[dict]:
-    """The DLDFD family's per-frame model (its whole per-frame cost besides face detection)."""
+    """A frame-level family's per-frame model (its whole per-frame cost besides face detection):
+    DLDFD, the ICPR 2020 detectors."""
     from engines.bundles.export import example_inputs
 
-    size = bundle.frame_norm.size
-    inputs = [x.numpy() for x in example_inputs(bundle, "frame", 1)]
-    return stage_rows(f"DLDFD {size}x{size} (per face)", "frame", bundle.module("frame"), inputs,
-                      bundle.onnx_path("frame"), threads, 2 if quick else 5, ceiling)
+    size, part = bundle.frame_norm.size, bundle.frame_part
+    inputs = [x.numpy() for x in example_inputs(bundle, part, 1)]
+    return stage_rows(f"{bundle.spec.title} {size}x{size} (per face)", part, bundle.module(part), inputs,
+                      bundle.onnx_path(part), threads, 2 if quick else 5, ceiling)
 
 
 def per_frame_cost(stages: list[dict], mtcnn: dict, stride: int) -> dict:
@@ -131,6 +132,9 @@ def per_frame_cost(stages: list[dict], mtcnn: dict, stride: int) -> dict:
     if dldfd:
         out["dldfd_gflops"] = dldfd["gflops"]
         out["dldfd_s"] = detect + dldfd["seconds"]
+    out["frame_level"] = {r["stage"].removesuffix(" (per face)"): {"gflops": r["gflops"], "s": detect + r["seconds"]}
+                          for r in stages if r["backend"] == backend and r["stage"].endswith("(per face)")
+                          and not r["stage"].startswith("pSp")}
     if psp and r3d and dldfd:
         out["model_flops_ratio"] = out["stylegru_gflops"] / out["dldfd_gflops"]
         out["model_time_ratio"] = (out["stylegru_s"] - detect) / (out["dldfd_s"] - detect)
@@ -358,6 +362,10 @@ def markdown(r: dict) -> str:
                   f"content clip), DLDFD {f['dldfd_s'] * 1000:.0f} ms ({f['dldfd_gflops']:.1f} GFLOPs): models "
                   f"**{f['model_flops_ratio']:.1f}x fewer FLOPs, {f['model_time_ratio']:.1f}x less time** for DLDFD; "
                   f"{f['frame_time_ratio']:.1f}x with face detection."]
+    if f.get("frame_level"):
+        lines += ["", f"Per analysed frame of the frame-level families ({f['backend']}, MTCNN included): " +
+                  ", ".join(f"{name} {v['s'] * 1000:.0f} ms ({v['gflops']:.1f} GFLOPs)"
+                            for name, v in f["frame_level"].items()) + "."]
     a, f = r.get("alerts_evidence"), r.get("per_frame", {})
     if a:
         shares = [f"{name} {a['per_verdict_ms'] / (f[key] * 1000 * a['stride']):.2%}"

@@ -4,7 +4,9 @@ A download goes to `NAME.part` and continues from its size with an HTTP Range re
 that ignores Range sends the whole file again, which is detected and restarted). The finished
 file is checked against the pinned sha256 (or the publisher's prefix) before it is renamed into
 place; a mismatch deletes it. `--from` replaces the publisher's URL with a mirror (a base URL the
-file name is appended to) or a local directory, for air-gapped sites.
+file name is appended to) or a local directory, for air-gapped sites; a copy from a directory
+resumes too. Where the publisher puts the full sha256 in the file name (the ICPR 2020
+detectors), that is the checksum a file must have.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from engines.checksums import sha256_file
-from engines.bundles.weights import SOURCES
+from engines.models.published import SOURCES
 from engines.errors import DfwatchError
 
 CHUNK = 1 << 20
@@ -28,14 +30,16 @@ class FetchError(DfwatchError):
 
 
 def find_sources(names: list[str]) -> list[dict]:
-    """The SOURCES entries named (by file name, with or without extension); all when none named."""
+    """The SOURCES entries named (by short name, e.g. icpr-b4-ffpp, or by file name, with or without
+    extension); all when none named."""
     if not names:
         return list(SOURCES)
     chosen = []
     for name in names:
-        match = [s for s in SOURCES if name in (s["file"], s["file"].rsplit(".", 1)[0])]
+        match = [s for s in SOURCES if name in (s.get("name"), s["file"], s["file"].rsplit(".", 1)[0])]
         if not match:
-            raise FetchError(f"no weight file named '{name}': choose from " + ", ".join(s["file"] for s in SOURCES))
+            raise FetchError(f"no weight file named '{name}': choose from " +
+                             ", ".join(s.get("name") or s["file"] for s in SOURCES))
         chosen += match
     return chosen
 
@@ -64,7 +68,7 @@ def fetch(source: dict, directory: Path, mirror: str | None = None, progress=Non
         local = Path(mirror) / source["file"]
         if not local.is_file():
             raise FetchError(f"{local}: no such file in the --from directory")
-        shutil.copyfile(local, part)
+        _copy(local, part)
     else:
         url = f"{mirror.rstrip('/')}/{source['file']}" if mirror else source.get("url")
         if not url:
@@ -74,6 +78,17 @@ def fetch(source: dict, directory: Path, mirror: str | None = None, progress=Non
     digest = verify(part, source)
     part.rename(target)
     return target, digest, pinned
+
+
+def _copy(local: Path, part: Path) -> None:
+    """From a local mirror, continuing a cut copy from where its part file stops."""
+    have = part.stat().st_size if part.exists() else 0
+    if have > local.stat().st_size:
+        part.unlink()  # not a prefix of this file: start again
+        have = 0
+    with open(local, "rb") as src, open(part, "ab") as out:
+        src.seek(have)
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def _download(url: str, part: Path, progress) -> None:

@@ -15,9 +15,8 @@ def register(sub) -> None:
     b = esub.add_parser("bundle", parents=[common_options()], help="assemble a bundle from official checkpoints")
     b.add_argument("--family", choices=family_names(), default=DEFAULT_FAMILY,
                    help="; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values()) + f" (default {DEFAULT_FAMILY})")
-    for family in FAMILIES.values():
-        for source in family.sources:
-            b.add_argument(source.flag, metavar=source.metavar, help=f"{family.name}: {source.help}")
+    for flag, (source, names) in _source_flags().items():  # a flag several families take is one option
+        b.add_argument(flag, metavar=source.metavar, help=f"{'/'.join(names)}: {source.help}")
     b.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     b.add_argument("--levels", default="9", type=_levels,
                    help="stylegru: style levels, comma separated (default 9; 0-17 for all)")
@@ -61,6 +60,15 @@ def register(sub) -> None:
     register_repo(esub)
 
 
+def _source_flags() -> dict:
+    """flag -> (its SourceOption, the families that take it), in registry order."""
+    flags: dict = {}
+    for family in FAMILIES.values():
+        for source in family.sources:
+            flags.setdefault(source.flag, (source, []))[1].append(family.name)
+    return flags
+
+
 def _levels(text: str) -> tuple[int, ...]:
     if text.strip() in ("all", "0-17"):
         return tuple(range(18))
@@ -78,12 +86,11 @@ def _bundle(args: argparse.Namespace) -> int:
     crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.crop_select,
                     smoothing=config.faces.smoothing)
     family = get_family(args.family)
-    for other in FAMILIES.values():
-        stray = [s.flag for s in other.sources if other is not family and getattr(args, s.dest)]
-        if stray:
-            raise UserError(f"{', '.join(stray)}: {other.title} files; a {family.name} bundle takes "
-                            f"{family.sources_hint}; {'/'.join(s.flag for s in other.sources)} are for "
-                            f"--family {other.name}")
+    own = {s.flag for s in family.sources}
+    for flag, (source, names) in _source_flags().items():
+        if flag not in own and getattr(args, source.dest):
+            raise UserError(f"{flag}: a file for --family {'/'.join(names)}; a {family.name} bundle takes "
+                            f"{family.sources_hint}")
     try:
         bundle = load_bundle(family.assemble_from_args(args, crop, args.trust or config.model.trust_checkpoints))
     except DfwatchError as e:

@@ -67,7 +67,7 @@ def _checksum(source: dict) -> str:
 
 
 def _sources(args: argparse.Namespace) -> int:
-    from engines.bundles.weights import SOURCES
+    from engines.models.published import SOURCES
 
     for s in SOURCES:
         print(f"{s['file']}\n  model:  {s['model']}\n  where:  {s['where']}\n  url:    {s.get('url') or 'none'}\n"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from engines.bundles.bundle import Bundle
     from engines.pipeline.analysis import WindowInputs
     from engines.pipeline.decision import Decision
-    from engines.pipeline.specs import CropSpec
+    from engines.pipeline.specs import CropSpec, Normalization
 
 # What `dfwatch train extract` caches for a family (the training module reads the cache by kind):
 CACHE_WINDOW_INPUTS = "window-inputs"  # the trained part's inputs per window; the parts before it are frozen
@@ -72,6 +72,7 @@ class Family:
     sources: ClassVar[tuple[SourceOption, ...]]
     sources_hint: ClassVar[str]                # which of `sources` a bundle needs, in words
     demo_fps: ClassVar[float]                  # the demo bundle's analysis rate on a 2-core CPU
+    frame_rule: ClassVar[str] = ""             # frame-level families: their window rule, in words (reports)
 
     # -- data ---------------------------------------------------------------------------------
     @property
@@ -96,6 +97,31 @@ class Family:
     # -- windows ------------------------------------------------------------------------------
     def decide(self, windows: list[WindowInputs], runners: dict, threshold: float) -> list[Decision]:
         """Verdicts for ready windows (windows with too few faces are no_face)."""
+        raise NotImplementedError
+
+    def decide_frames(self, probabilities, threshold: float) -> Decision:
+        """Frame-level families: one window's decision from its face frames' P(fake) (`decide` and
+        training evaluation both use it)."""
+        raise NotImplementedError
+
+    # -- training on cached face crops (training_cache == CACHE_FACE_CROPS) -------------------------
+    def trainable(self, bundle: Bundle):
+        """The per-frame network training starts from (the bundle's weights), giving (B,) logits."""
+        raise NotImplementedError
+
+    def load_trained(self, path: Path, trust: bool = False):
+        """A network 'dfwatch train fit' wrote (or the family's own weight file), giving (B,) logits."""
+        raise NotImplementedError
+
+    def save_trained(self, path: Path, model, extra: dict | None = None) -> None:
+        raise NotImplementedError
+
+    def probability(self, model):
+        """The served module of a trained network: P(fake) per face."""
+        raise NotImplementedError
+
+    def trained_normalization(self, model) -> Normalization:
+        """The input normalisation of a trained network (its input size included)."""
         raise NotImplementedError
 
     # -- bundles ------------------------------------------------------------------------------

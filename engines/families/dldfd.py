@@ -50,6 +50,7 @@ class DLDFDFamily(Family):
                                                           "(an untrained bundle to start 'dfwatch train' from)"),
                SourceOption("--model", "MODEL.pt", "a trained model from 'dfwatch train fit'"))
     sources_hint = "--resnet50 or --model"
+    frame_rule = "majority vote of face frames"
     demo_fps = 6.0  # the frame-level detector is 7-9x cheaper per frame than StyleGRU (docs/BENCHMARKS.md)
 
     def input_shapes(self, bundle, part: str) -> dict[str, tuple[int, ...]]:
@@ -63,11 +64,40 @@ class DLDFDFamily(Family):
         return DLDFDProbability(load_dldfd(bundle.path("frame"))).eval()
 
     def decide(self, windows, runners: dict, threshold: float):
-        from engines.pipeline.decision import NO_FACE, frame_vote
+        from engines.pipeline.decision import NO_FACE
 
         # each real face frame votes once (a short stream's padded window repeats frames)
-        return [frame_vote(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
+        return [self.decide_frames(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
                 for w in windows]
+
+    def decide_frames(self, probabilities, threshold: float):
+        from engines.pipeline.decision import frame_vote
+
+        return frame_vote(probabilities, threshold)
+
+    # -- training on face crops ---------------------------------------------------------------
+    def trainable(self, bundle):
+        from engines.models.checkpoints import load_dldfd
+
+        return load_dldfd(bundle.path(self.trained_part)).train()
+
+    def load_trained(self, path: Path, trust: bool = False):
+        from engines.models.checkpoints import load_dldfd
+
+        return load_dldfd(path, trust)
+
+    def save_trained(self, path: Path, model, extra: dict | None = None) -> None:
+        from engines.models.checkpoints import save_dldfd
+
+        save_dldfd(path, model, extra)
+
+    def probability(self, model):
+        from engines.models.dldfd import DLDFDProbability
+
+        return DLDFDProbability(model)
+
+    def trained_normalization(self, model) -> Normalization:
+        return IMAGENET_NORM.at(model.cfg.input_size)
 
     def describe(self, bundle, crop: str) -> list[str]:
         cfg = bundle.manifest.network_config()

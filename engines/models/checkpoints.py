@@ -15,6 +15,7 @@ import torch
 
 from engines.errors import DfwatchError
 from engines.models.dldfd import DLDFD, DLDFDConfig, resnet50_trunk
+from engines.models.icpr import ICPRNet, variant_of
 from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
@@ -27,6 +28,7 @@ DLDFD_FORMAT_VERSION = 1
 PSP_PROBE = "encoder.body.0.res_layer.1.weight"
 SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
 RESNET50_PROBE = "layer4.2.conv3.weight"
+ICPR_PROBE = "efficientnet._conv_stem.weight"
 IMAGENET_CLASSIFIER = {"fc.weight": (1000, 2048), "fc.bias": (1000,)}
 
 
@@ -213,6 +215,28 @@ def load_dldfd(path: str | Path, trust: bool = False) -> DLDFD:
                            "they come from 'dfwatch engines bundle --family dldfd' or 'dfwatch train fit'")
 
 
+# ---- the ICPR 2020 detectors (EfficientNet-B4, with or without attention) ------------------------
+
+def load_icpr(path: str | Path, trust: bool = False) -> ICPRNet:
+    """A published ICPR 2020 detector (`*_bestval-<sha256>.pth`: the network under `net`, beside the
+    optimiser's state; a plain state dict is taken too) or one `dfwatch train fit` wrote, strictly."""
+    state = unwrap_state_dict(read_checkpoint(path, trust), ("net", "state_dict", "model"))
+    if any(k.startswith("module.") for k in state):
+        state = strip_prefix(state, "module.")
+    variant = variant_of(state)
+    what = "ICPR 2020 EfficientNet-B4" + (" with attention" if variant == "b4att" else "")
+    check_state_dict(state, expected_shapes(lambda: ICPRNet(variant)), what, path)
+    net = ICPRNet(variant)
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def save_icpr(path: str | Path, net: ICPRNet, extra: Mapping | None = None) -> None:
+    """The published layout (the network under `net`), with dfwatch's notes under `extra`: the
+    file loads where the authors' code loads its own."""
+    torch.save({"net": net.state_dict(), "extra": dict(extra or {})}, path)
+
+
 # ---- the head (our own format) -------------------------------------------------------------
 
 def save_head(path: str | Path, head: StyleGRUHead, extra: Mapping | None = None) -> None:
@@ -276,8 +300,13 @@ def identify(path: str | Path, trust: bool = False) -> dict:
             state_dict = unwrap_state_dict(ckpt, ("model_state", "state_dict", "model"))
         except CheckpointError as e:
             return {"kind": "unknown", "parameters": 0, "loads": False, "detail": f"{path}: {e}"}
+        if isinstance(ckpt, Mapping) and isinstance(ckpt.get("net"), Mapping):
+            state_dict = dict(ckpt["net"])  # the ICPR 2020 detectors' layout
         if any(k.removeprefix("module.") == SLOW_R50_PROBE for k in state_dict):
             kind, loader = "slow_r50", load_slow_r50
+        elif any(k.removeprefix("module.") == ICPR_PROBE for k in state_dict):
+            kind = f"ICPR 2020 EfficientNet-B4{' with attention' if variant_of(state_dict) == 'b4att' else ''}"
+            loader = load_icpr
         elif any(k.removeprefix("module.") == RESNET50_PROBE for k in state_dict):
             kind, loader = "ResNet-50 (torchvision, ImageNet)", load_resnet50_imagenet
         else:

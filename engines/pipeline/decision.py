@@ -4,6 +4,8 @@ offline scoring and training evaluation. Each family's `decide` (engines/familie
 - `window_probability`: a model scored the whole window -> P(fake); `fake` when P >= threshold.
 - `frame_vote`: every frame with a face has its own P(fake); the window is `fake` when at least
   half of those frames vote fake (P >= threshold; a tie alerts), its score the mean P(fake).
+- `frame_mean`: every frame with a face has its own P(fake); the window's score is their mean,
+  `fake` when the mean >= threshold (how the ICPR 2020 detectors score a video).
 Windows with fewer than `min_face_fraction` frames with a face are `no_face` (`NO_FACE`).
 """
 from __future__ import annotations
@@ -32,6 +34,15 @@ def frame_vote(probabilities: np.ndarray, threshold: float) -> Decision:
         return NO_FACE
     fake = int((p >= threshold).sum())
     return Decision(float(p.mean()), "fake" if 2 * fake >= len(p) else "real", fake, len(p))
+
+
+def frame_mean(probabilities: np.ndarray, threshold: float) -> Decision:
+    """The mean probability decides; the frames that alone would be fake are counted beside it."""
+    p = np.asarray(probabilities, np.float64)
+    if not len(p):
+        return NO_FACE
+    score = float(p.mean())
+    return Decision(score, "fake" if score >= threshold else "real", int((p >= threshold).sum()), len(p))
 
 
 def window_probability(score: float, threshold: float) -> Decision:

@@ -210,7 +210,8 @@ def test_engines_bundle_cli(tmp_path, resnet50_checkpoint):
     assert r.returncode != 0 and "needs exactly one of --resnet50" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(DFWATCH + ["engines", "bundle", "--family", "dldfd", "--psp", "psp.pt", "--resnet50",
                                   str(resnet50_checkpoint), "--out", str(tmp_path / "d")], capture_output=True, text=True)
-    assert r.returncode != 0 and "--psp: StyleGRU files; a dldfd bundle takes --resnet50 or --model" in r.stderr
+    assert r.returncode != 0 and "--psp: a file for --family stylegru; a dldfd bundle takes --resnet50 or --model" \
+        in r.stderr
     r = subprocess.run(DFWATCH + ["engines", "bundle", "--resnet50", str(resnet50_checkpoint), "--out",
                                   str(tmp_path / "e")], capture_output=True, text=True)
-    assert r.returncode != 0 and "--resnet50/--model are for --family dldfd" in r.stderr
+    assert r.returncode != 0 and "--resnet50: a file for --family dldfd; a stylegru bundle takes" in r.stderr

@@ -88,3 +88,31 @@ def test_a_local_mirror_directory_and_unknown_names(tmp_path):
     assert r.returncode == 0 and (tmp_path / "w" / "SLOW_8x8_R50.pyth").read_bytes() == b"weights"
     r = fetch("nope", "--dir", str(tmp_path / "w"))
     assert r.returncode == 1 and "no weight file named 'nope'" in r.stderr and "resnet50-11ad3fa6.pth" in r.stderr
+
+
+def test_icpr_weights_must_have_the_sha256_their_name_says(tmp_path):
+    from engines.bundles.fetch import find_sources
+
+    (source,) = find_sources(["icpr-b4-ffpp"])
+    assert source["file"] == f"EfficientNetB4_FFPP_bestval-{source['sha256']}.pth" and len(source["sha256"]) == 64
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / source["file"]).write_bytes(CONTENT)  # bytes that are not the published ones
+    r = fetch("icpr-b4-ffpp", "--dir", str(tmp_path / "w"), "--from", str(mirror))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert f"does not match the published {source['sha256']}...; the download was deleted" in r.stderr
+    assert list((tmp_path / "w").iterdir()) == []
+    assert {s["name"] for s in find_sources(["icpr-b4att-dfdc", "icpr-b4-dfdc", "icpr-b4att-ffpp"])} == \
+        {"icpr-b4att-dfdc", "icpr-b4-dfdc", "icpr-b4att-ffpp"}
+
+
+def test_a_cut_copy_from_a_local_mirror_resumes(tmp_path):
+    mirror, target = tmp_path / "mirror", tmp_path / "w"
+    mirror.mkdir()
+    target.mkdir()
+    (mirror / "SLOW_8x8_R50.pyth").write_bytes(CONTENT)
+    had = b"\0" * (len(CONTENT) // 3)  # what a cut copy left (zeros here, so that a fresh copy would show)
+    (target / "SLOW_8x8_R50.pyth.part").write_bytes(had)
+    r = fetch("SLOW_8x8_R50", "--dir", str(target), "--from", str(mirror))
+    assert r.returncode == 0, r.stderr
+    assert (target / "SLOW_8x8_R50.pyth").read_bytes() == had + CONTENT[len(had):]  # only the rest was copied

@@ -4,6 +4,8 @@ full pinned checksum and `sha256_prefix` the part the publisher pins in the file
 published; fetch prints the checksum so you can record it)."""
 from __future__ import annotations
 
+TRAINING_DATA = {"FFPP": "FaceForensics++ (c23)", "DFDC": "the DFDC training set"}
+
 SOURCES = [
     {"file": "psp_ffhq_encode.pt", "model": "pSp encoder (GradualStyleEncoder, IR-SE50) + StyleGAN2 FFHQ decoder",
      "where": "pixel2style2pixel README, 'Pretrained Models' (eladrich/pixel2style2pixel, Google Drive link)",
@@ -24,4 +26,25 @@ SOURCES = [
      "size": "about 100 MB", "sha256": None, "terms": "BSD-3-Clause repository",
      "url": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
      "sha256_prefix": "11ad3fa6"},  # torchvision checks this prefix of the file's sha256
-]
+] + [
+    {"name": f"icpr-{variant}-{data.lower()}", "file": f"{stem}_{data}_bestval-{sha}.pth",
+     "model": f"ICPR 2020 {title} trained on {TRAINING_DATA[data]} (the {'icpr-' + variant} family: "
+              f"`engines bundle --family icpr-{variant} --weights FILE`)",
+     "where": "polimi-ispl/icpr2020dfdc, architectures/weights.py (Bonettini et al., ICPR 2020)",
+     "size": "about 70 MB", "sha256": sha, "training_data": TRAINING_DATA[data],
+     "terms": "research use: trained on " + TRAINING_DATA[data] + ", whose terms allow research use only; "
+              "the authors' code is GPL-3.0 (dfwatch does not use it)",
+     "url": f"https://f002.backblazeb2.com/file/icpr2020/{stem}_{data}_bestval-{sha}.pth",
+     "sha256_prefix": None}
+    for variant, stem, title, data, sha in (
+        ("b4", "EfficientNetB4", "EfficientNet-B4", "FFPP", "93aaad84946829e793d1a67ed7e0309b535e2f2395acb4f8d16b92c0616ba8d7"),
+        ("b4att", "EfficientNetAutoAttB4", "EfficientNet-B4 + attention", "FFPP",
+         "b0c9e9522a7143cf119843e910234be5e30f77dc527b1b427cdffa5ce3bdbc25"),
+        ("b4", "EfficientNetB4", "EfficientNet-B4", "DFDC", "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a"),
+        ("b4att", "EfficientNetAutoAttB4", "EfficientNet-B4 + attention", "DFDC",
+         "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc"))]
+
+
+def published_source(file_name: str) -> dict | None:
+    """The SOURCES entry of a published file, by its name (None: not one of them)."""
+    return next((s for s in SOURCES if s["file"] == file_name), None)
