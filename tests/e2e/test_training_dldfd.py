@@ -48,7 +48,8 @@ def chain(tmp_path_factory, dataset, dldfd_bundle):
         "export": dfwatch("train", "export", "--bundle", str(dldfd_bundle), "--model", str(run / "model.pt"),
                           "--out", str(exported), "--report", str(report / "report.json"), "--id", "dldfd-trained"),
         "protocols": dfwatch("train", "protocols", "--bundle", str(dldfd_bundle), "--cache", str(cache),
-                             "--out", str(protocols), "--epochs", "1", "--batch-size", "16"),
+                             "--out", str(protocols), "--epochs", "1", "--batch-size", "16",
+                             "--protocols", "cross"),  # every protocol's runs: tests/unit/test_protocols.py
     }
     for name, r in steps.items():
         assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
@@ -106,8 +107,6 @@ def test_exported_bundle_serves_the_trained_model(chain):
 def test_protocols_table(chain):
     rows = json.loads((chain["protocols"] / "table.json").read_text())
     assert [(r["protocol"], r["tested"], r["trained_on"], r["test_videos"]) for r in rows] == [
-        ("combined", "all", ["retouch", "swap"], 6),
-        ("single", "retouch", ["retouch"], 4), ("single", "swap", ["swap"], 4),
         ("cross", "retouch", ["swap"], 4), ("cross", "swap", ["retouch"], 4)]
     assert all(0 <= r["tcr"] <= 1 for r in rows)
     table = (chain["protocols"] / "table.md").read_text()
@@ -145,12 +144,12 @@ def test_icpr_fine_tunes_from_its_published_weights_on_the_same_crops(dataset, i
 
     cache, run, report, out = (tmp_path / n for n in ("cache", "run", "eval", "bundle"))
     steps = [("extract", "--bundle", str(icpr_bundle), "--dataset", str(dataset), "--cache", str(cache),
-              "--splits", "train,val"),
+              "--splits", "train,val", "--frames", "4"),  # 4 crops a video: enough to show the path
              ("fit", "--cache", str(cache), "--bundle", str(icpr_bundle), "--out", str(run), "--epochs", "1",
               "--batch-size", "16", "--lr", "1e-5"),
              ("eval", "--cache", str(cache), "--split", "val", "--model", str(run / "model.pt"), "--out", str(report)),
              ("export", "--bundle", str(icpr_bundle), "--model", str(run / "model.pt"), "--out", str(out),
-              "--report", str(report / "report.json"), "--id", "icpr-tuned")]
+              "--report", str(report / "report.json"), "--id", "icpr-tuned", "--no-onnx")]  # ONNX: test_runners
     for step in steps:
         r = dfwatch("train", *step)
         assert r.returncode == 0, f"{step[0]}: {r.stderr[-2000:]}"
@@ -160,4 +159,4 @@ def test_icpr_fine_tunes_from_its_published_weights_on_the_same_crops(dataset, i
     assert set(read_checkpoint(run / "model.pt")) >= {"net", "extra"}  # the published layout
     bundle = load_bundle(out)
     assert bundle.family == "icpr-b4" and bundle.trained and bundle.id == "icpr-tuned"
-    assert bundle.manifest.training["fit"]["family"] == "icpr-b4" and bundle.onnx_path("frame").is_file()
+    assert bundle.manifest.training["fit"]["family"] == "icpr-b4"
