@@ -146,6 +146,7 @@ class InferenceConfig(Section):
     max_batch: int | None = Field(None, ge=1, le=1024)
     max_wait_ms: int = Field(20, ge=0, le=10_000)
     threshold: float | None = Field(None, ge=0, le=1)
+    calibration: str | None = None      # a 'dfwatch calibrate' file: its threshold, unless threshold is set
     status_interval: float = Field(1.0, gt=0, le=3600)
     max_frame_age_s: float = Field(5.0, ge=0, le=3600)
 

@@ -16,10 +16,16 @@ middle rank: `engines/pipeline/decision.py`), so every threshold question is one
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from engines.errors import DfwatchError
+
+CALIBRATION_FORMAT = "dfwatch-calibration"
 CONFIDENCE = 0.95
 TARGET_FPRS = (1e-1, 1e-2, 1e-3, 1e-4)
 ROC_POINTS = 200      # the validation ROC kept in a manifest, downsampled
@@ -77,14 +83,14 @@ def roc_operating_points(labels: np.ndarray, scores: np.ndarray, targets=TARGET_
         k = int(round(fpr[i] * negatives))
         found = thresholds[i] < 1.0 or tpr[i] > 0
         points.append(OperatingPoint(
-            target_fpr=target, threshold=round(float(thresholds[i]), 6) if found else None,
+            target_fpr=target, threshold=float(thresholds[i]) if found else None,  # exact: a window sits on it
             tpr=round(float(tpr[i]), 6) if found else None, fpr=round(float(fpr[i]), 8) if found else None,
             fpr_upper=round(fpr_upper(k, negatives, confidence), 8) if found else None,
             supported=fpr_upper(0, negatives, confidence) <= target))
     keep = np.unique(np.linspace(0, len(thresholds) - 1, min(ROC_POINTS, len(thresholds))).round().astype(int))
     return {"confidence": confidence, "negatives": negatives, "positives": positives,
             "points": [p.as_dict() for p in points],
-            "roc": {"threshold": [round(float(t), 6) for t in thresholds[keep]],
+            "roc": {"threshold": [float(t) for t in thresholds[keep]],
                     "tpr": [round(float(t), 6) for t in tpr[keep]], "fpr": [round(float(f), 8) for f in fpr[keep]]}}
 
 
@@ -96,3 +102,47 @@ def tpr_at(roc: dict, threshold: float) -> float | None:
         return None
     at_or_above = np.nonzero(t >= threshold)[0]
     return float(roc["tpr"][at_or_above[-1]]) if len(at_or_above) else 0.0
+
+
+# ---- a site's calibration (dfwatch calibrate) ------------------------------------------------------
+
+class CalibrationError(DfwatchError):
+    """A calibration file that cannot be used: unreadable, or made for another bundle."""
+    exit_code = 2
+
+
+def write_calibration(path: Path, calibration: dict) -> None:
+    data = {"format": CALIBRATION_FORMAT, "version": 1,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **calibration}
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_calibration(path: str | Path, bundle) -> dict:
+    """The calibration in `path`, checked to be this bundle's (by the bundle's checksum)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"inference.calibration {path}: cannot read it ({type(e).__name__}); "
+                               "run 'dfwatch calibrate' to make one") from None
+    if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT or \
+            not isinstance(data.get("threshold"), (int, float)):
+        raise CalibrationError(f"inference.calibration {path}: not a dfwatch calibration file")
+    if data.get("bundle_checksum") != bundle.checksum:
+        raise CalibrationError(f"inference.calibration {path}: made for bundle {data.get('bundle')} "
+                               f"(sha256 {str(data.get('bundle_checksum'))[:12]}), not {bundle.id} "
+                               f"(sha256 {bundle.checksum[:12]}): calibrate this bundle ('dfwatch calibrate')")
+    return data
+
+
+def operating_threshold(config, bundle) -> tuple[float, bool]:
+    """(threshold, calibrated) a daemon or a scan decides at: `inference.threshold` when set (the
+    operator's own choice, uncalibrated), else the site calibration's (`inference.calibration`),
+    else the bundle's."""
+    if config.inference.threshold is not None:
+        return config.inference.threshold, False
+    if config.inference.calibration:
+        return float(read_calibration(config.inference.calibration, bundle)["threshold"]), True
+    return bundle.threshold, False

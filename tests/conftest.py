@@ -1,7 +1,9 @@
 """Shared test fixtures: where the footage, the design's shared/ folder and the repo live."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -167,3 +169,38 @@ def icpr_bundle(tmp_path_factory, icpr_weights) -> Path:
     assemble(B4, root, icpr_weights, frames=8, fps=4.0, bundle_id="test-icpr-b4")
     export_bundle(root)
     return root
+
+
+# ---- the synthetic set and a detector trained on it (tests/e2e: tracks, calibration) --------------
+
+@pytest.fixture(scope="session")
+def gallery(tmp_path_factory, footage):
+    """The synthetic set (6 real and 6 swapped training clips, 2 + 2 for validation) and a 4-second
+    gallery whose bottom-right tile (3) is swapped; its tiles' places in gallery.json."""
+    root = tmp_path_factory.mktemp("gallery") / "set"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_test_dataset.py"), str(root), "--train", "6",
+                        "--val", "2", "--test", "0", "--frames", "32", "--gallery", "--gallery-frames", "96"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads((root / "gallery.json").read_text())
+    assert info["fake_tile"] == 3 and [t["fake"] for t in info["tiles"]] == [False, False, False, True]
+    return root
+
+
+@pytest.fixture(scope="session")
+def detector(gallery, dldfd_bundle, tmp_path_factory):
+    """A DLDFD bundle trained on the synthetic set (extract, 8 epochs of fit, eval on the validation
+    split, export with its report: the bundle has operating points)."""
+    work = tmp_path_factory.mktemp("gallery-detector")
+    steps = [("train", "extract", "--bundle", str(dldfd_bundle), "--dataset", str(gallery), "--splits", "train,val",
+              "--cache", str(work / "cache")),
+             ("train", "fit", "--cache", str(work / "cache"), "--bundle", str(dldfd_bundle), "--out",
+              str(work / "run"), "--epochs", "8", "--batch-size", "16"),
+             ("train", "eval", "--cache", str(work / "cache"), "--split", "val", "--model",
+              str(work / "run" / "model.pt"), "--out", str(work / "eval")),
+             ("train", "export", "--bundle", str(dldfd_bundle), "--model", str(work / "run" / "model.pt"), "--out",
+              str(work / "bundle"), "--report", str(work / "eval" / "report.json"), "--id", "gallery-trained")]
+    for step in steps:
+        r = subprocess.run(DFWATCH + list(step), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{step[1]}: {r.stderr[-2000:]}"
+    return work / "bundle"

@@ -257,14 +257,16 @@ def _export(args: argparse.Namespace) -> int:
     extra = read_checkpoint(args.head).get("extra", {})
     summary = json.loads(extra.get("summary", "{}"))
     spacing = summary.get("frame_spacing_s") or 0.0
-    training = {"fit": summary}
+    training, operating = {"fit": summary}, None
     if args.report:
         report = json.loads(Path(args.report).read_text())
         training["eval"] = {k: report[k] for k in ("videos", "accuracy", "tcr", "frame_tcr", "f1", "roc_auc", "eer",
                                                    "average_precision") if k in report} | {"about": report.get("about", {})}
         training["metrics"] = {k: report[k] for k in ("accuracy", "frame_tcr", "roc_auc") if report.get(k) is not None}
+        if report.get("operating_points"):  # what each threshold costs on the evaluated split
+            operating = {**report["operating_points"], "split": report.get("about", {}).get("split")}
     bundle = derive(source, Path(args.out), Path(args.head), fps=1.0 / spacing if spacing > 0 else None,
-                    threshold=args.threshold, training=training, bundle_id=args.id)
+                    threshold=args.threshold, training=training, bundle_id=args.id, operating_points=operating)
     if not args.no_onnx:
         bundle = export_bundle(bundle.root)
     print(describe(bundle))

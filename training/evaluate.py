@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from engines.operating_points import roc_operating_points  # noqa: E402
 from engines.pipeline.decision import frame_vote  # noqa: E402
 from engines.pipeline.preprocess import Normalization, normalize  # noqa: E402
 from training.features import Features  # noqa: E402
@@ -68,17 +69,18 @@ def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, thr
     """Each video's window decided like the daemon's, by the family's rule (`decide`: DLDFD's face
     frames vote, the ICPR detectors average them; a window without any face uses its centre
     crops), plus per-frame labels for the frame-level rate."""
-    scores, predicted, frame_right, frame_total = [], [], 0, 0
+    scores, decisive, predicted, frame_right, frame_total = [], [], [], 0, 0
     for v in videos:
         p = frame_probabilities(frame_runner, v, norm)
         window, found = p[v.window], v.found[v.window]
         decision = decide(window[found] if found.any() else window, threshold)
         scores.append(decision.score)
+        decisive.append(decision.decisive)
         predicted.append(int(decision.label == "fake"))
         faces = p[v.found]
         frame_right += int(((faces >= threshold).astype(int) == v.label).sum())
         frame_total += len(faces)
-    return {"scores": np.array(scores), "predicted": np.array(predicted),
+    return {"scores": np.array(scores), "decisive": np.array(decisive), "predicted": np.array(predicted),
             "frame_tcr": frame_right / frame_total if frame_total else None}
 
 
@@ -90,7 +92,7 @@ def evaluate_frames(frame_runner, videos: list[VideoCrops], norm: Normalization,
     voted = vote_videos(frame_runner, videos, norm, threshold, decide)
     m = compute_metrics(labels, voted["scores"], threshold, voted["predicted"])
     m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": rule})
-    return _report(m, out, labels, voted["scores"], [v.key for v in videos], history, about)
+    return _report(m, out, labels, voted["scores"], [v.key for v in videos], history, about, voted["decisive"])
 
 
 def plot_all(out: Path, labels: np.ndarray, scores: np.ndarray, m: dict, history: list | None) -> list[str]:
@@ -147,8 +149,12 @@ def evaluate(head_runner, data: Features, threshold: float, out: Path, history: 
 
 
 def _report(m: dict, out: Path, labels: np.ndarray, scores: np.ndarray, keys: list[str], history: list | None,
-            about: dict | None) -> dict:
+            about: dict | None, decisive: np.ndarray | None = None) -> dict:
+    """`decisive`: the windows' decisive scores (engines/pipeline/decision.py), when they differ
+    from `scores` (DLDFD's vote): the operating points are the ROC of the decision itself."""
     m["plots"] = plot_all(out, labels, scores, m, history)
+    if len(set(labels.tolist())) == 2:
+        m["operating_points"] = roc_operating_points(labels, scores if decisive is None else decisive)
     m["about"] = about or {}
     m["scores"] = {k: float(s) for k, s in zip(keys, scores)}
     (out / "report.json").write_text(json.dumps(m, indent=1))

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from daemon.cli.common import daemon_config, passthrough, require_bundle, subscriber_keys, usage_error
-from engines.cli import common_options, setup
+from engines.cli import UserError, common_options, setup
 from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
 
 
@@ -44,6 +44,21 @@ def register_scan(sub) -> None:
     p.add_argument("--report", metavar="DIR", help="write a report per file: DIR/<file>.html (file facts, model, score timeline, "
                         "most suspect moments, their faces) and DIR/<file>.json")
     p.set_defaults(handler=_scan)
+
+
+def register_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", parents=[common_options()],
+                       help="choose the threshold that keeps false alerts within a budget, on footage you know is real")
+    p.add_argument("bundle", metavar="BUNDLE", help="the model bundle to calibrate")
+    p.add_argument("--real", nargs="+", required=True, metavar="VIDEO_OR_DIR",
+                   help="footage known to be real (your cameras): files, or folders of them; each file counts as "
+                        "one camera's footage")
+    p.add_argument("--false-alerts-per-day", type=float, default=1.0, metavar="N", dest="budget",
+                   help="the budget: false alerts per camera per day, held at the 95%% upper bound (default 1)")
+    p.add_argument("--out", default="calibration.json", metavar="FILE",
+                   help="the calibration file to write (default calibration.json); serve it with "
+                        "inference.calibration: FILE")
+    p.set_defaults(handler=_calibrate)
 
 
 def register_web(sub) -> None:
@@ -102,17 +117,19 @@ def _scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from daemon.clients.scan import Scanner, expand_inputs, exit_code, human_line, json_lines, terminal_progress, write_report
+    from engines.operating_points import operating_threshold
     from engines.backends import open_runners
     from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     config = daemon_config(args, "scan")
     bundle = usage_error(lambda: load_bundle(require_bundle(config)))  # 2: bad usage, as scan documents
+    usage_error(lambda: operating_threshold(config, bundle))  # a calibration for another bundle: before any model
     m = config.model
     runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
                                    cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
-    scanner = Scanner(config, bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
-                                                            device=choice.device), choice.backend)
+    scanner = usage_error(lambda: Scanner(config, bundle, runners, FaceDetector(
+        DetectorSettings.from_config(config.faces), device=choice.device), choice.backend))  # a wrong calibration: 2
     results = []
     for path in expand_inputs(args.videos):
         progress = None if args.json else terminal_progress(path)
@@ -129,6 +146,50 @@ def _scan(args: argparse.Namespace) -> int:
             page = write_report(result, Path(args.report), scanner.threshold, scanner.rules)
             print(f"report: {page}", file=sys.stderr if args.json else sys.stdout)
     return exit_code(results)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.clients.calibrate import (EXIT_TOO_LITTLE, TooLittleFootage, check_supports, choose, footage_hours,
+                                          footage_windows, report)
+    from daemon.clients.scan import Scanner, expand_inputs
+    from daemon.outcomes.alerts import AlertRules
+    from engines.backends import open_runners
+    from engines.bundles.bundle import load_bundle
+    from engines.operating_points import write_calibration
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    config = daemon_config(args, "calibrate")
+    if args.budget <= 0:
+        raise UserError("--false-alerts-per-day must be above 0", exit_code=2)
+    bundle = usage_error(lambda: load_bundle(args.bundle))
+    paths = expand_inputs(args.real)
+    try:
+        check_supports(footage_hours(paths), args.budget)  # before any scan: said at once
+    except TooLittleFootage as e:
+        print(f"dfwatch calibrate: {e}", file=sys.stderr)
+        return EXIT_TOO_LITTLE
+    m = config.model
+    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
+                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
+    scanner = Scanner(config.model_copy(update={"inference": config.inference.model_copy(
+        update={"calibration": None})}), bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
+                                                                       device=choice.device), choice.backend)
+    rules = AlertRules.from_config(config.alerts)
+    windows, hours, used = footage_windows(scanner, paths, rules.open_of)
+    if not used:
+        raise UserError("no usable real footage: nothing to calibrate on", exit_code=2)
+    op = bundle.manifest.operating_points
+    try:
+        result = choose(windows, hours, args.budget, rules, op["roc"] if op else None)
+    except TooLittleFootage as e:
+        print(f"dfwatch calibrate: {e}", file=sys.stderr)
+        return EXIT_TOO_LITTLE
+    write_calibration(Path(args.out), result.as_file(bundle, used))
+    print(report(result, bundle))
+    print(f"wrote {args.out}: serve it with --set inference.calibration={args.out} (or in the configuration)")
+    return 0
 
 
 def _watch(args: argparse.Namespace) -> int:

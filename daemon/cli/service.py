@@ -128,13 +128,15 @@ def _infer(args: argparse.Namespace) -> int:
     from engines.scoring import stream_analysis
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
     from engines.pipeline.tracking import TrackingSpec
+    from engines.operating_points import operating_threshold
 
     endpoints = resolve(config.endpoints, create=True)
     claim(endpoints)  # the one daemon of these endpoints: checked before minutes of model loading
     try:
         runners, choice, bundle = _load_models(config, bundle_dir)
+        operating_threshold(config, bundle)  # a calibration for another bundle: said once, here
     except DfwatchError as e:
-        raise as_permanent(e) from None  # a wrong bundle stays wrong: not restarted (exit 78)
+        raise as_permanent(e) from None  # a wrong bundle or calibration stays wrong: not restarted (exit 78)
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
     server = InferenceServer(config, bundle, runners, choice.backend, detector, endpoints,
                              lambda **kw: stream_analysis(bundle, config.window.stride, config.window.min_face_fraction,

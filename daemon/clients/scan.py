@@ -28,6 +28,7 @@ import numpy as np
 
 from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.service.publisher import window_verdict
+from engines.operating_points import operating_threshold
 from engines.sources import SourceError, parse_source, source_kind
 
 EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
@@ -128,7 +129,7 @@ class Scanner:
 
     def __init__(self, config, bundle, runners, detector, backend: str):
         self.config, self.bundle, self.runners, self.detector, self.backend = config, bundle, runners, detector, backend
-        self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
+        self.threshold, self.calibrated = operating_threshold(config, bundle)
         self.fps = config.capture.fps or bundle.fps
         self.rules = AlertRules.from_config(config.alerts)
 
@@ -137,8 +138,8 @@ class Scanner:
         from engines import __version__
 
         return {"model": self.bundle.id, "family": self.bundle.family, "bundle_checksum": self.bundle.checksum,
-                "untrained": not self.bundle.trained, "threshold": self.threshold, "backend": self.backend,
-                "dfwatch": __version__}
+                "untrained": not self.bundle.trained, "threshold": self.threshold, "calibrated": self.calibrated,
+                "backend": self.backend, "dfwatch": __version__}
 
     def scan(self, path: str, keep_sheets: bool = False, progress=None) -> FileResult:
         from daemon.service.capture import file_frames, first_frame_check
@@ -178,12 +179,13 @@ class Scanner:
                 row = {"file": path, "type": "window", "window": len(result.windows), "track": win.track,
                        "t_first": round(win.t_first, 3), "t_last": round(win.t_last, 3), "score": decision.score,
                        "label": decision.label, "faces": win.faces, "frames": win.frames,
-                       "fake_frames": decision.fake_frames, "box": win.box}
+                       "fake_frames": decision.fake_frames, "box": win.box, "decisive": decision.decisive}
                 result.windows.append(row)
                 if win.track is not None:
                     tracker = trackers.setdefault(win.track, AlertTracker(stream, self.rules, win.track))
                     alert = tracker.on_verdict(window_verdict(stream, row["window"], win, decision, self.threshold,
-                                                              self.bundle, self.backend, latency_ms=0.0))
+                                                              self.bundle, self.backend, latency_ms=0.0,
+                                                              calibrated=self.calibrated))
                     if alert is not None and alert.state == "start":
                         result.alerts += 1
                         result.alerted_tracks.add(win.track)

@@ -86,7 +86,7 @@ class AlertTracker:
         self.alert = Alert(alert_id=uuid.uuid4().hex, stream=self.stream, state="start", t_start=fakes[0].t_first,
                            t_last=v.t_last, t_end=None, windows=len(fakes), score=v.score,
                            peak_score=max(w.score for w in fakes), model=v.model, evidence=None,
-                           untrained=v.untrained, track=self.track)
+                           untrained=v.untrained, track=self.track, calibrated=v.calibrated)
         self.real_run, self.since_update = 0, 0
         self.recent.clear()
         self.started += 1
@@ -103,3 +103,23 @@ class AlertTracker:
         return Alert(**{**alert.__dict__, "state": state, "t_last": v.t_last, "score": v.score,
                         "windows": alert.windows if windows is None else windows,
                         "peak_score": alert.peak_score if peak is None else peak})
+
+
+def replay(windows, rules: AlertRules, threshold: float) -> int:
+    """Alerts that would have opened at `threshold`: the live rule (this module's AlertTracker, one
+    per stream and track) fed each window labelled fake when its decisive score reaches the
+    threshold. `windows`: dicts with stream, track, t_first, t_last and decisive (None: no face),
+    in time order per stream. What `dfwatch calibrate` counts as false alerts in real footage."""
+    trackers: dict[tuple, AlertTracker] = {}
+    opened = 0
+    for i, w in enumerate(windows):
+        key = (w["stream"], w["track"])
+        tracker = trackers.get(key) or trackers.setdefault(key, AlertTracker(w["stream"], rules, w["track"]))
+        decisive = w["decisive"]
+        label = "no_face" if decisive is None else "fake" if decisive >= threshold else "real"
+        alert = tracker.on_verdict(Verdict(
+            stream=w["stream"], window=i, seq_first=0, seq_last=0, t_first=w["t_first"], t_last=w["t_last"],
+            score=None if decisive is None else decisive, label=label, threshold=threshold, faces=0, frames=0,
+            model="", backend="", latency_ms=0.0, track=w["track"]))
+        opened += alert is not None and alert.state == "start"
+    return opened

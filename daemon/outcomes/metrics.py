@@ -27,6 +27,7 @@ LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
 # every state a stream can report (capture states and `ended`): one series each, 1 for the current
 STREAM_STATES = ("connecting", "waiting", "running", "backoff", "blocked", "ended")
 # drop and rejection reasons reported as 0 until they happen, so that increase() sees the first one
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 DROP_REASONS = ("queue_full", "stale", "decode_error", "model_error", "evidence", "faces")
 
 
@@ -151,6 +152,17 @@ class Metrics:
         self.verdict_latency = Histogram("dfwatch_verdict_latency_seconds",
                                          "Capture of a window's last frame to its verdict", buckets=LATENCY_BUCKETS,
                                          registry=self.registry)
+        # per stream (streams are few; never per track): a camera whose score distribution moves
+        # (new lighting, a new encoder, a new kind of fake) shows it before its alerts do
+        self.window_score = Histogram("dfwatch_window_score", "Window scores (P(fake)) per stream",
+                                      ["stream"], buckets=SCORE_BUCKETS, registry=self.registry)
+
+    def forget(self, stream: str) -> None:
+        """A stream the daemon forgot leaves the histograms too."""
+        try:
+            self.window_score.remove(stream)
+        except KeyError:
+            pass
 
     def serve(self, host: str, port: int) -> bool:
         """Starts the HTTP endpoint (a daemon thread); a port in use is logged, never fatal."""

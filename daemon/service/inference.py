@@ -28,6 +28,7 @@ from daemon.wire.endpoints import Endpoints, EndpointsBusy
 from daemon.wire.protocol import (BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Status,
                                   decode_capture)
 from engines.logs import Throttle, get_logger
+from engines.operating_points import operating_threshold
 from engines.pipeline.analysis import TrackEnd
 from engines.pipeline.scheduler import Decided, Scheduler
 
@@ -64,7 +65,7 @@ class InferenceServer:
         self.config, self.bundle, self.runners, self.backend = config, bundle, runners, backend
         self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
         self.context = context or zmq.Context.instance()
-        self.threshold = config.inference.threshold if config.inference.threshold is not None else bundle.threshold
+        self.threshold, self.calibrated = operating_threshold(config, bundle)
         self.alert_rules = AlertRules.from_config(config.alerts) if config.alerts.enabled else None
         ev = config.evidence
         self.evidence = EvidenceWriter(Path(ev.dir) if ev.dir else default_dir(), ev.max_bytes, ev.max_age_days,
@@ -142,11 +143,11 @@ class InferenceServer:
         pull, pub = self._bind()
         self.pub = pub
         self.publisher = Publisher(pub, self.bundle, self.backend, self.threshold, self.fps, self.evidence,
-                                   self.metrics, self._throttle)
+                                   self.metrics, self._throttle, self.calibrated)
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         log.info("serving", frames=self.endpoints.frames, verdicts=self.endpoints.verdicts, model=self.bundle.id,
-                 backend=self.backend, trained=self.bundle.trained,
+                 backend=self.backend, trained=self.bundle.trained, threshold=self.threshold, calibrated=self.calibrated,
                  evidence=str(self.evidence.root) if self.evidence else None)
         self._publish_status(time.monotonic())  # status (and /metrics) from the start
         if self.metrics:
@@ -339,3 +340,5 @@ class InferenceServer:
                 del self.streams[name]
                 state.analysis.discard()
                 self.publisher.end_all(state, time.time())
+                if self.metrics:
+                    self.metrics.forget(name)

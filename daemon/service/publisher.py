@@ -22,14 +22,14 @@ log = get_logger()
 
 
 def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision, threshold: float, bundle,
-                   backend: str, latency_ms: float) -> Verdict:
+                   backend: str, latency_ms: float, calibrated: bool = False) -> Verdict:
     """The verdict message of a decided window (the daemon publishes it; `dfwatch scan` feeds it to
     the alert rule)."""
     return Verdict(stream=stream, window=window, seq_first=w.seq_first, seq_last=w.seq_last, t_first=w.t_first,
                    t_last=w.t_last, score=decision.score, label=decision.label, threshold=threshold, faces=w.faces,
                    frames=w.frames, model=bundle.id, backend=backend, latency_ms=latency_ms,
                    untrained=not bundle.trained, family=bundle.family, fake_frames=decision.fake_frames,
-                   track=w.track, box=w.box, thumbnail=_jpeg_url(w.thumbnail))
+                   track=w.track, box=w.box, thumbnail=_jpeg_url(w.thumbnail), calibrated=calibrated)
 
 
 def _jpeg_url(image: np.ndarray | None) -> str | None:
@@ -45,19 +45,23 @@ def _jpeg_url(image: np.ndarray | None) -> str | None:
 
 class Publisher:
     def __init__(self, pub: zmq.Socket, bundle, backend: str, threshold: float, fps: float,
-                 evidence: EvidenceWriter | None, metrics=None, throttle: Throttle | None = None):
+                 evidence: EvidenceWriter | None, metrics=None, throttle: Throttle | None = None,
+                 calibrated: bool = False):
         self.pub, self.bundle, self.backend, self.threshold, self.fps = pub, bundle, backend, threshold, fps
+        self.calibrated = calibrated
         self.evidence, self.metrics = evidence, metrics
         self._throttle = throttle or Throttle(10.0)
 
     def verdict(self, state: StreamState, w: WindowInputs, decision: Decision) -> None:
         score, label = decision.score, decision.label
         verdict = window_verdict(state.name, state.windows, w, decision, self.threshold, self.bundle, self.backend,
-                                 latency_ms=max(0.0, (time.time() - w.t_last) * 1000))
+                                 latency_ms=max(0.0, (time.time() - w.t_last) * 1000), calibrated=self.calibrated)
         state.windows += 1
         state.labels[label] = state.labels.get(label, 0) + 1
         if self.metrics:
             self.metrics.verdict_latency.observe(verdict.latency_ms / 1000)
+            if score is not None:  # a camera whose scores drift shows it here (per stream: bounded labels)
+                self.metrics.window_score.labels(state.name).observe(score)
         self.pub.send_multipart(verdict.encode(), flags=zmq.NOBLOCK)  # PUB drops for slow subscribers
         log.info("verdict", stream=state.name, track=w.track, window=verdict.window, label=label,
                  score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))

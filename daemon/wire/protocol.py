@@ -326,6 +326,7 @@ class Verdict:
     track: int | None = None         # the face track the window follows; None: a stream-level no_face (optional)
     box: list[float] | None = None   # the window's mean face box, fractions of the frame: x1, y1, x2, y2 (optional)
     thumbnail: str | None = None     # the track's face, a data: URL of a small JPEG, on its first verdict (optional)
+    calibrated: bool = False         # the threshold is a site calibration's ('dfwatch calibrate'; optional)
 
     def encode(self) -> list:
         return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -346,7 +347,7 @@ class Verdict:
                    backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=_bool(h, "untrained"),
                    family=_str(h, "family", 64) if "family" in h else "stylegru",
                    fake_frames=_int(h, "fake_frames", optional=True), track=_int(h, "track", optional=True),
-                   box=_box(h), thumbnail=_thumbnail(h))
+                   box=_box(h), thumbnail=_thumbnail(h), calibrated=_bool(h, "calibrated"))
 
 
 def _thumbnail(h: dict) -> str | None:
@@ -389,6 +390,7 @@ class Alert:
     evidence: list[str] | None = None
     untrained: bool = False
     track: int | None = None     # the face track that looks fake (optional; one alert per stream and track)
+    calibrated: bool = False     # raised at a site calibration's threshold (optional)
 
     def encode(self) -> list:
         return [ALERT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -409,7 +411,7 @@ class Alert:
                    t_last=_num(h, "t_last"), t_end=t_end, windows=_int(h, "windows"),
                    score=_num(h, "score", lo=0.0, hi=1.0), peak_score=_num(h, "peak_score", lo=0.0, hi=1.0),
                    model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"),
-                   track=_int(h, "track", optional=True))
+                   track=_int(h, "track", optional=True), calibrated=_bool(h, "calibrated"))
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ class Bundle:
 # ---- writing ---------------------------------------------------------------------------------
 
 def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, threshold: float | None = None,
-           training: dict | None = None, bundle_id: str | None = None) -> Bundle:
+           training: dict | None = None, bundle_id: str | None = None, operating_points: dict | None = None) -> Bundle:
     """A new bundle with `source`'s preprocessing and untouched parts plus a trained part (the
     family's `trained_part`, from 'dfwatch train fit'): what `dfwatch train export` writes."""
     out = Path(out)
@@ -130,7 +130,7 @@ def derive(source: Bundle, out: Path, trained: Path, fps: float | None = None, t
                 "id": bundle_id or f"{family.name}-{files[family.trained_part]['sha256'][:8]}",
                 "created_at": now(), "code_version": __version__, "trained": True, "onnx": {}, "int8": {},
                 "threshold": source.threshold if threshold is None else threshold, "window": window,
-                "training": training, "files": files,
+                "training": training, "files": files, "operating_points": operating_points,
                 "sources": {**source.manifest.sources, family.trained_part: Path(trained).name,
                             "derived_from": source.id}}
     write_manifest(out, family.manifest_type.model_validate(manifest))
@@ -187,4 +187,21 @@ def describe(bundle: Bundle) -> str:
         metrics = m.training.get("metrics", {})
         lines.append("  training: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in metrics.items()))
-    return "\n".join(lines)
+    return "\n".join(lines + operating_lines(m.operating_points))
+
+
+def operating_lines(op: dict | None) -> list[str]:
+    """The bundle's operating points as `engines info` prints them (or that it has none)."""
+    if not op:
+        return ["  operating points: none (uncalibrated: its threshold's false-alarm rate is unknown; "
+                "'dfwatch train eval' then 'train export --report' record them, 'dfwatch calibrate' sets a site's)"]
+    lines = [f"  operating points ({op.get('split') or 'validation'} split: {op['negatives']} real and "
+             f"{op['positives']} fake windows; FPR upper bound at {op['confidence']:.0%}):"]
+    for p in op["points"]:
+        if p["threshold"] is None:
+            lines.append(f"    FPR <= {p['target_fpr']:g}: no threshold reaches it on this split")
+            continue
+        note = "" if p["supported"] else f" (too few real windows to show it: {op['negatives']} support ~{3 / op['negatives']:.2g})"
+        lines.append(f"    FPR <= {p['target_fpr']:g}: threshold {p['threshold']:.4g}, TPR {p['tpr']:.3f}, "
+                     f"FPR {p['fpr']:.3g} (upper {p['fpr_upper']:.3g}){note}")
+    return lines

@@ -64,6 +64,10 @@ class ManifestBase(Model):
     onnx: dict[str, OnnxEntry] = Field(default_factory=dict)   # part -> its ONNX export, if any
     int8: dict[str, Int8Entry] = Field(default_factory=dict)   # part -> its INT8 model, if quantized
     sources: dict = Field(default_factory=dict)                # the checkpoints it was made from
+    # what thresholds cost on the validation split ('dfwatch train eval', kept by export): target
+    # FPRs with threshold, TPR and the FPR's upper bound, and the ROC (engines/operating_points.py);
+    # None: uncalibrated (bundles before 0.5 too)
+    operating_points: dict | None = None
     digest: str | None = None    # sha256 of the rest of the manifest (engines/bundles/manifest.py); None: dfwatch 0.2
 
     def frame_normalization(self) -> Normalization:

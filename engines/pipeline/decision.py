@@ -22,6 +22,9 @@ class Decision:
     label: str                 # fake | real | no_face
     fake_frames: int | None = None   # dldfd: frames that voted fake (of `voters`)
     voters: int | None = None
+    # the highest threshold at which this window is fake: fake at threshold t exactly when
+    # decisive >= t, so operating points and calibration ask one number (None: no_face)
+    decisive: float | None = None
 
 
 NO_FACE = Decision(None, "no_face")
@@ -33,7 +36,9 @@ def frame_vote(probabilities: np.ndarray, threshold: float) -> Decision:
     if not len(p):
         return NO_FACE
     fake = int((p >= threshold).sum())
-    return Decision(float(p.mean()), "fake" if 2 * fake >= len(p) else "real", fake, len(p))
+    # fake when at least ceil(n/2) frames have P >= t: when the ceil(n/2)-th largest P is >= t
+    decisive = float(np.sort(p)[::-1][(len(p) + 1) // 2 - 1])
+    return Decision(float(p.mean()), "fake" if 2 * fake >= len(p) else "real", fake, len(p), decisive)
 
 
 def frame_mean(probabilities: np.ndarray, threshold: float) -> Decision:
@@ -42,8 +47,8 @@ def frame_mean(probabilities: np.ndarray, threshold: float) -> Decision:
     if not len(p):
         return NO_FACE
     score = float(p.mean())
-    return Decision(score, "fake" if score >= threshold else "real", int((p >= threshold).sum()), len(p))
+    return Decision(score, "fake" if score >= threshold else "real", int((p >= threshold).sum()), len(p), score)
 
 
 def window_probability(score: float, threshold: float) -> Decision:
-    return Decision(score, "fake" if score >= threshold else "real")
+    return Decision(score, "fake" if score >= threshold else "real", decisive=score)

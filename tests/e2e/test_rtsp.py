@@ -60,15 +60,15 @@ def camera(footage):
     server.close()
 
 
-T, STRIDE, FPS = 8, 2, 2.0  # the small bundle's window; a verdict every second
+T, STRIDE, FPS = 8, 2, 2.0  # the DLDFD test bundle's window at 2 fps: a verdict every second
 
 
-def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
+def test_rtsp_outage_restart_and_stall(camera, dldfd_bundle, tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir()
     log = tmp_path / "daemon.log"
     stall_timeout = 3.0
-    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"cam={camera.url}",
+    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"cam={camera.url}",
                   "--set", f"window.stride={STRIDE}", "--set", f"capture.fps={FPS}",
                   "--set", f"capture.stall_timeout={stall_timeout}",
                   "--set", "capture.reconnect_initial=0.2", "--set", "capture.reconnect_max=1",
@@ -110,7 +110,7 @@ def test_rtsp_outage_restart_and_stall(camera, small_bundle, tmp_path):
 
 
 @pytest.mark.parametrize("down_for", [15, pytest.param(150, marks=pytest.mark.long)])
-def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, small_bundle, tmp_path):
+def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, dldfd_bundle, tmp_path):
     """Default reconnect settings: no give-up, `waiting` meanwhile, verdicts soon after it comes up."""
     camera = RtspServer(footage / "franck.mp4", free_port())
     url = camera.url.replace("rtsp://", "rtsp://viewer:s3cret@")  # the password must show nowhere
@@ -118,7 +118,7 @@ def test_a_camera_down_at_start_is_watched_once_it_comes_up(down_for, footage, s
     runtime.mkdir()
     log = tmp_path / "daemon.log"
     started = time.monotonic()
-    proc = start(["run", "--bundle", str(small_bundle), "--stream", f"cam={url}", "--set", f"window.stride={STRIDE}",
+    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"cam={url}", "--set", f"window.stride={STRIDE}",
                   "--set", f"capture.fps={FPS}", "--set", "inference.status_interval=0.5"], daemon_env(runtime), log)
     sub = Subscriber(f"ipc://{runtime}/verdicts")
     try:

@@ -7,9 +7,10 @@ import cv2
 
 
 def write_clip(source: Path, path: Path, frames: int, fourcc: str = "mp4v", fps: float = 24.0,
-               size: tuple[int, int] = (360, 288)) -> Path:
-    """The first `frames` frames of `source`, re-encoded with `fourcc` at `fps`."""
+               size: tuple[int, int] = (360, 288), start: int = 0) -> Path:
+    """`frames` frames of `source` from frame `start`, re-encoded with `fourcc` at `fps`."""
     cap = cv2.VideoCapture(str(source))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     for _ in range(frames):
         writer.write(cap.read()[1])

@@ -87,6 +87,7 @@ function renderStreams() {
     return `<tr data-stream="${esc(name)}"><td>${esc(name)}</td><td class="state-${esc(st.state || "")}">${esc(st.state || "")}` +
       `${st.detail ? " (" + esc(st.detail) + ")" : ""}</td><td>${rate}</td><td>${dropped}</td>` +
       `<td class="${v && v.label === "fake" ? "fake" : ""}">${esc(label)}</td><td>${v && v.score !== null ? v.score.toFixed(3) : ""}</td>` +
+      `<td class="threshold">${v ? v.threshold.toFixed(3) + (v.calibrated ? " calibrated" : " uncalibrated") : ""}</td>` +
       `<td>${st.tracks === undefined ? "" : st.tracks}</td><td>${v ? v.faces + "/" + v.frames : ""}</td><td>${v ? esc(v.model) + (v.untrained ? " (untrained)" : "") : ""}</td></tr>`;
   });
   $("#streams tbody").innerHTML = rows.join("");
