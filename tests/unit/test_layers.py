@@ -172,3 +172,12 @@ def test_the_check_sees_a_family_name(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(f"def f(bundle):\n    return 1 if bundle.family == {name!r} else 2\n")
     assert family_name_literals(probe) == [f"{probe}:2: {name!r}"]
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports tests/unit and tests/e2e modules by their base name: two files with one name
+    stop the whole run at collection (it happened: keep the names apart)."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert not [n for n, count in names.items() if count > 1]
