@@ -49,8 +49,8 @@ def test_operating_points_calibration_and_a_held_out_clip(detector, dldfd_bundle
     print(r.stdout)
 
     # a held-out real clip served with the calibration: its alerts within what the budget allows
-    held_out = write_clip(footage / "franck.mp4", tmp_path / "held_out.mp4", 400, start=4400)
-    allowed = BUDGET * (400 / 24.0 / 3600) / 24
+    held_out = write_clip(footage / "franck.mp4", tmp_path / "held_out.mp4", 240, start=4400)
+    allowed = BUDGET * (240 / 24.0 / 3600) / 24
     runtime = tmp_path / "run"
     runtime.mkdir()
     log = tmp_path / "daemon.log"

@@ -133,30 +133,3 @@ def test_clear_errors_for_mixed_families(chain, tmp_path, small_bundle):
     r = dfwatch("train", "export", "--bundle", str(small_bundle), "--model", str(chain["run"] / "model.pt"),
                 "--out", str(tmp_path / "x"))
     assert r.returncode == 1 and "not a dfwatch head file" in r.stderr
-
-
-def test_icpr_fine_tunes_from_its_published_weights_on_the_same_crops(dataset, icpr_bundle, tmp_path):
-    """`dfwatch train` on an ICPR 2020 bundle: the same face-crop pipeline as DLDFD, the network
-    fine-tuned from the bundle's weights, evaluated by the family's own rule (the mean of the face
-    frames) and exported as a trained bundle whose weights keep the published layout."""
-    from engines.bundles.bundle import load_bundle
-    from engines.models.checkpoints import read_checkpoint
-
-    cache, run, report, out = (tmp_path / n for n in ("cache", "run", "eval", "bundle"))
-    steps = [("extract", "--bundle", str(icpr_bundle), "--dataset", str(dataset), "--cache", str(cache),
-              "--splits", "train,val", "--frames", "4"),  # 4 crops a video: enough to show the path
-             ("fit", "--cache", str(cache), "--bundle", str(icpr_bundle), "--out", str(run), "--epochs", "1",
-              "--batch-size", "16", "--lr", "1e-5"),
-             ("eval", "--cache", str(cache), "--split", "val", "--model", str(run / "model.pt"), "--out", str(report)),
-             ("export", "--bundle", str(icpr_bundle), "--model", str(run / "model.pt"), "--out", str(out),
-              "--report", str(report / "report.json"), "--id", "icpr-tuned", "--no-onnx")]  # ONNX: test_runners
-    for step in steps:
-        r = dfwatch("train", *step)
-        assert r.returncode == 0, f"{step[0]}: {r.stderr[-2000:]}"
-    summary = json.loads((run / "history.json").read_text())["summary"]
-    assert summary["family"] == "icpr-b4" and summary["epochs_run"] == 1 and summary["train_frames"] > 0
-    assert json.loads((report / "report.json").read_text())["decision"] == "mean P(fake) of face frames"
-    assert set(read_checkpoint(run / "model.pt")) >= {"net", "extra"}  # the published layout
-    bundle = load_bundle(out)
-    assert bundle.family == "icpr-b4" and bundle.trained and bundle.id == "icpr-tuned"
-    assert bundle.manifest.training["fit"]["family"] == "icpr-b4"

@@ -100,3 +100,37 @@ def test_a_window_is_the_mean_of_its_face_frames():
     assert get_family("dldfd").decide_frames(np.array([0.9, 0.9, 0.2, 0.2]), 0.5).label == "fake"  # a tie votes fake
     assert family.decide_frames(np.array([0.9, 0.9, 0.2, 0.2]), 0.5).label == "fake"           # mean 0.55
     assert family.decide_frames(np.array([]), 0.5).label == "no_face"
+
+
+def test_fine_tuning_starts_from_the_weights_and_keeps_their_layout(icpr_bundle, tmp_path):
+    """`dfwatch train fit` on an ICPR bundle (the code behind the CLI, which the DLDFD chain runs end
+    to end): the family's network from the bundle's weights, fitted on face crops, written in the
+    published layout, read back by the family, evaluated by its own rule (the mean of the frames)."""
+    from engines.bundles.bundle import load_bundle
+    from engines.models.checkpoints import read_checkpoint
+    from training.evaluate import evaluate_frames
+    from training.fit_frames import FrameFitConfig, fit_frames
+    from training.frames import VideoCrops
+    from engines.backends import TorchRunner
+
+    bundle = load_bundle(icpr_bundle)
+    family = bundle.spec
+    rng = np.random.default_rng(0)
+
+    def video(key: str, label: int) -> VideoCrops:
+        crops = rng.integers(0, 255, (3, 224, 224, 3), dtype=np.uint8)
+        return VideoCrops(key, label, "swap" if label else "real", crops, np.ones(3, bool), np.arange(3), 0.25)
+
+    start = {k: v.clone() for k, v in family.trainable(bundle).state_dict().items()}
+    summary = fit_frames(family, family.trainable(bundle), [video("r", 0), video("f", 1)],
+                         [video("rv", 0), video("fv", 1)], bundle.frame_norm,
+                         FrameFitConfig(epochs=1, batch_size=6, lr=1e-5), tmp_path)
+    assert summary["family"] == "icpr-b4" and summary["train_frames"] == 6
+    assert set(read_checkpoint(tmp_path / "model.pt")) >= {"net", "extra"}  # the published layout
+    tuned = family.load_trained(tmp_path / "model.pt")
+    moved = sum(not torch.equal(start[k], v) for k, v in tuned.state_dict().items() if v.is_floating_point())
+    assert moved > 0  # it trained from the published weights, not from scratch: same keys, some changed
+    report = evaluate_frames(TorchRunner("frame", family.probability(tuned)), [video("t", 1), video("u", 0)],
+                             family.trained_normalization(tuned), 0.5, tmp_path / "eval",
+                             decide=family.decide_frames, rule=family.frame_rule)
+    assert report["decision"] == "mean P(fake) of face frames" and report["videos"] == 2
