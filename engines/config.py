@@ -198,6 +198,7 @@ class TensorRTConfig(Section):
 class WebConfig(Section):
     """The dashboard (`dfwatch web`, daemon/clients/web.py); `dfwatch run` starts it when enabled."""
     enabled: bool = False
+    allow_reviews: bool = False    # the page may mark alerts false alarm / confirmed (only with token_file)
     bind: str = "127.0.0.1:8080"
     token_file: str | None = None
     allow_remote: bool = False

@@ -50,9 +50,20 @@ def register_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", parents=[common_options()],
                        help="choose the threshold that keeps false alerts within a budget, on footage you know is real")
     p.add_argument("bundle", metavar="BUNDLE", help="the model bundle to calibrate")
-    p.add_argument("--real", nargs="+", required=True, metavar="VIDEO_OR_DIR",
-                   help="footage known to be real (your cameras): files, or folders of them; each file counts as "
-                        "one camera's footage")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--real", nargs="+", metavar="VIDEO_OR_DIR",
+                        help="footage known to be real (your cameras): files, or folders of them; each file counts "
+                             "as one camera's footage")
+    source.add_argument("--from-daemon", action="store_true",
+                        help="the window scores a running daemon publishes for --stream (streams you declare real), "
+                             "for --hours")
+    source.add_argument("--from-reviews", nargs="?", const="", metavar="EVIDENCE_DIR",
+                        help="what reviewed alerts (the dashboard's false alarm / confirmed marks) say about the "
+                             "threshold (default: evidence.dir); reports, writes nothing")
+    p.add_argument("--stream", action="append", default=[], metavar="NAME", dest="real_streams",
+                   help="--from-daemon: a stream known to be real (repeat for several)")
+    p.add_argument("--hours", type=float, default=1.0, help="--from-daemon: how long to collect (default 1)")
+    p.add_argument("--endpoint", help="--from-daemon: PUB endpoint (default: the configured one)")
     p.add_argument("--false-alerts-per-day", type=float, default=1.0, metavar="N", dest="budget",
                    help="the budget: false alerts per camera per day, held at the 95%% upper bound (default 1)")
     p.add_argument("--out", default="calibration.json", metavar="FILE",
@@ -69,6 +80,8 @@ def register_web(sub) -> None:
     p.add_argument("--evidence", metavar="DIR", help="evidence directory to serve (default: evidence.dir)")
     p.add_argument("--token-file", metavar="FILE", help="access token file (needed beyond loopback)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding beyond loopback (with --token-file)")
+    p.add_argument("--allow-reviews", action="store_true",
+                   help="let the page mark alerts false alarm / confirmed (needs --token-file; web.allow_reviews)")
     p.set_defaults(handler=_web)
 
 
@@ -110,7 +123,11 @@ def _web(args: argparse.Namespace) -> int:
     config = setup(args, "web")
     host, port, token, evidence = web_settings(config, args.bind, args.token_file, args.allow_remote, args.evidence)
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
-    return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint)), host, port)
+    reviews = args.allow_reviews or config.web.allow_reviews
+    if reviews and token is None:
+        raise UserError("dfwatch web: --allow-reviews needs --token-file (web.token_file): reviews change the "
+                        "evidence store, the page stays read-only without a token", exit_code=2)
+    return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint), reviews), host, port)
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -149,21 +166,24 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from daemon.clients.calibrate import (EXIT_TOO_LITTLE, TooLittleFootage, check_supports, choose, footage_hours,
-                                          footage_windows, report)
+    from daemon.clients.calibrate import (EXIT_TOO_LITTLE, TooLittleFootage, check_supports, footage_hours,
+                                          footage_windows)
     from daemon.clients.scan import Scanner, expand_inputs
     from daemon.outcomes.alerts import AlertRules
     from engines.backends import open_runners
     from engines.bundles.bundle import load_bundle
-    from engines.operating_points import write_calibration
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     config = daemon_config(args, "calibrate")
     if args.budget <= 0:
         raise UserError("--false-alerts-per-day must be above 0", exit_code=2)
     bundle = usage_error(lambda: load_bundle(args.bundle))
+    rules = AlertRules.from_config(config.alerts)
+    op = bundle.manifest.operating_points
+    if args.from_reviews is not None:
+        return _calibrate_from_reviews(args, config, bundle)
+    if args.from_daemon:
+        return _calibrate_from_daemon(args, config, bundle, rules, op)
     paths = expand_inputs(args.real)
     try:
         check_supports(footage_hours(paths), args.budget)  # before any scan: said at once
@@ -176,19 +196,67 @@ def _calibrate(args: argparse.Namespace) -> int:
     scanner = Scanner(config.model_copy(update={"inference": config.inference.model_copy(
         update={"calibration": None})}), bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
                                                                        device=choice.device), choice.backend)
-    rules = AlertRules.from_config(config.alerts)
     windows, hours, used = footage_windows(scanner, paths, rules.open_of)
     if not used:
         raise UserError("no usable real footage: nothing to calibrate on", exit_code=2)
-    op = bundle.manifest.operating_points
+    return _write_calibration(args, bundle, windows, hours, rules, op, used)
+
+
+def _write_calibration(args, bundle, windows: list[dict], hours: float, rules, op, sources: list[str]) -> int:
+    from pathlib import Path
+
+    from daemon.clients.calibrate import EXIT_TOO_LITTLE, TooLittleFootage, choose, report
+    from engines.operating_points import write_calibration
+
     try:
         result = choose(windows, hours, args.budget, rules, op["roc"] if op else None)
     except TooLittleFootage as e:
         print(f"dfwatch calibrate: {e}", file=sys.stderr)
         return EXIT_TOO_LITTLE
-    write_calibration(Path(args.out), result.as_file(bundle, used))
+    write_calibration(Path(args.out), result.as_file(bundle, sources))
     print(report(result, bundle))
     print(f"wrote {args.out}: serve it with --set inference.calibration={args.out} (or in the configuration)")
+    return 0
+
+
+def _calibrate_from_daemon(args, config, bundle, rules, op) -> int:
+    from daemon.clients.calibrate import CalibrationSourceError, daemon_windows
+    from daemon.wire.endpoints import resolve
+    from daemon.wire.subscriber import subscribe
+
+    if not args.real_streams:
+        raise UserError("--from-daemon needs --stream NAME: the streams you know show only real people", exit_code=2)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
+    sub = subscribe(endpoint, None, keys=subscriber_keys(config, endpoint))
+    print(f"dfwatch calibrate: collecting the window scores of {', '.join(args.real_streams)} from {endpoint} "
+          f"for {args.hours:g} h", file=sys.stderr, flush=True)
+    try:
+        windows, hours = daemon_windows(sub, set(args.real_streams), args.hours, bundle.id)
+    except CalibrationSourceError as e:
+        raise UserError(f"dfwatch calibrate: {e}", exit_code=2) from None
+    finally:
+        sub.close()
+    if not windows:
+        raise UserError(f"no verdict of {', '.join(args.real_streams)} came from {endpoint} in {args.hours:g} h: is "
+                        "the daemon running, with these streams?", exit_code=2)
+    return _write_calibration(args, bundle, windows, hours, rules, op,
+                              [f"daemon:{name}" for name in sorted(args.real_streams)])
+
+
+def _calibrate_from_reviews(args, config, bundle) -> int:
+    from pathlib import Path
+
+    from daemon.clients.calibrate import reviews_report
+    from daemon.outcomes.evidence import default_dir
+    from daemon.outcomes.reviews import reviewed_alerts
+    from engines.operating_points import operating_threshold
+
+    root = Path(args.from_reviews or config.evidence.dir or default_dir())
+    reviewed = [r for r in reviewed_alerts(root) if r["messages"][-1].get("model") == bundle.id]
+    if not reviewed:
+        raise UserError(f"no reviewed alert of bundle {bundle.id} in {root}: mark alerts in the dashboard "
+                        "(dfwatch web --allow-reviews)", exit_code=2)
+    print(reviews_report(reviewed, operating_threshold(config, bundle)[0]))
     return 0
 
 

@@ -132,3 +132,69 @@ def report(c: Calibration, bundle) -> str:
             ("validation TPR at this threshold", tpr)]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# ---- from a running daemon -------------------------------------------------------------------
+
+def daemon_windows(sub, streams: set[str], hours: float, model: str) -> tuple[list[dict], float]:
+    """The windows a running daemon publishes for `streams` over `hours` of wall time, and the
+    camera-hours they cover (each stream's span of window times). Verdicts of another model are
+    refused: a calibration is one bundle's."""
+    import time
+
+    from daemon.wire.protocol import Verdict
+    from daemon.wire.subscriber import receive
+
+    windows, spans, deadline = [], {}, time.monotonic() + hours * 3600
+    while (left := deadline - time.monotonic()) > 0:
+        msg = receive(sub, min(left, 1.0))
+        if not isinstance(msg, Verdict) or msg.stream not in streams:
+            continue
+        if msg.model != model:
+            raise CalibrationSourceError(f"the daemon serves {msg.model}, not the bundle being calibrated ({model})")
+        windows.append({"stream": msg.stream, "track": msg.track, "t_first": msg.t_first, "t_last": msg.t_last,
+                        "decisive": msg.decisive if msg.label != "no_face" else None})
+        first, last = spans.get(msg.stream, (msg.t_first, msg.t_last))
+        spans[msg.stream] = (min(first, msg.t_first), max(last, msg.t_last))
+    return windows, sum(last - first for first, last in spans.values()) / 3600.0
+
+
+class CalibrationSourceError(Exception):
+    pass
+
+
+# ---- from reviews ------------------------------------------------------------------------------
+
+def reviews_report(reviewed: list[dict], threshold: float) -> str:
+    """What reviewed alerts say about the threshold: each false alarm opened at a window whose
+    decisive score was above the threshold then in force; a threshold above the highest of them
+    would have kept every reviewed false alarm from opening when it did, and the confirmed alerts
+    whose decisive scores reach it are the ones it still catches (the TPR check)."""
+    def opening(r: dict) -> float | None:
+        start = next((m for m in r["messages"] if m.get("state") == "start"), r["messages"][0])
+        return start.get("decisive") if start.get("decisive") is not None else start.get("score")
+
+    def peak(r: dict) -> float | None:
+        values = [m.get("decisive") if m.get("decisive") is not None else m.get("score") for m in r["messages"]]
+        return max((v for v in values if v is not None), default=None)
+
+    false = [r for r in reviewed if r["review"] == "false_alarm"]
+    confirmed = [r for r in reviewed if r["review"] == "confirmed"]
+    lines = [f"reviewed alerts: {len(false)} false alarm(s), {len(confirmed)} confirmed; threshold in force "
+             f"{threshold:.4g}"]
+    for r in false:
+        lines.append(f"  false alarm {r['alert_id'][:8]} ({r['stream']}): opened at decisive score "
+                     f"{opening(r):.4g}" if opening(r) is not None else f"  false alarm {r['alert_id'][:8]}: no score")
+    openings = [v for v in map(opening, false) if v is not None]
+    if openings:
+        needed = float(np.nextafter(max(openings), np.inf))
+        kept = sum(1 for r in confirmed if (peak(r) or 0.0) >= needed)
+        lines.append(f"a threshold of {needed:.4g} would have kept every reviewed false alarm from opening "
+                     f"(from {threshold:.4g}: {'higher' if needed > threshold else 'no change needed'})")
+        if confirmed:
+            lines.append(f"at it, {kept} of the {len(confirmed)} confirmed alert(s) still reach the threshold "
+                         f"(TPR check {kept / len(confirmed):.2f})")
+    elif confirmed:
+        kept = sum(1 for r in confirmed if (peak(r) or 0.0) >= threshold)
+        lines.append(f"no false alarm reviewed; {kept} of the {len(confirmed)} confirmed alert(s) reach the threshold")
+    return "\n".join(lines)

@@ -85,7 +85,9 @@ class Board:
                 for track in [t for t in self.thumbnails.get(msg.stream, {}) if t not in live]:
                     del self.thumbnails[msg.stream][track]
             return "verdict", data
-        self.alerts.pop(msg.alert_id, None)
+        previous = self.alerts.pop(msg.alert_id, None)
+        if previous and previous.get("review"):  # a review outlives the alert's later messages
+            data = {**data, "review": previous["review"]}
         self.alerts[msg.alert_id] = data
         ended = [k for k, a in self.alerts.items() if a["state"] == "end"]
         for key in ended[: max(0, len(self.alerts) - MAX_ALERTS)]:
@@ -114,10 +116,14 @@ class Board:
 # ---- the server ------------------------------------------------------------------------------
 
 class Dashboard:
-    def __init__(self, endpoint: str, evidence: Path | None, token: str | None = None, keys: Keys | None = None):
+    def __init__(self, endpoint: str, evidence: Path | None, token: str | None = None, keys: Keys | None = None,
+                 reviews: bool = False):
+        """`reviews`: the page may mark alerts false alarm / confirmed (only with a token, and an
+        evidence directory to store them in); otherwise it only reads."""
         from daemon.outcomes.evidence import stored_alerts
 
         self.endpoint, self.evidence, self.token, self.keys = endpoint, evidence, token, keys
+        self.reviews = bool(reviews and token and evidence)
         self.board = Board(stored_alerts=stored_alerts(evidence, MAX_ALERTS) if evidence else ())
         self.pages: set[asyncio.Queue] = set()
         self.dropped_pages = 0
@@ -128,6 +134,7 @@ class Dashboard:
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/evidence/{path:.*}", self._evidence)
+        app.router.add_post("/api/reviews", self._review)
         app.router.add_static("/ui/", UI)
         return app
 
@@ -150,7 +157,27 @@ class Dashboard:
         return web.FileResponse(UI / "index.html", headers={"Cache-Control": "no-store"})
 
     async def _state(self, request: web.Request) -> web.Response:
-        return web.json_response(self.board.snapshot())
+        return web.json_response({**self.board.snapshot(), "reviews": self.reviews})
+
+    async def _review(self, request: web.Request) -> web.Response:
+        """A person's review of an alert, stored beside its evidence (daemon/outcomes/reviews.py)
+        and shown to every open page."""
+        from daemon.outcomes.reviews import ReviewError, write_review
+
+        if not self.reviews:
+            raise web.HTTPForbidden(text="dfwatch web: read-only (reviews need --token-file and --allow-reviews)")
+        try:
+            body = await request.json()
+            review = write_review(self.evidence, body.get("stream"), body.get("alert_id"), body.get("review"),
+                                  body.get("note", ""))
+        except (ValueError, AttributeError, ReviewError) as e:
+            raise web.HTTPBadRequest(text=f"dfwatch web: {e}")
+        alert = self.board.alerts.get(review["alert_id"])
+        if alert is not None:
+            self.board.alerts[review["alert_id"]] = {**alert, "review": review["review"]}
+            self._broadcast("alert", self.board.alerts[review["alert_id"]])
+        log.info("alert reviewed", stream=review["stream"], alert_id=review["alert_id"], review=review["review"])
+        return web.json_response(review)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: every verdict, alert and status, and reachability changes."""

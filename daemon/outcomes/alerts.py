@@ -86,7 +86,7 @@ class AlertTracker:
         self.alert = Alert(alert_id=uuid.uuid4().hex, stream=self.stream, state="start", t_start=fakes[0].t_first,
                            t_last=v.t_last, t_end=None, windows=len(fakes), score=v.score,
                            peak_score=max(w.score for w in fakes), model=v.model, evidence=None,
-                           untrained=v.untrained, track=self.track, calibrated=v.calibrated)
+                           untrained=v.untrained, track=self.track, calibrated=v.calibrated, decisive=v.decisive)
         self.real_run, self.since_update = 0, 0
         self.recent.clear()
         self.started += 1
@@ -101,6 +101,7 @@ class AlertTracker:
     @staticmethod
     def _next(alert: Alert, v: Verdict, state: str, windows: int | None = None, peak: float | None = None) -> Alert:
         return Alert(**{**alert.__dict__, "state": state, "t_last": v.t_last, "score": v.score,
+                        "decisive": v.decisive,
                         "windows": alert.windows if windows is None else windows,
                         "peak_score": alert.peak_score if peak is None else peak})
 
@@ -120,6 +121,6 @@ def replay(windows, rules: AlertRules, threshold: float) -> int:
         alert = tracker.on_verdict(Verdict(
             stream=w["stream"], window=i, seq_first=0, seq_last=0, t_first=w["t_first"], t_last=w["t_last"],
             score=None if decisive is None else decisive, label=label, threshold=threshold, faces=0, frames=0,
-            model="", backend="", latency_ms=0.0, track=w["track"]))
+            model="", backend="", latency_ms=0.0, track=w["track"], decisive=decisive))
         opened += alert is not None and alert.state == "start"
     return opened

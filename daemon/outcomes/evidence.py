@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daemon.outcomes.reviews import read_review
 from daemon.wire.protocol import Alert
 from engines.logs import get_logger
 
@@ -267,9 +268,11 @@ def stored_alerts(root: Path, limit: int) -> list[dict]:
             continue  # still being written
         try:
             messages = json.loads(path.read_text())
-            found.append(messages[-1])
+            latest = dict(messages[-1])
         except (OSError, ValueError, IndexError, TypeError):
             continue
+        review = read_review(path.parent)  # a person's word on it (the dashboard), if any
+        found.append({**latest, "review": review["review"]} if review else latest)
     found = [m for m in found if isinstance(m, dict) and "alert_id" in m and "t_start" in m]
     return sorted(found, key=lambda m: m["t_start"])[-limit:]
 

@@ -29,7 +29,8 @@ def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision
                    t_last=w.t_last, score=decision.score, label=decision.label, threshold=threshold, faces=w.faces,
                    frames=w.frames, model=bundle.id, backend=backend, latency_ms=latency_ms,
                    untrained=not bundle.trained, family=bundle.family, fake_frames=decision.fake_frames,
-                   track=w.track, box=w.box, thumbnail=_jpeg_url(w.thumbnail), calibrated=calibrated)
+                   track=w.track, box=w.box, thumbnail=_jpeg_url(w.thumbnail), calibrated=calibrated,
+                   decisive=decision.decisive)
 
 
 def _jpeg_url(image: np.ndarray | None) -> str | None:

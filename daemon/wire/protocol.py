@@ -327,6 +327,7 @@ class Verdict:
     box: list[float] | None = None   # the window's mean face box, fractions of the frame: x1, y1, x2, y2 (optional)
     thumbnail: str | None = None     # the track's face, a data: URL of a small JPEG, on its first verdict (optional)
     calibrated: bool = False         # the threshold is a site calibration's ('dfwatch calibrate'; optional)
+    decisive: float | None = None    # the highest threshold at which this window is fake (optional; nil: no_face)
 
     def encode(self) -> list:
         return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -347,7 +348,8 @@ class Verdict:
                    backend=_str(h, "backend", 64), latency_ms=_num(h, "latency_ms"), untrained=_bool(h, "untrained"),
                    family=_str(h, "family", 64) if "family" in h else "stylegru",
                    fake_frames=_int(h, "fake_frames", optional=True), track=_int(h, "track", optional=True),
-                   box=_box(h), thumbnail=_thumbnail(h), calibrated=_bool(h, "calibrated"))
+                   box=_box(h), thumbnail=_thumbnail(h), calibrated=_bool(h, "calibrated"),
+                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0))
 
 
 def _thumbnail(h: dict) -> str | None:
@@ -391,6 +393,7 @@ class Alert:
     untrained: bool = False
     track: int | None = None     # the face track that looks fake (optional; one alert per stream and track)
     calibrated: bool = False     # raised at a site calibration's threshold (optional)
+    decisive: float | None = None  # the latest window's decisive score (optional): what a review learns from
 
     def encode(self) -> list:
         return [ALERT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -411,7 +414,8 @@ class Alert:
                    t_last=_num(h, "t_last"), t_end=t_end, windows=_int(h, "windows"),
                    score=_num(h, "score", lo=0.0, hi=1.0), peak_score=_num(h, "peak_score", lo=0.0, hi=1.0),
                    model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"),
-                   track=_int(h, "track", optional=True), calibrated=_bool(h, "calibrated"))
+                   track=_int(h, "track", optional=True), calibrated=_bool(h, "calibrated"),
+                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
                   "--set", "window.stride=2", "--set", "inference.threshold=0.0",  # every window fake: an alert
                   "--set", "web.enabled=true", "--set", f"web.bind=127.0.0.1:{port}"], daemon_env(runtime), log)
     url = f"http://127.0.0.1:{port}/"
+    # meanwhile a calibration collects stream a's published window scores (a stream declared real)
+    calibration = subprocess.Popen(DFWATCH + ["calibrate", str(dldfd_bundle), "--from-daemon", "--stream", "a",
+                                              "--hours", "0.002", "--false-alerts-per-day", "1000000",
+                                              "--out", str(tmp_path / "from-daemon.json")],
+                                   env=daemon_env(runtime), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and status_of(url) != 200:  # the supervised web child is up
@@ -64,21 +69,33 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
         alert = browser.execute_script("return document.querySelector('#alerts li.open').dataset.alert")
         assert status_of(f"{url}evidence/a/{alert}/alert.json") == 200
         assert status_of(f"{url}evidence/%00") == status_of(f"{url}evidence/a/%01x") == 400
+        assert not browser.find_elements("css selector", "button[data-review]")  # no token: the page only reads
+        out, err = calibration.communicate(timeout=60)
+        assert calibration.returncode == 0, err
+        made = json.loads((tmp_path / "from-daemon.json").read_text())
+        assert made["footage"] == ["daemon:a"] and made["windows"] >= 3 and "threshold" in out
     finally:
+        if calibration.poll() is None:
+            calibration.kill()
         assert stop(proc) == 0
     for line in log.read_text().splitlines():  # every process under run (web, evidence writer too) logs JSON
         assert json.loads(line)["role"] in ("run", "infer", "capture", "web"), line
         assert "Traceback" not in line and json.loads(line)["level"] != "error", line
 
     # the daemon and its dashboard are gone; a new dashboard reads the alert back from the evidence
-    # store, shows it ended (the stop ended it), with its times' zone, and the stream as stopped
+    # store, shows it ended (the stop ended it), with its times' zone, and the stream as stopped; its
+    # token allows reviews: a person marks the alert a false alarm, with a real click
+    token_file = tmp_path / "token"
+    token_file.write_text("correct-horse-battery-staple\n")
+    token_file.chmod(0o600)
     web = start(["web", "--bind", f"127.0.0.1:{port}", "--endpoint", f"ipc://{runtime}/verdicts",
-                 "--evidence", str(runtime / "evidence")], daemon_env(runtime), tmp_path / "web.log")
+                 "--evidence", str(runtime / "evidence"), "--token-file", str(token_file), "--allow-reviews"],
+                daemon_env(runtime), tmp_path / "web.log")
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and status_of(url) != 200:
+        while time.monotonic() < deadline and status_of(url) != 401:
             time.sleep(0.3)
-        browser.get(url)
+        browser.get(url + "?token=correct-horse-battery-staple")
         item = wait(browser, f"return document.querySelector('#alerts li.ended[data-alert=\"{alert}\"]')", 30,
                     "the stored alert")
         text = item.text
@@ -88,8 +105,19 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
         row = wait(browser, "const r = document.querySelector('#streams tr[data-stream=a]'); return r && r.innerText",
                    20, "the stream's row")
         assert "stopped" in row, row
+        item.find_element("css selector", "button[data-review=false_alarm]").click()
+        wait(browser, f"return document.querySelector('li[data-alert=\"{alert}\"] .review-false_alarm')", 10,
+             "the review in the list")
+        stored = json.loads((runtime / "evidence" / "a" / alert / "review.json").read_text())
+        assert stored["review"] == "false_alarm" and stored["alert_id"] == alert
     finally:
         assert stop(web) == 0
+    # what the reviewed false alarm says about the threshold (the daemon decided at 0)
+    r = subprocess.run(DFWATCH + ["calibrate", str(dldfd_bundle), "--from-reviews", str(runtime / "evidence"),
+                                  "--set", "inference.threshold=0.0"], capture_output=True, text=True, timeout=60,
+                       env=daemon_env(runtime))
+    assert r.returncode == 0, r.stderr
+    assert "1 false alarm(s), 0 confirmed" in r.stdout and "would have kept every reviewed false alarm" in r.stdout
 
 
 def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_path):

@@ -175,3 +175,22 @@ def test_an_untrained_bundles_clip_says_so_on_every_frame(franck_frames):
         assert (a[: h - 30] == b[: h - 30]).all()  # the picture itself untouched
         band = b[h - 26:]
         assert (band == 0).mean() > 0.5 and (band[..., 1] > 200).sum() > 50  # a black band with yellow text
+
+
+def test_a_review_is_stored_beside_its_evidence_and_read_back(tmp_path):
+    from daemon.outcomes.evidence import stored_alerts
+    from daemon.outcomes.reviews import ReviewError, reviewed_alerts, write_review
+
+    tracker, start = opened_alert()
+    folder = tmp_path / "door" / start.alert_id
+    folder.mkdir(parents=True)
+    (folder / "alert.json").write_text(json.dumps([{**start.__dict__}]))
+    for stream, alert_id, review in (("../etc", start.alert_id, "confirmed"), ("door", "../../x", "confirmed"),
+                                     ("door", start.alert_id, "maybe"), ("door", "f" * 32, "confirmed")):
+        with pytest.raises(ReviewError):
+            write_review(tmp_path, stream, alert_id, review)
+    write_review(tmp_path, "door", start.alert_id, "false_alarm", note="the cleaner")
+    assert stored_alerts(tmp_path, 10)[0]["review"] == "false_alarm"
+    (reviewed,) = reviewed_alerts(tmp_path)
+    assert reviewed["review"] == "false_alarm" and reviewed["note"] == "the cleaner"
+    assert reviewed["messages"][0]["alert_id"] == start.alert_id

@@ -103,9 +103,13 @@ function renderAlerts() {
     const ended = a.state !== "end" ? "OPEN since " + when(a.t_start)
       : `${when(a.t_start)} to ${a.t_end ? when(a.t_end) : "an unrecorded end (the daemon stopped)"}`;
     const who = a.track === null || a.track === undefined ? "" : ` track ${esc(a.track)}`;
-    return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}"><div><b>${esc(a.stream)}${who}</b> ` +
+    const review = a.review ? `<span class="review review-${esc(a.review)}">${a.review === "false_alarm" ? "false alarm" : "confirmed"}</span>` : "";
+    const buttons = state.reviews ? `<span class="review-buttons"><button data-review="false_alarm">false alarm</button>` +
+      `<button data-review="confirmed">confirmed</button></span>` : "";
+    return `<li class="${a.state === "end" ? "ended" : "open"}" data-alert="${esc(a.alert_id)}" data-stream="${esc(a.stream)}">` +
+      `<div><b>${esc(a.stream)}${who}</b> ` +
       `<span class="when">${esc(ended)}</span>: ${a.windows} fake window(s), peak ${a.peak_score.toFixed(3)}` +
-      `${a.untrained ? " (untrained bundle)" : ""}<br><small>${esc(a.alert_id)}</small></div>` +
+      `${a.untrained ? " (untrained bundle)" : ""} ${review}<br><small>${esc(a.alert_id)}</small>${buttons}</div>` +
       (sheet ? `<img alt="faces" src="evidence/${sheet.split("/").map(encodeURIComponent).join("/")}">` : "") +
       (clip ? `<video controls muted preload="metadata" src="evidence/${clip.split("/").map(encodeURIComponent).join("/")}"></video>` : "") +
       `</li>`;
@@ -135,10 +139,21 @@ function onVerdict(v) {
 }
 
 function onAlert(a) { state.alerts.set(a.alert_id, a); renderAlerts(); }
+
+// a person's review of an alert (only when the dashboard's token allows reviews)
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-review]");
+  if (!button) return;
+  const item = button.closest("li[data-alert]");
+  const r = await fetch("api/reviews", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ alert_id: item.dataset.alert, stream: item.dataset.stream, review: button.dataset.review }) });
+  if (r.ok) { const a = state.alerts.get(item.dataset.alert); if (a) { a.review = button.dataset.review; renderAlerts(); } }
+});
 function onDaemon(d) { state.reachable = d.reachable; $("#unreachable").hidden = d.reachable; renderStreams(); }
 
 async function start() {
   const snap = await (await fetch("api/state")).json();
+  state.reviews = Boolean(snap.reviews);
   onDaemon(snap);
   for (const [stream, points] of Object.entries(snap.history)) {
     const threshold = snap.last[stream] ? snap.last[stream].threshold : null;
