@@ -11,7 +11,7 @@ import numpy as np
 
 from engines.bundles.bundle import load_bundle
 from helpers.clips import write_clip
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+from helpers.daemon import DFWATCH, daemon_env, serve_file
 
 STRIDE = 2
 
@@ -51,18 +51,7 @@ def test_scan_and_run_serve_it_with_its_threshold_and_the_mean_rule(icpr_bundle,
     assert windows and all(0 < w["score"] < 1 and w["label"] == ("fake" if w["score"] >= 0.5 else "real")
                            for w in windows)
 
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    log = tmp_path / "daemon.log"
-    proc = start(["run", "--bundle", str(icpr_bundle), "--stream", f"a={clip}", "--set", "capture.pace=false",
-                  *settings], daemon_env(runtime), log)
-    sub = Subscriber(f"ipc://{runtime}/verdicts")
-    try:
-        sub.wait_for(lambda s: len(s.of("a")) >= len(windows), 120, "the file's verdicts", log)
-    finally:
-        sub.close()
-        assert stop(proc) == 0
-    served = sorted(sub.of("a"), key=lambda v: v.t_first)
+    served = sorted(serve_file(icpr_bundle, clip, tmp_path, len(windows), settings), key=lambda v: v.t_first)
     for v, w in zip(served, sorted(windows, key=lambda w: w["t_first"])):
         assert v.family == "icpr-b4" and not v.untrained and v.threshold == 0.5 and v.model == "test-icpr-b4"
         assert abs(v.score - w["score"]) < 1e-5 and v.label == w["label"]  # the same frames, the same score

@@ -12,7 +12,7 @@ from daemon.clients.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_RE
 from engines import __version__
 from engines.bundles.bundle import load_bundle
 from helpers.clips import write_clip
-from helpers.daemon import DFWATCH, Subscriber, daemon_env, start, stop
+from helpers.daemon import DFWATCH, daemon_env, serve_file
 
 SETTINGS = ["--set", "window.stride=2", "--set", "inference.max_frame_age_s=0"]
 
@@ -45,18 +45,7 @@ def test_scan_scores_equal_the_daemons_verdicts_for_the_same_file(clip, dldfd_bu
     windows, summary = lines[:-1], lines[-1]
     assert summary["type"] == "file" and summary["verdict"] == "real" and summary["windows"] == len(windows) >= 5
 
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    log = tmp_path / "daemon.log"
-    proc = start(["run", "--bundle", str(dldfd_bundle), "--stream", f"a={clip}", "--set", "capture.pace=false",
-                  *SETTINGS], daemon_env(runtime), log)
-    sub = Subscriber(f"ipc://{runtime}/verdicts")
-    try:
-        sub.wait_for(lambda s: len(s.of("a")) >= len(windows), 120, "the daemon's verdicts for the file", log)
-    finally:
-        sub.close()
-        assert stop(proc) == 0
-    served = {v.window: v for v in sub.of("a")}
+    served = {v.window: v for v in serve_file(dldfd_bundle, clip, tmp_path, len(windows), tuple(SETTINGS))}
     assert sorted(served) == [w["window"] for w in windows]
     for w in windows:
         v = served[w["window"]]

@@ -131,6 +131,23 @@ class Subscriber:
         self.sock.close()
 
 
+def serve_file(bundle: Path, clip: Path, tmp_path: Path, count: int, settings: tuple = ()) -> list[Verdict]:
+    """`dfwatch run` on one file read unpaced (stream `a`) until `count` verdicts came; they are
+    returned (what a scan of the same file must equal)."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    log = tmp_path / "daemon.log"
+    proc = start(["run", "--bundle", str(bundle), "--stream", f"a={clip}", "--set", "capture.pace=false",
+                  *settings], daemon_env(runtime), log)
+    sub = Subscriber(f"ipc://{runtime}/verdicts")
+    try:
+        sub.wait_for(lambda s: len(s.of("a")) >= count, 120, "the daemon's verdicts for the file", log)
+    finally:
+        sub.close()
+        assert stop(proc) == 0
+    return sub.of("a")
+
+
 def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int, settings: tuple = ()) -> list[Verdict]:
     """Runs `dfwatch infer` on `bundle`, pushes `frames` — (pixels, seq, t_capture, t_mono) — as
     one stream followed by its end, and returns the first `count` verdicts of that stream."""
