@@ -141,3 +141,21 @@ class Family:
     def build_demo(self, root: Path, seed: int, trained: Path | None) -> Path:
         """A bundle (its folder) from stand-in weights in the official layouts (`dfwatch demo`, benchmarks)."""
         raise NotImplementedError
+
+
+class FrameFamily(Family):
+    """A frame-level family: one part, `frame`, gives P(fake) per face crop, and a window's decision
+    comes from its face frames' probabilities alone (`decide_frames`, the family's rule)."""
+    frame_part = trained_part = "frame"
+    training_cache = CACHE_FACE_CROPS
+
+    def input_shapes(self, bundle: Bundle, part: str) -> dict[str, tuple[int, ...]]:
+        s = bundle.manifest.frame.normalization.size
+        return {"faces": (3, s, s)}
+
+    def decide(self, windows: list[WindowInputs], runners: dict, threshold: float) -> list[Decision]:
+        from engines.pipeline.decision import NO_FACE
+
+        # each real face frame counts once (a short stream's padded window repeats frames)
+        return [self.decide_frames(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
+                for w in windows]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from engines.families.schema import ManifestBase, Model
-from engines.families.base import CACHE_FACE_CROPS, Family, Part, SourceOption
+from engines.families.base import FrameFamily, Part, SourceOption
 from engines.pipeline.specs import CropSpec, Normalization
 
 IMAGENET_NORM = Normalization(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision ResNet-50
@@ -38,13 +38,11 @@ class DLDFDManifest(ManifestBase):
         return DLDFDConfig.from_dict(self.frame.config)
 
 
-class DLDFDFamily(Family):
+class DLDFDFamily(FrameFamily):
     name = "dldfd"
     title = "DLDFD"
     summary = "frame-level 2D detector; majority vote per window"
     parts = (Part("frame", "frame_model.pt", ("faces",), ("probability",), per="frame", channels_last=True),)
-    frame_part = trained_part = "frame"
-    training_cache = CACHE_FACE_CROPS
     manifest_type = DLDFDManifest
     sources = (SourceOption("--resnet50", "RESNET50.pth", "torchvision ResNet-50 ImageNet weights "
                                                           "(an untrained bundle to start 'dfwatch train' from)"),
@@ -53,22 +51,11 @@ class DLDFDFamily(Family):
     frame_rule = "majority vote of face frames"
     demo_fps = 6.0  # the frame-level detector is 7-9x cheaper per frame than StyleGRU (docs/BENCHMARKS.md)
 
-    def input_shapes(self, bundle, part: str) -> dict[str, tuple[int, ...]]:
-        s = bundle.manifest.frame.normalization.size
-        return {"faces": (3, s, s)}
-
     def torch_module(self, bundle, part: str):
         from engines.models.checkpoints import load_dldfd
         from engines.models.dldfd import DLDFDProbability
 
         return DLDFDProbability(load_dldfd(bundle.path("frame"))).eval()
-
-    def decide(self, windows, runners: dict, threshold: float):
-        from engines.pipeline.decision import NO_FACE
-
-        # each real face frame votes once (a short stream's padded window repeats frames)
-        return [self.decide_frames(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
-                for w in windows]
 
     def decide_frames(self, probabilities, threshold: float):
         from engines.pipeline.decision import frame_vote

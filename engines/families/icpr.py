@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from engines.families.base import CACHE_FACE_CROPS, Family, Part, SourceOption
+from engines.families.base import FrameFamily, Part, SourceOption
 from engines.families.schema import ManifestBase, Model
 from engines.pipeline.specs import CropSpec, Normalization
 
@@ -47,10 +47,8 @@ def crop_policy(select: str = "largest") -> CropSpec:
     return CropSpec(method="box", margin=0.0, size=224, select=select, smoothing=1)
 
 
-class ICPRFamily(Family):
+class ICPRFamily(FrameFamily):
     parts = (Part("frame", "frame_model.pth", ("faces",), ("probability",), per="frame", channels_last=True),)
-    frame_part = trained_part = "frame"
-    training_cache = CACHE_FACE_CROPS
     manifest_type = ICPRManifest
     sources = (SourceOption("--weights", "FILE.pth", "ICPR 2020: a published *_bestval-<sha256>.pth ('dfwatch "
                                                      "weights fetch icpr-b4-ffpp ...') or a model from 'dfwatch "
@@ -67,10 +65,6 @@ class ICPRFamily(Family):
                         "FF++/DFDC weights (Bonettini et al., ICPR 2020); window score = mean P(fake)")
 
     # -- models -------------------------------------------------------------------------------
-    def input_shapes(self, bundle, part: str) -> dict[str, tuple[int, ...]]:
-        s = bundle.manifest.frame.normalization.size
-        return {"faces": (3, s, s)}
-
     def torch_module(self, bundle, part: str):
         from engines.models.checkpoints import load_icpr
         from engines.models.icpr import ICPRProbability
@@ -78,13 +72,6 @@ class ICPRFamily(Family):
         return ICPRProbability(load_icpr(bundle.path("frame"))).eval()
 
     # -- windows ------------------------------------------------------------------------------
-    def decide(self, windows, runners: dict, threshold: float):
-        from engines.pipeline.decision import NO_FACE
-
-        # each real face frame counts once (a short stream's padded window repeats frames)
-        return [self.decide_frames(w.encodings[w.found & w.first], threshold) if w.enough_faces else NO_FACE
-                for w in windows]
-
     def decide_frames(self, probabilities, threshold: float):
         from engines.pipeline.decision import frame_mean
 
