@@ -120,7 +120,7 @@ def sweep(part: str, module, sample_shapes: list[tuple], flops: int, batches, va
                 return rows
             x = [torch.randn((batch, *s), device="cuda") for s in sample_shapes]
             try:
-                seconds = cuda_timed(lambda: runner.run_device(*x))
+                seconds = cuda_timed(lambda r=runner: r.run_device(*x))
             except torch.OutOfMemoryError:
                 rows.append({"part": part, "variant": v.name, "batch": batch, "skipped": "out of memory"})
                 torch.cuda.empty_cache()
