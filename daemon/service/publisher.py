@@ -64,7 +64,9 @@ class Publisher:
             if score is not None:  # a camera whose scores drift shows it here (per stream: bounded labels)
                 self.metrics.window_score.labels(state.name).observe(score)
         self.pub.send_multipart(verdict.encode(), flags=zmq.NOBLOCK)  # PUB drops for slow subscribers
-        log.info("verdict", stream=state.name, track=w.track, window=verdict.window, label=label,
+        # debug: a camera makes a verdict a second per face; they reach people through the PUB socket,
+        # watch, the dashboard and metrics, and the journal keeps alerts (warning) and state changes
+        log.debug("verdict", stream=state.name, track=w.track, window=verdict.window, label=label,
                  score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))
         tracker = state.tracker(w.track) if label != "no_face" else None
         if tracker is not None:
