@@ -70,7 +70,8 @@ def push_file(footage, runtime, stream: str, loop: bool = False) -> subprocess.P
                             env=daemon_env(runtime), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("family_bundle, supervised", [("dldfd_bundle", True), ("small_bundle", False)])
+# DLDFD goes through Triton in the two-process test below; ICPR (224-px faces) and StyleGRU (three parts) here
+@pytest.mark.parametrize("family_bundle, supervised", [("icpr_bundle", True), ("small_bundle", False)])
 def test_verdicts_through_triton_equal_onnxruntime(family_bundle, supervised, request, footage, tmp_path):
     """Same frames, same windows: the Triton backend's scores equal in-process ONNX Runtime's.
     `supervised`: `dfwatch run` with triton.serve starts the model server as one of its children."""
