@@ -33,7 +33,8 @@ def test_operating_points_calibration_and_a_held_out_clip(detector, dldfd_bundle
     # calibrate on 21 s of real footage (test parts of franck.mp4, used neither in training nor the gallery)
     real = write_clip(footage / "franck.mp4", tmp_path / "real.mp4", 500, start=3800)
     env = daemon_env(tmp_path)
-    too_short = dfwatch("calibrate", str(detector), "--real", str(real), "--false-alerts-per-day", "1",
+    short = write_clip(footage / "franck.mp4", tmp_path / "short.mp4", 96, start=3800)  # 4 s: far too little for 1 a day
+    too_short = dfwatch("calibrate", str(detector), "--real", str(short), "--false-alerts-per-day", "1",
                         "--out", str(tmp_path / "no.json"), *SETTINGS, env=env)
     assert too_short.returncode == 2 and too_short.stderr.count("\n") == 1, too_short.stderr
     assert "hours support at most" in too_short.stderr and "false alerts/day at 95 %; record more" in too_short.stderr
