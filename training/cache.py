@@ -25,8 +25,7 @@ import numpy as np
 from engines.errors import DfwatchError
 from engines.families import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS
 
-SCHEMA = 3  # 2: `found` for both kinds (was face_found / crop_found), `kind` in meta; 3: content crops cut
-            # from the frame at their size (were the style crop resized), so older window inputs re-extract
+SCHEMA = 2  # 2: `found` for both kinds (was face_found / crop_found), `kind` in meta
 ARRAYS = {CACHE_WINDOW_INPUTS: ("style", "content", "found", "frame_indices", "times"),
           CACHE_FACE_CROPS: ("crops", "found", "window", "frame_indices", "times")}
 COMPRESSED = {CACHE_WINDOW_INPUTS: False, CACHE_FACE_CROPS: True}  # crops compress 3-5x; features hardly

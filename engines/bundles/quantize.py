@@ -67,9 +67,7 @@ def read_crops(folder: str | Path, limit: int = 256) -> tuple[np.ndarray, str]:
 
 
 def part_inputs(bundle: Bundle, part: str, crops: np.ndarray) -> list[np.ndarray]:
-    """One model input per sample, normalised as the daemon normalises them (content clips from the
-    crops resized to the content size: the daemon cuts those from the frame, which a folder of crops
-    cannot; calibration only needs the ranges)."""
+    """One model input per sample, made from face crops exactly as the daemon makes them."""
     per = bundle.spec.part(part).per
     if per == "frame":
         return list(normalize(crops, bundle.frame_norm))

@@ -16,8 +16,7 @@ tracks (engines/pipeline/tracking.py):
   ones included (the centre crop) — the behaviour before tracks, which training uses, as datasets
   label videos, not faces.
 
-Per track (`TrackWindow`), every frame is cropped (StyleGRU: also at the content size, from the
-frame, with the same alignment) and encoded once and a content clip is computed
+Per track (`TrackWindow`), every frame is cropped and encoded once and a content clip is computed
 once and reused by every window that contains it. Window w covers the track's frames
 [w*stride, w*stride + T); when a track ends (its face gone longer than `lost_s`, or the stream
 ended) its last T frames form a final window (a track shorter than T is padded circularly, as
@@ -31,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -250,8 +249,8 @@ class TrackWindow:
         tf.crop = crop_face(tf.frame.pixels, face, owner.crop_spec)
         if self.thumbnail is None and tf.found:
             self.thumbnail = thumbnail(tf.crop)
-        if owner.content_crop is not None:  # 8-bit; normalised when a clip needs it
-            tf.clip_crop = crop_face(tf.frame.pixels, face, owner.content_crop)
+        if owner.content_norm is not None:
+            tf.clip_crop = model_size(tf.crop[None], owner.content_norm)[0]  # 8-bit; normalised when a clip needs it
         tf.frame.release()
         owner.work.put("encode", tf)
 
@@ -339,9 +338,6 @@ class StreamAnalysis:
             raise ValueError("content clips need both clip_frames and a content normalisation")
         self.spec, self.crop_spec = spec, crop
         self.frame_norm, self.content_norm = frame_norm, content_norm
-        # the content crop: the same face and alignment, cut from the frame at the content model's size
-        # (one warp, ~35 us, instead of area-resizing the style crop, ~160 us: docs/BENCHMARKS.md)
-        self.content_crop = replace(crop, size=content_norm.size) if content_norm is not None else None
         self.tracking = tracking or TrackingSpec(select=crop.select)
         self.work = work if work is not None else WorkQueues()
         self.name, self.fps = name, fps
