@@ -125,7 +125,7 @@ def _web(args: argparse.Namespace) -> int:
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
     reviews = args.allow_reviews or config.web.allow_reviews
     if reviews and token is None:
-        raise UserError("dfwatch web: --allow-reviews needs --token-file (web.token_file): reviews change the "
+        raise UserError("--allow-reviews needs --token-file (web.token_file): reviews change the "
                         "evidence store, the page stays read-only without a token", exit_code=2)
     return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint), reviews), host, port)
 
@@ -233,7 +233,7 @@ def _calibrate_from_daemon(args, config, bundle, rules, op) -> int:
     try:
         windows, hours = daemon_windows(sub, set(args.real_streams), args.hours, bundle.id)
     except CalibrationSourceError as e:
-        raise UserError(f"dfwatch calibrate: {e}", exit_code=2) from None
+        raise UserError(str(e), exit_code=2) from None
     finally:
         sub.close()
     if not windows:
