@@ -228,7 +228,7 @@ def _eval_frames(args, model_path: Path, threshold: float, history, about: dict)
     model = family.load_trained(model_path)
     return evaluate_frames(TorchRunner("frame", family.probability(model)), load_video_crops(args.cache, args.split),
                            family.trained_normalization(model), threshold, Path(args.out), history, about,
-                           decide=family.decide_frames, rule=family.frame_rule)
+                           family=family)
 
 
 def _protocols(args: argparse.Namespace) -> int:

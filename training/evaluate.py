@@ -1,9 +1,10 @@
 """`dfwatch train eval`: video-level metrics, plots and a JSON report for any cached split.
 
 Scores come from the head runner of a bundle (or a head file) on the cached windows, i.e. the
-same computation the daemon does for the same frames. For the DLDFD family the per-frame model
-runs on the cached crops and `engines.pipeline.decision.frame_vote` decides each video's window, as the
-daemon does; the report adds the paper's true classification rates (video and frame level).
+same computation the daemon does for the same frames. For a frame-level family (DLDFD, the ICPR
+detectors) the per-frame model runs on the cached crops and the family's `decide_frames` decides
+each video's window, as the daemon does; the report adds the true classification rates (video and
+frame level).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
+from engines.families.base import Family  # noqa: E402
 from engines.operating_points import roc_operating_points  # noqa: E402
-from engines.pipeline.decision import frame_vote  # noqa: E402
 from engines.pipeline.preprocess import Normalization, normalize  # noqa: E402
 from training.features import Features  # noqa: E402
 from training.frames import VideoCrops  # noqa: E402
@@ -65,7 +66,7 @@ def frame_probabilities(frame_runner, video: VideoCrops, norm: Normalization, ba
 
 
 def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float,
-                decide=frame_vote) -> dict:
+                decide) -> dict:
     """Each video's window decided like the daemon's, by the family's rule (`decide`: DLDFD's face
     frames vote, the ICPR detectors average them; a window without any face uses its centre
     crops), plus per-frame labels for the frame-level rate."""
@@ -85,13 +86,12 @@ def vote_videos(frame_runner, videos: list[VideoCrops], norm: Normalization, thr
 
 
 def evaluate_frames(frame_runner, videos: list[VideoCrops], norm: Normalization, threshold: float, out: Path,
-                    history: list | None = None, about: dict | None = None, decide=frame_vote,
-                    rule: str = "majority vote of face frames") -> dict:
-    """`decide` and `rule`: the family's window rule and its name (`Family.decide_frames`, `frame_rule`)."""
+                    history: list | None = None, about: dict | None = None, *, family: Family) -> dict:
+    """Windows decided by the frame-level `family`'s own rule (`decide_frames`), named in the report."""
     labels = np.array([v.label for v in videos])
-    voted = vote_videos(frame_runner, videos, norm, threshold, decide)
+    voted = vote_videos(frame_runner, videos, norm, threshold, family.decide_frames)
     m = compute_metrics(labels, voted["scores"], threshold, voted["predicted"])
-    m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": rule})
+    m.update({"tcr": m["accuracy"], "frame_tcr": voted["frame_tcr"], "decision": family.frame_rule})
     return _report(m, out, labels, voted["scores"], [v.key for v in videos], history, about, voted["decisive"])
 
 

@@ -75,7 +75,7 @@ def run_protocols(bundle, splits: dict[str, list[VideoCrops]], cfg: FrameFitConf
                    about={"protocol": run.name}, device=device)
         report = evaluate_frames(TorchRunner("frame", family.probability(model.eval())), chosen["test"],
                                  bundle.frame_norm, bundle.threshold, out / run.name / "eval",
-                                 about={"protocol": run.name}, decide=family.decide_frames, rule=family.frame_rule)
+                                 about={"protocol": run.name}, family=family)
         rows.append({"protocol": run.protocol, "tested": run.tested, "trained_on": list(run.train_methods),
                      "test_videos": report["videos"], "tcr": report["tcr"], "frame_tcr": report["frame_tcr"]})
     (out / "table.json").write_text(json.dumps(rows, indent=1))

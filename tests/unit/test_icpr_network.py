@@ -132,5 +132,5 @@ def test_fine_tuning_starts_from_the_weights_and_keeps_their_layout(icpr_bundle,
     assert moved > 0  # it trained from the published weights, not from scratch: same keys, some changed
     report = evaluate_frames(TorchRunner("frame", family.probability(tuned)), [video("t", 1), video("u", 0)],
                              family.trained_normalization(tuned), 0.5, tmp_path / "eval",
-                             decide=family.decide_frames, rule=family.frame_rule)
+                             family=family)
     assert report["decision"] == "mean P(fake) of face frames" and report["videos"] == 2
