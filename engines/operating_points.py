@@ -35,9 +35,7 @@ def fpr_upper(false_positives: int, negatives: int, confidence: float = CONFIDEN
     """One-sided Clopper-Pearson upper bound of a rate measured as k of n."""
     from scipy.stats import beta
 
-    if negatives <= 0:
-        return 1.0
-    if false_positives >= negatives:
+    if negatives <= 0 or false_positives >= negatives:
         return 1.0
     return float(beta.ppf(confidence, false_positives + 1, negatives - false_positives))
 

@@ -133,20 +133,14 @@ def _web(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from daemon.clients.scan import Scanner, expand_inputs, exit_code, human_line, json_lines, terminal_progress, write_report
+    from daemon.clients.scan import expand_inputs, exit_code, human_line, json_lines, terminal_progress, write_report
     from engines.operating_points import operating_threshold
-    from engines.backends import open_runners
     from engines.bundles.bundle import load_bundle
-    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
 
     config = daemon_config(args, "scan")
     bundle = usage_error(lambda: load_bundle(require_bundle(config)))  # 2: bad usage, as scan documents
     usage_error(lambda: operating_threshold(config, bundle))  # a calibration for another bundle: before any model
-    m = config.model
-    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
-                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
-    scanner = usage_error(lambda: Scanner(config, bundle, runners, FaceDetector(
-        DetectorSettings.from_config(config.faces), device=choice.device), choice.backend))  # a wrong calibration: 2
+    scanner = usage_error(lambda: _scanner(config, bundle))  # a wrong calibration: 2
     results = []
     for path in expand_inputs(args.videos):
         progress = None if args.json else terminal_progress(path)
@@ -165,62 +159,60 @@ def _scan(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from daemon.clients.calibrate import (EXIT_TOO_LITTLE, TooLittleFootage, check_supports, footage_hours,
-                                          footage_windows)
-    from daemon.clients.scan import Scanner, expand_inputs
-    from daemon.outcomes.alerts import AlertRules
+def _scanner(config, bundle):
+    """The scan path's analysis of files (`scan`, `calibrate`): the bundle's runners and the detector."""
+    from daemon.clients.scan import Scanner
     from engines.backends import open_runners
-    from engines.bundles.bundle import load_bundle
     from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    m = config.model
+    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
+                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
+    detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
+    return Scanner(config, bundle, runners, detector, choice.backend)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from daemon.clients.calibrate import check_supports, footage_hours, footage_windows
+    from daemon.clients.scan import expand_inputs
+    from daemon.outcomes.alerts import AlertRules
+    from engines.bundles.bundle import load_bundle
 
     config = daemon_config(args, "calibrate")
     if args.budget <= 0:
         raise UserError("--false-alerts-per-day must be above 0", exit_code=2)
     bundle = usage_error(lambda: load_bundle(args.bundle))
-    rules = AlertRules.from_config(config.alerts)
-    op = bundle.manifest.operating_points
     if args.from_reviews is not None:
         return _calibrate_from_reviews(args, config, bundle)
+    rules = AlertRules.from_config(config.alerts)
     if args.from_daemon:
-        return _calibrate_from_daemon(args, config, bundle, rules, op)
+        return _calibrate_from_daemon(args, config, bundle, rules)
     paths = expand_inputs(args.real)
-    try:
-        check_supports(footage_hours(paths), args.budget)  # before any scan: said at once
-    except TooLittleFootage as e:
-        print(f"dfwatch calibrate: {e}", file=sys.stderr)
-        return EXIT_TOO_LITTLE
-    m = config.model
-    runners, choice = open_runners(bundle, m.backend, m.device, m.threads, precision=m.precision,
-                                   cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
-    scanner = Scanner(config.model_copy(update={"inference": config.inference.model_copy(
-        update={"calibration": None})}), bundle, runners, FaceDetector(DetectorSettings.from_config(config.faces),
-                                                                       device=choice.device), choice.backend)
-    windows, hours, used = footage_windows(scanner, paths, rules.open_of)
+    check_supports(footage_hours(paths), args.budget)  # before any scan: said at once (exit 2)
+    # scored at the bundle's own threshold: a calibration already in the configuration plays no part
+    uncalibrated = config.model_copy(update={"inference": config.inference.model_copy(update={"calibration": None})})
+    windows, hours, used = footage_windows(_scanner(uncalibrated, bundle), paths, rules.open_of)
     if not used:
         raise UserError("no usable real footage: nothing to calibrate on", exit_code=2)
-    return _write_calibration(args, bundle, windows, hours, rules, op, used)
+    return _write_calibration(args, bundle, windows, hours, rules, used)
 
 
-def _write_calibration(args, bundle, windows: list[dict], hours: float, rules, op, sources: list[str]) -> int:
+def _write_calibration(args, bundle, windows: list[dict], hours: float, rules, sources: list[str]) -> int:
     from pathlib import Path
 
-    from daemon.clients.calibrate import EXIT_TOO_LITTLE, TooLittleFootage, choose, report
+    from daemon.clients.calibrate import choose, report
     from engines.operating_points import write_calibration
 
-    try:
-        result = choose(windows, hours, args.budget, rules, op["roc"] if op else None)
-    except TooLittleFootage as e:
-        print(f"dfwatch calibrate: {e}", file=sys.stderr)
-        return EXIT_TOO_LITTLE
+    op = bundle.manifest.operating_points
+    result = choose(windows, hours, args.budget, rules, op["roc"] if op else None)  # too little: exit 2
     write_calibration(Path(args.out), result.as_file(bundle, sources))
     print(report(result, bundle))
     print(f"wrote {args.out}: serve it with --set inference.calibration={args.out} (or in the configuration)")
     return 0
 
 
-def _calibrate_from_daemon(args, config, bundle, rules, op) -> int:
-    from daemon.clients.calibrate import CalibrationSourceError, daemon_windows
+def _calibrate_from_daemon(args, config, bundle, rules) -> int:
+    from daemon.clients.calibrate import daemon_windows
     from daemon.wire.endpoints import resolve
     from daemon.wire.subscriber import subscribe
 
@@ -231,15 +223,13 @@ def _calibrate_from_daemon(args, config, bundle, rules, op) -> int:
     print(f"dfwatch calibrate: collecting the window scores of {', '.join(args.real_streams)} from {endpoint} "
           f"for {args.hours:g} h", file=sys.stderr, flush=True)
     try:
-        windows, hours = daemon_windows(sub, set(args.real_streams), args.hours, bundle.id)
-    except CalibrationSourceError as e:
-        raise UserError(str(e), exit_code=2) from None
+        windows, hours = daemon_windows(sub, set(args.real_streams), args.hours, bundle.id)  # another model: exit 2
     finally:
         sub.close()
     if not windows:
         raise UserError(f"no verdict of {', '.join(args.real_streams)} came from {endpoint} in {args.hours:g} h: is "
                         "the daemon running, with these streams?", exit_code=2)
-    return _write_calibration(args, bundle, windows, hours, rules, op,
+    return _write_calibration(args, bundle, windows, hours, rules,
                               [f"daemon:{name}" for name in sorted(args.real_streams)])
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.outcomes.alerts import replay
+from engines.errors import DfwatchError
 from engines.operating_points import CONFIDENCE, events_upper, tpr_at
 
-EXIT_OK, EXIT_TOO_LITTLE = 0, 2
 MAX_CANDIDATES = 400   # thresholds tried: every distinct window score, or this many of their quantiles
 
 
@@ -43,7 +43,10 @@ class Calibration:
                 "validation_tpr": self.tpr, "footage": sources}
 
 
-class TooLittleFootage(Exception):
+class TooLittleFootage(DfwatchError):
+    """The footage cannot vouch for the budget: one line, exit 2 (never a made-up threshold)."""
+    exit_code = 2
+
     def __init__(self, hours: float, supported: float, budget: float):
         super().__init__(f"{hours:.3g} hours support at most {supported:.3g} false alerts/day at "
                          f"{CONFIDENCE * 100:.0f} %; record more (a budget of {budget:g} a day needs at least "
@@ -159,8 +162,9 @@ def daemon_windows(sub, streams: set[str], hours: float, model: str) -> tuple[li
     return windows, sum(last - first for first, last in spans.values()) / 3600.0
 
 
-class CalibrationSourceError(Exception):
-    pass
+class CalibrationSourceError(DfwatchError):
+    """The daemon's verdicts cannot calibrate this bundle (another model serves them)."""
+    exit_code = 2
 
 
 # ---- from reviews ------------------------------------------------------------------------------
@@ -183,8 +187,9 @@ def reviews_report(reviewed: list[dict], threshold: float) -> str:
     lines = [f"reviewed alerts: {len(false)} false alarm(s), {len(confirmed)} confirmed; threshold in force "
              f"{threshold:.4g}"]
     for r in false:
-        lines.append(f"  false alarm {r['alert_id'][:8]} ({r['stream']}): opened at decisive score "
-                     f"{opening(r):.4g}" if opening(r) is not None else f"  false alarm {r['alert_id'][:8]}: no score")
+        score = opening(r)
+        lines.append(f"  false alarm {r['alert_id'][:8]} ({r['stream']}): opened at decisive score {score:.4g}"
+                     if score is not None else f"  false alarm {r['alert_id'][:8]}: no score")
     openings = [v for v in map(opening, false) if v is not None]
     if openings:
         needed = float(np.nextafter(max(openings), np.inf))

@@ -115,12 +115,13 @@ def replay(windows, rules: AlertRules, threshold: float) -> int:
     opened = 0
     for i, w in enumerate(windows):
         key = (w["stream"], w["track"])
-        tracker = trackers.get(key) or trackers.setdefault(key, AlertTracker(w["stream"], rules, w["track"]))
+        if key not in trackers:
+            trackers[key] = AlertTracker(w["stream"], rules, w["track"])
         decisive = w["decisive"]
         label = "no_face" if decisive is None else "fake" if decisive >= threshold else "real"
-        alert = tracker.on_verdict(Verdict(
+        alert = trackers[key].on_verdict(Verdict(
             stream=w["stream"], window=i, seq_first=0, seq_last=0, t_first=w["t_first"], t_last=w["t_last"],
-            score=None if decisive is None else decisive, label=label, threshold=threshold, faces=0, frames=0,
+            score=decisive, label=label, threshold=threshold, faces=0, frames=0,
             model="", backend="", latency_ms=0.0, track=w["track"], decisive=decisive))
         opened += alert is not None and alert.state == "start"
     return opened

@@ -67,7 +67,7 @@ class Publisher:
         # debug: a camera makes a verdict a second per face; they reach people through the PUB socket,
         # watch, the dashboard and metrics, and the journal keeps alerts (warning) and state changes
         log.debug("verdict", stream=state.name, track=w.track, window=verdict.window, label=label,
-                 score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))
+                  score=None if score is None else round(score, 4), latency_ms=round(verdict.latency_ms))
         tracker = state.tracker(w.track) if label != "no_face" else None
         if tracker is not None:
             alert = tracker.on_verdict(verdict)
