@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,17 @@ def shared() -> Path:
         pytest.fail(f"{SHARED} has no parity/make_checkpoint.py: check out shared/ beside the repo "
                     "or set DFWATCH_SHARED")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Path:
+    """A folder for one test module's shared fixtures (a training chain, a quantized bundle), removed
+    when the module ends unless one of its tests failed: kept for a whole run they add up to gigabytes."""
+    failed_before = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _make_checkpoint_module(shared: Path):

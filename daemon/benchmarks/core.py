@@ -25,6 +25,7 @@ if __name__ == "__main__":
 import argparse
 import inspect
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -150,9 +151,9 @@ def feed(a: argparse.Namespace) -> int:
 
 # ---- role: the harness --------------------------------------------------------------------------
 
-def old_tree(ref: str = BEFORE_TRACKS) -> Path | None:
-    """The packages as they were at `ref`, exported from this checkout's history (None outside a checkout)."""
-    out = Path(tempfile.mkdtemp(prefix="dfwatch-core-before-"))
+def old_tree(out: Path, ref: str = BEFORE_TRACKS) -> Path | None:
+    """The packages as they were at `ref`, exported into `out` from this checkout's history (None
+    outside a checkout)."""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "engines", "daemon"], capture_output=True)
     if archive.returncode:
         return None
@@ -231,6 +232,7 @@ def run_one(bundle_dir: Path, footage: Path, streams: int, faces: int, seconds: 
         server.terminate()
         server.wait(30)
         sub.close()
+        shutil.rmtree(runtime, ignore_errors=True)
     return summarise(first, last, streams, faces, rss, latencies)
 
 
@@ -271,23 +273,24 @@ def bench_core(bundles: dict[str, Path], footage: Path, quick: bool = False, log
     8-bit crops, latency when paced, and tracking's own cost."""
     streams = (1, 64) if quick else (1, 8, 64, 256)
     seconds, warmup = (4.0, 3.0) if quick else (8.0, 4.0)
-    tree = old_tree()
-    result = {"before_tracks": BEFORE_TRACKS if tree else None, "frame": list(FRAME), "rows": [], "paced": [],
-              "tracking_us": {k: round(tracking_us(k), 1) for k in (1, 2, 4)}}
-    for family, bundle_dir in bundles.items():
-        for n in streams:
-            variants = ([("before tracks", dict(tree=tree, faces=1))] if tree else []) + \
-                [("tracks, 1 face", dict(faces=1)), ("tracks, 4 faces", dict(faces=4)),
-                 ("tracks, 1 face, 8-bit crops", dict(faces=1, pixels=True))]
-            for core, kw in variants:
-                log(f"bench --core: {family}, {n} stream(s), {core} ...")
-                result["rows"].append({"family": family, "core": core,
-                                       **run_one(bundle_dir, footage, n, seconds=seconds, warmup=warmup, **kw)})
-        for k in (1, 2, 4):  # latency below saturation: 8 streams at 8 frames/s each
-            log(f"bench --core: {family}, 8 paced streams, {k} face(s) a frame ...")
-            result["paced"].append({"family": family, **run_one(bundle_dir, footage, 8, k, seconds=2 * seconds,
-                                                                warmup=warmup, fps=8.0)})
-    return result
+    with tempfile.TemporaryDirectory(prefix="dfwatch-core-before-") as before:
+        tree = old_tree(Path(before))
+        result = {"before_tracks": BEFORE_TRACKS if tree else None, "frame": list(FRAME), "rows": [], "paced": [],
+                  "tracking_us": {k: round(tracking_us(k), 1) for k in (1, 2, 4)}}
+        for family, bundle_dir in bundles.items():
+            for n in streams:
+                variants = ([("before tracks", dict(tree=tree, faces=1))] if tree else []) + \
+                    [("tracks, 1 face", dict(faces=1)), ("tracks, 4 faces", dict(faces=4)),
+                     ("tracks, 1 face, 8-bit crops", dict(faces=1, pixels=True))]
+                for core, kw in variants:
+                    log(f"bench --core: {family}, {n} stream(s), {core} ...")
+                    result["rows"].append({"family": family, "core": core,
+                                           **run_one(bundle_dir, footage, n, seconds=seconds, warmup=warmup, **kw)})
+            for k in (1, 2, 4):  # latency below saturation: 8 streams at 8 frames/s each
+                log(f"bench --core: {family}, 8 paced streams, {k} face(s) a frame ...")
+                result["paced"].append({"family": family, **run_one(bundle_dir, footage, 8, k, seconds=2 * seconds,
+                                                                    warmup=warmup, fps=8.0)})
+        return result
 
 
 def core_markdown(r: dict) -> str:

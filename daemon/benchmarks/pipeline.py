@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,7 @@ def end_to_end(bundle_dir: Path, footage: Path, streams: int, seconds: float, st
         sub.close()
         use = usage.stop()
         stop_daemon(proc)
+        shutil.rmtree(runtime, ignore_errors=True)
     return {"family": family, **_summarise(streams, seconds, latencies, statuses, peaks), **use, "alerts": alerts}
 
 

@@ -9,6 +9,7 @@ pid) and the daemon's own counters from its last status message.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def soak(bundle_dir: Path, footage: Path, minutes: float, streams: int, children
         stop_daemon(proc)
     if start is None:
         return {"error": f"no verdict within {startup:.0f} s; see {log}"}
+    shutil.rmtree(runtime, ignore_errors=True)  # kept, with its log, only when the run failed
     first, last = samples[0], samples[-1]
     # allocators and caches fill during the first minutes: growth after that is what a leak looks like
     warm = next((s for s in samples if s["t_s"] >= min(300.0, minutes * 20)), first)

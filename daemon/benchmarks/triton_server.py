@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -53,9 +52,9 @@ def bench_triton(bundle_dir: Path, family: str, footage: Path, stride: int, seco
     from daemon.benchmarks.triton_calls import call_overhead
     from engines.bundles.bundle import load_bundle
 
-    work = Path(tempfile.mkdtemp(prefix="dfwatch-bench-triton-"))
+    out.mkdir(parents=True, exist_ok=True)  # the model server's log stays beside the results
     threads = thread_count(0)  # the served model computes with as many threads as the in-process one
-    server, url = start_model_server(bundle_dir, work, threads)
+    server, url = start_model_server(bundle_dir, out, threads)
     try:
         bundle = load_bundle(bundle_dir)
         local, _ = open_runners(bundle, "onnxruntime", "cpu")
@@ -73,7 +72,6 @@ def bench_triton(bundle_dir: Path, family: str, footage: Path, stride: int, seco
         stop_daemon(server)
     result = {"family": family, "bundle": bundle.id, "calls": calls, "end_to_end": runs, "seconds": seconds,
               "threads": threads}
-    out.mkdir(parents=True, exist_ok=True)
     (out / "triton-results.json").write_text(json.dumps(result, indent=1))
     (out / "triton-results.md").write_text(triton_markdown(result))
     return result

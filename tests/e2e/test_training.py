@@ -108,8 +108,8 @@ def test_metrics_on_known_scores():
 # ---- the chain on a generated dataset ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, footage):
-    root = tmp_path_factory.mktemp("dataset") / "generic"
+def dataset(module_tmp, footage):
+    root = module_tmp / "dataset" / "generic"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_test_dataset.py"), str(root), "--train", "2",
                         "--val", "1", "--test", "2", "--frames", "24"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -121,9 +121,9 @@ def dfwatch(*args, env=None):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, dataset, small_bundle):
+def chain(module_tmp, dataset, small_bundle):
     """extract -> fit -> eval -> export, with the CLI, once for this module."""
-    work = tmp_path_factory.mktemp("chain")
+    work = module_tmp / "chain"
     cache, run, report, exported = work / "cache", work / "run", work / "eval", work / "bundle"
     steps = {
         "extract": dfwatch("train", "extract", "--bundle", str(small_bundle), "--dataset", str(dataset),

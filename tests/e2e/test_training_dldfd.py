@@ -21,8 +21,8 @@ T = 8
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, footage):
-    root = tmp_path_factory.mktemp("dataset") / "two-methods"
+def dataset(module_tmp, footage):
+    root = module_tmp / "dataset" / "two-methods"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_test_dataset.py"), str(root), "--train", "2",
                         "--val", "1", "--test", "2", "--frames", "16", "--methods", "swap,retouch"],
                        capture_output=True, text=True)
@@ -35,9 +35,9 @@ def dfwatch(*args):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, dataset, dldfd_bundle):
+def chain(module_tmp, dataset, dldfd_bundle):
     """extract -> fit -> eval -> export -> protocols, with the CLI, once for this module."""
-    work = tmp_path_factory.mktemp("dldfd-chain")
+    work = module_tmp / "dldfd-chain"
     cache, run, report, exported, protocols = (work / n for n in ("cache", "run", "eval", "bundle", "protocols"))
     steps = {
         "extract": dfwatch("train", "extract", "--bundle", str(dldfd_bundle), "--dataset", str(dataset),
