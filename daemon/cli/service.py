@@ -48,11 +48,11 @@ def register_keys(sub) -> None:
 def models_argv(config, bundle_dir: str, args) -> list[str] | None:
     """`dfwatch serve-models` for triton.serve: on this host, at triton.url's gRPC port, HTTP one
     below and metrics one above it (Triton's own 8000/8001/8002 pattern)."""
-    from daemon.service.supervisor import child_argv
-    from engines.backends.triton_naming import parse_url
-
     if not config.triton.serve:
         return None
+    from daemon.service.supervisor import child_argv
+    from engines.backends.triton_naming import parse_url  # loads torch (engines.backends): only when serving
+
     scheme, host, port = parse_url(config.triton.url)
     if scheme != "grpc" or host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError(f"triton.serve starts a server on this host: triton.url must be grpc://127.0.0.1:PORT, "

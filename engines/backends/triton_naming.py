@@ -1,6 +1,7 @@
 """How the Triton backend addresses a server (`triton.url`) and names a bundle's models on it:
 shared by the client (triton_runner.py) and the repository writer (engines/triton/repository.py).
-Torch-free: `dfwatch run` reads triton.url with `parse_url` to start a local server."""
+`dfwatch run` reads triton.url with `parse_url` to start a local server (importing it loads
+engines.backends, and so torch: the supervisor does it only for `triton.serve`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

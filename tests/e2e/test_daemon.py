@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -80,8 +81,11 @@ def test_sigterm_stops_everything_within_5_s(small_bundle, footage, runtime, tmp
     sub = Subscriber(endpoint(runtime))
     try:
         sub.wait_for(lambda s: s.statuses, 60, "the first status message", log)
-        kids = list(children(proc.pid))
+        kids = children(proc.pid)
         assert len(kids) == 2
+        # only the inference process loads torch: the supervisor and the capture start and restart in moments
+        assert {cmd.split()[3] for pid, cmd in kids.items() if _maps_torch(pid)} == {"infer"}
+        assert not _maps_torch(proc.pid)
         start_stop = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
@@ -91,6 +95,10 @@ def test_sigterm_stops_everything_within_5_s(small_bundle, footage, runtime, tmp
     finally:
         sub.close()
         stop(proc)
+
+
+def _maps_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def _state(pid: int) -> str:
