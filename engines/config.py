@@ -214,9 +214,25 @@ class WebConfig(Section):
         return v
 
 
+def parse_triton_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of triton.url: grpc://HOST:PORT (the default scheme) or http://HOST:PORT.
+    Here, torch-free, so that `dfwatch run`'s supervisor reads it for `triton.serve` without loading models."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"grpc://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("grpc", "http") or not parts.hostname or not port:
+        raise ValueError(f"{url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
+    return parts.scheme, parts.hostname, port
+
+
 class TritonConfig(Section):
     """Models served by NVIDIA Triton (`model.backend: triton`; docs/SCALING.md)."""
     url: str = "grpc://127.0.0.1:8001"
+    _url = field_validator("url")(lambda cls, v: (parse_triton_url(v), v)[1])
     timeout_s: float = Field(10.0, gt=0, le=600)
     serve: bool = False                 # `dfwatch run` starts `dfwatch serve-models` for its bundle
     instances: int = Field(1, ge=1, le=64)

@@ -51,9 +51,9 @@ def models_argv(config, bundle_dir: str, args) -> list[str] | None:
     if not config.triton.serve:
         return None
     from daemon.service.supervisor import child_argv
-    from engines.backends.triton_naming import parse_url  # loads torch (engines.backends): only when serving
+    from engines.config import parse_triton_url
 
-    scheme, host, port = parse_url(config.triton.url)
+    scheme, host, port = parse_triton_url(config.triton.url)
     if scheme != "grpc" or host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError(f"triton.serve starts a server on this host: triton.url must be grpc://127.0.0.1:PORT, "
                         f"not {config.triton.url}", exit_code=2)

@@ -1,12 +1,11 @@
 """How the Triton backend addresses a server (`triton.url`) and names a bundle's models on it:
 shared by the client (triton_runner.py) and the repository writer (engines/triton/repository.py).
-`dfwatch run` reads triton.url with `parse_url` to start a local server (importing it loads
-engines.backends, and so torch: the supervisor does it only for `triton.serve`)."""
+What the URL means is engines/config.py's `parse_triton_url` (torch-free: the supervisor reads it)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
+from engines.config import parse_triton_url
 from engines.errors import DfwatchError
 
 if TYPE_CHECKING:
@@ -18,11 +17,12 @@ class TritonUrlError(DfwatchError):
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of triton.url: grpc://HOST:PORT (the default scheme) or http://HOST:PORT."""
-    parsed = urlparse(url if "://" in url else f"grpc://{url}")
-    if parsed.scheme not in ("grpc", "http") or not parsed.hostname or not parsed.port:
-        raise TritonUrlError(f"triton.url {url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
-    return parsed.scheme, parsed.hostname, parsed.port
+    """`parse_triton_url`, for a URL that may not have come through the configuration (a benchmark's
+    server): a wrong one is a DfwatchError (exit 2), one line."""
+    try:
+        return parse_triton_url(url)
+    except ValueError as e:
+        raise TritonUrlError(f"triton.url {e}") from None
 
 
 def model_name(bundle: Bundle, part: str) -> str:

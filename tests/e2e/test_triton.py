@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,7 @@ def test_verdicts_through_triton_equal_onnxruntime(family_bundle, supervised, re
         sub.wait_for(lambda s: len(s.of("a")) >= 6, 120, "verdicts through Triton", log)
         if supervised:
             assert "model server ready" in log.read_text()  # the child `dfwatch run` started
+            assert "libtorch" not in (Path("/proc") / str(proc.pid) / "maps").read_text()  # triton.url read torch-free
         else:  # another bundle of the same family against this server: refused at start, one line
             other = request.getfixturevalue("bundle_dir")
             r = subprocess.run(DFWATCH + ["infer", "--bundle", str(other), "--set", "model.backend=triton",

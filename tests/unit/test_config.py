@@ -138,6 +138,19 @@ def test_config_check_command(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_a_triton_url_is_checked_at_load(tmp_path):
+    """What triton.url means is read without torch (the supervisor starts a model server from it)."""
+    from engines.backends.triton_naming import TritonUrlError, parse_url
+    from engines.config import parse_triton_url
+
+    path = write(tmp_path, "triton:\n  url: ftp://127.0.0.1:8001\n")
+    assert problems(path) == [f"{path}: triton.url: 'ftp://127.0.0.1:8001': expected grpc://HOST:PORT or http://HOST:PORT"]
+    assert parse_triton_url("127.0.0.1:8001") == ("grpc", "127.0.0.1", 8001)
+    assert parse_triton_url("http://models:8000") == ("http", "models", 8000)
+    with pytest.raises(TritonUrlError, match="^triton.url 'grpc://models:x': expected"):
+        parse_url("grpc://models:x")  # a URL from elsewhere (a benchmark's server): one line, exit 2
+
+
 def test_config_check_refuses_what_run_would_fail_on(tmp_path):
     """Secret files missing, world-readable or too short, a webhook URL that is not http(s), a
     broker port that is not a number, a text file named .mp4: `config check` says so (exit 2),
