@@ -174,13 +174,14 @@ def reviews_report(reviewed: list[dict], threshold: float) -> str:
     decisive score was above the threshold then in force; a threshold above the highest of them
     would have kept every reviewed false alarm from opening when it did, and the confirmed alerts
     whose decisive scores reach it are the ones it still catches (the TPR check)."""
+    def value(m: dict) -> float | None:  # alerts stored before `decisive` existed carry the score only
+        return m.get("decisive") if m.get("decisive") is not None else m.get("score")
+
     def opening(r: dict) -> float | None:
-        start = next((m for m in r["messages"] if m.get("state") == "start"), r["messages"][0])
-        return start.get("decisive") if start.get("decisive") is not None else start.get("score")
+        return value(next((m for m in r["messages"] if m.get("state") == "start"), r["messages"][0]))
 
     def peak(r: dict) -> float | None:
-        values = [m.get("decisive") if m.get("decisive") is not None else m.get("score") for m in r["messages"]]
-        return max((v for v in values if v is not None), default=None)
+        return max((v for v in map(value, r["messages"]) if v is not None), default=None)
 
     false = [r for r in reviewed if r["review"] == "false_alarm"]
     confirmed = [r for r in reviewed if r["review"] == "confirmed"]
