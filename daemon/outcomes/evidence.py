@@ -15,7 +15,8 @@ full disk leaves no half clip behind (the folder is removed, the loss counted an
 writer then reports the alert as `completed`, and only then does the inference process publish the
 paths (an `update` naming them): no message names a file that was not written. After each alert's
 files, the oldest alerts are deleted while the directory holds more than `max_bytes` or they are
-older than `max_age_days`.
+older than `max_age_days`: only alert folders dfwatch made (daemon/outcomes/store.py), never
+through a link, never outside the directory. Files are 0640, folders 0750, whatever the umask.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ import cv2
 import numpy as np
 
 from daemon.outcomes.reviews import read_review
+from daemon.outcomes.store import (ALERT_MARKER, FILE_MODE, adopt_legacy, alert_folder, alert_folders, folder_bytes,
+                                   make_private_dir, write_private)
 from daemon.wire.protocol import Alert
 from engines.logs import get_logger
 
@@ -147,6 +150,7 @@ class EvidenceWriter:
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.written = self.dropped = self.failed = 0
         self.bytes = 0               # the store's size after the last retention pass
+        self._adopted = False        # the directory's older alert folders marked as ours (once)
         self.completed: deque[Alert] = deque()  # alerts whose files are all written (read by the loop)
         self.thread = threading.Thread(target=self._work, name="evidence", daemon=True)
         self.thread.start()
@@ -167,12 +171,14 @@ class EvidenceWriter:
                 "queued": self.jobs.qsize()}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Writes what is queued (up to `timeout` seconds), then stops the thread."""
+        """Writes what is queued for up to `timeout` seconds in all, then stops the thread (what
+        is still queued then is lost with the process: a stop keeps its budget)."""
+        deadline = time.monotonic() + timeout
         try:
             self.jobs.put(None, timeout=timeout)
         except queue.Full:
             return
-        self.thread.join(timeout)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the writer thread ------------------------------------------------------------------------
     def _work(self) -> None:
@@ -197,12 +203,16 @@ class EvidenceWriter:
         folder = self.folder(ev.alert)
         scratch = folder.with_name(f".{folder.name}.writing")
         try:
-            scratch.mkdir(parents=True, exist_ok=True)
+            if not self._adopted:
+                adopt_legacy(self.root)   # alerts of a dfwatch before markers are ours too
+                self._adopted = True
+            make_private_dir(scratch)
             frames = [as_bgr(f) for f in ev.frames]
             write_video(scratch / "window.webm", annotated(frames, ev.boxes, ev.score, ev.alert.untrained), ev.fps)
             sheet = cv2.imencode(".jpg", contact_sheet(frames, ev.boxes))[1]
-            (scratch / "faces.jpg").write_bytes(sheet.tobytes())
+            write_private(scratch / "faces.jpg", sheet.tobytes())
             _write_json(scratch / "alert.json", [asdict(ev.alert)])
+            write_private(scratch / ALERT_MARKER, ev.alert.alert_id + "\n")
             if folder.exists():  # the same alert's window written again (the benchmark does): the new one wins
                 shutil.rmtree(folder)
             scratch.replace(folder)
@@ -211,29 +221,36 @@ class EvidenceWriter:
             raise
 
     def _append(self, alert: Alert) -> None:
-        path = self.folder(alert) / "alert.json"
-        if not path.parent.is_dir():
+        folder = alert_folder(self.root, alert.stream, alert.alert_id)
+        if folder is None:
             return  # its window was dropped or lost: no folder to add to
+        path = folder / "alert.json"
         _write_json(path, json.loads(path.read_text()) + [asdict(alert)])
 
     def _retain(self) -> None:
-        """Deletes the oldest alert folders while over max_bytes, and any older than max_age_days."""
-        folders = [f for s in self.root.iterdir() if s.is_dir() for f in s.iterdir() if f.is_dir()]
-        sized = sorted(((f.stat().st_mtime, sum(p.stat().st_size for p in f.iterdir()), f) for f in folders))
+        """Deletes the oldest alert folders while over max_bytes, and any older than max_age_days:
+        alert folders dfwatch made only (store.alert_folders: no link, nothing of anyone else's)."""
+        sized = []
+        for f in alert_folders(self.root):
+            try:
+                sized.append((os.lstat(f).st_mtime, folder_bytes(f), f))
+            except OSError:
+                continue
+        sized.sort()
         total, now = sum(size for _, size, _ in sized), time.time()
         for mtime, size, folder in sized[:-1]:  # never the alert just written
             if total <= self.max_bytes and now - mtime <= self.max_age_s:
                 break
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)  # rmtree never follows a link inside
             total -= size
         self.bytes = total
 
 
 def _write_json(path: Path, data) -> None:
-    """Atomically (a reader never sees half a file); a failed write leaves no temporary file."""
+    """Atomically (a reader never sees half a file), 0640; a failed write leaves no temporary file."""
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1))
+        write_private(tmp, json.dumps(data, indent=1))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -263,9 +280,8 @@ def stored_alerts(root: Path, limit: int) -> list[dict]:
     """The latest message of each of the newest `limit` alerts in the store, oldest first: the
     dashboard's alert list survives its restarts. Unreadable folders are skipped."""
     found = []
-    for path in Path(root).glob("*/*/alert.json"):
-        if path.parent.name.startswith("."):
-            continue  # still being written
+    for folder in alert_folders(Path(root)):   # never a link, never a folder dfwatch did not make
+        path = folder / "alert.json"
         try:
             messages = json.loads(path.read_text())
             latest = dict(messages[-1])
@@ -292,6 +308,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
             writer.write(frame)
     finally:
         writer.release()
+    os.chmod(scratch, FILE_MODE)   # OpenCV creates it as the umask says: faces are not for every user
     scratch.replace(path)
 
 

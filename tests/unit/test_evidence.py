@@ -14,6 +14,7 @@ import pytest
 from daemon.outcomes import evidence
 from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.outcomes.evidence import EvidenceWriter, FrameStore, WindowEvidence, as_bgr, relative_paths
+from daemon.outcomes.store import ALERT_MARKER
 from daemon.wire.protocol import Verdict
 
 
@@ -79,7 +80,9 @@ def test_writes_a_playable_window_a_contact_sheet_and_the_alert_messages(tmp_pat
     writer.submit(tracker.end(130.0))
     writer.close()
     folder = tmp_path / "door" / start.alert_id
-    assert sorted(p.name for p in folder.iterdir()) == sorted(evidence.FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted((*evidence.FILES, ALERT_MARKER))
+    for path in (folder, *folder.iterdir()):  # faces: owner and group only, whatever the umask (0022 here)
+        assert path.stat().st_mode & 0o7 == 0, path
     assert relative_paths(start) == [f"door/{start.alert_id}/{name}" for name in evidence.FILES]
     cap, n = cv2.VideoCapture(str(folder / "window.webm")), 0
     while (frame := cap.read()[1]) is not None:
@@ -111,21 +114,79 @@ def test_a_slow_disk_never_blocks_the_caller_and_drops_are_counted(tmp_path, fra
     assert writer.written == accepted.count(True)
 
 
+def stored_alert(root, stream: str, n: int, age_s: float, size: int = 100_000):
+    """An alert folder as dfwatch writes them (an alert id's name, its marker), `age_s` old."""
+    folder = root / stream / f"{n:032x}"
+    folder.mkdir(parents=True)
+    (folder / "window.webm").write_bytes(b"x" * size)
+    (folder / ALERT_MARKER).write_text(folder.name)
+    stamp = time.time() - age_s
+    os.utime(folder, (stamp, stamp))
+    return folder
+
+
 def test_retention_deletes_the_oldest_over_size_and_anything_too_old(tmp_path, franck_frames):
-    old = []
-    for i in range(4):
-        folder = tmp_path / "cam" / f"old{i}"
-        folder.mkdir(parents=True)
-        (folder / "window.webm").write_bytes(b"x" * 100_000)
-        stamp = time.time() - (40 * 86400 if i == 0 else 3600 * (4 - i))  # old0 is 40 days old
-        os.utime(folder, (stamp, stamp))
-        old.append(folder)
+    old = [stored_alert(tmp_path, "cam", i, 40 * 86400 if i == 0 else 3600 * (4 - i)) for i in range(4)]  # 0: 40 days
     writer = EvidenceWriter(tmp_path, max_bytes=300_000, max_age_days=30)  # the new alert is about 60 kB
     writer.submit(window(franck_frames, opened_alert("cam")[1]))
     writer.close()
-    left = sorted(p.name for p in (tmp_path / "cam").iterdir())
-    assert "old0" not in left and "old1" not in left  # too old; then the oldest until under 300 kB
-    assert "old3" in left and len(left) == 3
+    left = {p.name for p in (tmp_path / "cam").iterdir()}
+    assert old[0].name not in left and old[1].name not in left  # too old; then the oldest until under 300 kB
+    assert old[3].name in left and len(left) == 3
+
+
+def test_retention_deletes_only_alert_folders_dfwatch_made_never_through_a_link(tmp_path, franck_frames):
+    """Issue 35.1: a person's 60-day-old folder beside the alerts, a folder without the marker, a
+    link to a folder outside the evidence directory: all stay; only old alerts go."""
+    root, outside = tmp_path / "ev", tmp_path / "elsewhere"
+    holiday = root / "photos" / "2025-holiday"
+    holiday.mkdir(parents=True)
+    (holiday / "beach.jpg").write_bytes(b"x" * 10)
+    unmarked = root / "cam" / ("e" * 32)
+    unmarked.mkdir(parents=True)
+    (outside / ("d" * 32)).mkdir(parents=True)
+    (outside / ("d" * 32) / ALERT_MARKER).write_text("a trap")
+    (root / "victimlink").symlink_to(outside)
+    (root / "cam" / ("c" * 32)).symlink_to(outside / ("d" * 32))
+    for path in (holiday.parent, holiday, unmarked, outside, outside / ("d" * 32)):
+        os.utime(path, (time.time() - 60 * 86400,) * 2)
+    expired = stored_alert(root, "cam", 1, 60 * 86400)
+    writer = EvidenceWriter(root, max_bytes=0, max_age_days=30)  # everything but the new alert is due
+    writer.submit(window(franck_frames, opened_alert("cam")[1]))
+    writer.close()
+    assert writer.written == 1 and not expired.exists()
+    assert (holiday / "beach.jpg").exists() and unmarked.is_dir() and (outside / ("d" * 32) / ALERT_MARKER).exists()
+    assert (root / "victimlink").is_symlink() and (root / "cam" / ("c" * 32)).is_symlink()
+
+
+def test_an_evidence_directory_of_someone_elses_is_refused(tmp_path):
+    from daemon.outcomes.store import EvidenceDirError, check_evidence_dir
+
+    for system in ("/etc", "/", "/usr/share/dfwatch", "/home"):
+        with pytest.raises(EvidenceDirError, match="system directory"):
+            check_evidence_dir(system)
+    check_evidence_dir(tmp_path / "new")                      # missing: dfwatch makes it
+    stored_alert(tmp_path / "ours", "cam", 1, 0)
+    check_evidence_dir(tmp_path / "ours")                     # what dfwatch wrote
+    (tmp_path / "mixed" / "photos" / "2025-holiday").mkdir(parents=True)
+    (tmp_path / "mixed" / "notes.txt").write_text("mine")
+    with pytest.raises(EvidenceDirError, match=r"did not write \(notes.txt, photos/2025-holiday\)"):
+        check_evidence_dir(tmp_path / "mixed")
+    (tmp_path / "link").symlink_to(tmp_path / "ours")
+    with pytest.raises(EvidenceDirError, match="is a link"):
+        check_evidence_dir(tmp_path / "link")
+
+
+def test_alerts_of_an_older_dfwatch_are_adopted_and_kept_in_retention(tmp_path, franck_frames):
+    """Folders dfwatch 0.4 wrote (no marker, an alert id's name and alert.json) stay dfwatch's."""
+    legacy = tmp_path / "cam" / ("a" * 32)
+    legacy.mkdir(parents=True)
+    (legacy / "alert.json").write_text("[]")
+    os.utime(legacy, (time.time() - 40 * 86400,) * 2)
+    writer = EvidenceWriter(tmp_path, max_bytes=1 << 30, max_age_days=30)
+    writer.submit(window(franck_frames, opened_alert("cam")[1]))
+    writer.close()
+    assert not legacy.exists()  # marked as dfwatch's, then due by age
 
 
 def test_an_unwritable_directory_loses_evidence_not_the_daemon(tmp_path, franck_frames):
@@ -185,12 +246,23 @@ def test_a_review_is_stored_beside_its_evidence_and_read_back(tmp_path):
     folder = tmp_path / "door" / start.alert_id
     folder.mkdir(parents=True)
     (folder / "alert.json").write_text(json.dumps([{**start.__dict__}]))
+    (folder / ALERT_MARKER).write_text(start.alert_id)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside" / start.alert_id   # issue 35.2: a link out
+    outside.mkdir(parents=True)
+    (outside / "alert.json").write_text("[]")
+    (outside / ALERT_MARKER).write_text(start.alert_id)
+    (tmp_path / "outlink").symlink_to(outside.parent)
     for stream, alert_id, review in (("../etc", start.alert_id, "confirmed"), ("door", "../../x", "confirmed"),
-                                     ("door", start.alert_id, "maybe"), ("door", "f" * 32, "confirmed")):
+                                     ("door", start.alert_id, "maybe"), ("door", "f" * 32, "confirmed"),
+                                     ("outlink", start.alert_id, "confirmed"), ("..", start.alert_id, "confirmed")):
         with pytest.raises(ReviewError):
             write_review(tmp_path, stream, alert_id, review)
-    write_review(tmp_path, "door", start.alert_id, "false_alarm", note="the cleaner")
+    assert not (outside / "review.json").exists()
+    write_review(tmp_path, "door", start.alert_id, "false_alarm", note="the cleaner", reviewer="alice")
     assert stored_alerts(tmp_path, 10)[0]["review"] == "false_alarm"
+    assert (folder / "review.json").stat().st_mode & 0o7 == 0
+    second = write_review(tmp_path, "door", start.alert_id, "confirmed", note="no: it is fake", reviewer="bob")
+    assert [(h["reviewer"], h["review"]) for h in second["history"]] == [("alice", "false_alarm"), ("bob", "confirmed")]
     (reviewed,) = reviewed_alerts(tmp_path)
-    assert reviewed["review"] == "false_alarm" and reviewed["note"] == "the cleaner"
+    assert reviewed["review"] == "confirmed" and reviewed["reviewer"] == "bob" and len(reviewed["history"]) == 2
     assert reviewed["messages"][0]["alert_id"] == start.alert_id
