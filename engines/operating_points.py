@@ -118,7 +118,8 @@ def write_calibration(path: Path, calibration: dict) -> None:
 
 
 def read_calibration(path: str | Path, bundle) -> dict:
-    """The calibration in `path`, checked to be this bundle's (by the bundle's checksum)."""
+    """The calibration in `path`, checked to be this bundle's (by the bundle's checksum; only its
+    format when `bundle` is None)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -128,7 +129,7 @@ def read_calibration(path: str | Path, bundle) -> dict:
     if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT or \
             not isinstance(data.get("threshold"), (int, float)):
         raise CalibrationError(f"inference.calibration {path}: not a dfwatch calibration file")
-    if data.get("bundle_checksum") != bundle.checksum:
+    if bundle is not None and data.get("bundle_checksum") != bundle.checksum:
         raise CalibrationError(f"inference.calibration {path}: made for bundle {data.get('bundle')} "
                                f"(sha256 {str(data.get('bundle_checksum'))[:12]}), not {bundle.id} "
                                f"(sha256 {bundle.checksum[:12]}): calibrate this bundle ('dfwatch calibrate')")

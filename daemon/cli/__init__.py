@@ -1,9 +1,10 @@
 """The daemon's subcommands: one registry, in the order `dfwatch --help` lists them. Each command's
 parser and handler live in the module of its room: service (run, capture, infer, keys, service),
-clients (demo, scan, calibrate, watch, health, web), bridge, bench; `common` holds what they share."""
+clients (demo, scan, calibrate, watch, health, web), bridge, bench, checks (config: the one check of a
+configuration); `common` holds what they share."""
 from __future__ import annotations
 
-from daemon.cli import bench, bridge, clients, service
+from daemon.cli import bench, bridge, checks, clients, service
 from engines.cli import Command
 
 COMMANDS = (
@@ -20,4 +21,5 @@ COMMANDS = (
     Command("bench", bench.register),
     Command("keys", service.register_keys),
     Command("service", service.register_service),
+    Command("config", checks.register_config),
 )

@@ -51,41 +51,21 @@ def require_bundle(config) -> str:
     return config.model.bundle
 
 
-def check_sources(streams) -> None:
-    """Fails now, with one line, for a source that can never work: a bad scheme or webcam index,
-    a missing file or one that decodes no frame. A camera that is down is not checked: its
-    capture process waits for it."""
-    from daemon.service.capture import first_frame_check
-    from engines.sources import SourceError, parse_source, source_kind
-
-    for stream in streams:
-        try:
-            source = parse_source(stream.source)
-            if source_kind(source) == "file":
-                first_frame_check(source)
-        except SourceError as e:
-            raise SourceError(f"stream '{stream.name}': {e}") from None
-
-
 def config_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the configuration as it is now (a reload checks it first), or None."""
+    """What is wrong with the configuration as it is now (a reload checks it first: the same
+    check as `dfwatch run`'s start and `config check`), or None."""
+    from daemon.cli.checks import config_problems
     from engines.config import ConfigError, load_config, with_streams
-    from engines.errors import DfwatchError
 
     try:
         config = load_config(args.config, args.overrides)
         specs = [s for s in args.streams if "=" in s]
         config = with_streams(config, specs) if specs else config
-        if args.bundle or config.model.bundle:
-            from engines.bundles.manifest import read_manifest
-
-            read_manifest(args.bundle or config.model.bundle)
-        check_sources(config.streams)
+        if args.bundle:
+            config = config.model_copy(update={"model": config.model.model_copy(update={"bundle": args.bundle})})
     except ConfigError as e:
         return "; ".join(e.problems)
-    except DfwatchError as e:
-        return str(e)
-    return None
+    return "; ".join(config_problems(config, need_bundle=True)) or None
 
 
 def subscriber_keys(config, endpoint: str):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from engines import __version__
-from engines.config import DEFAULT_CONFIG_FILE, ConfigError, load_config
+from engines.config import ConfigError, load_config
 from engines.errors import DfwatchError
 
 PACKAGES = ("daemon", "engines", "training")  # whose commands `dfwatch --help` lists first to last
@@ -76,45 +76,6 @@ def setup(args: argparse.Namespace, role: str):
     return config
 
 
-def register_config(sub) -> None:
-    p = sub.add_parser("config", help="check a configuration file and print the effective settings",
-                       description="Configuration tools.")
-    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    c = csub.add_parser("check", parents=[common_options(config=False)],
-                        help="validate FILE (+ environment overrides) and print the effective configuration")
-    c.add_argument("file", nargs="?", help="YAML file (omit to check the packaged default file and environment)")
-    c.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="overrides")
-    c.set_defaults(handler=_config_check)
-    d = csub.add_parser("default", help="print the default configuration file, every key with a comment "
-                                        "(a starting point: dfwatch config default > dfwatch.yaml)")
-    d.set_defaults(handler=_config_default)
-
-
-def _config_check(args: argparse.Namespace) -> int:
-    import yaml
-
-    from engines.sources import SourceError, first_frame_check, mask_source, parse_source, source_kind
-
-    config = load_config(args.file or DEFAULT_CONFIG_FILE, args.overrides)  # ConfigError is printed by main()
-    problems = []
-    for stream in config.streams:
-        try:
-            source = parse_source(stream.source)
-            if source_kind(source) == "file":
-                first_frame_check(source)  # what `run` checks: a text file named .mp4 fails here, not there
-        except SourceError as e:
-            problems.append(f"streams: {stream.name}: {e}")
-    if problems:
-        raise ConfigError(problems)
-    sys.stdout.write(mask_source(yaml.safe_dump(config.to_dict(), sort_keys=False)))
-    return 0
-
-
-def _config_default(args: argparse.Namespace) -> int:
-    sys.stdout.write(DEFAULT_CONFIG_FILE.read_text())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dfwatch",
@@ -136,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as e:
+        from engines.logs import report_error
+
         for line in e.problems:
-            print(f"{prog}: configuration error: {line}", file=sys.stderr)
-        return EXIT_USAGE
+            if not report_error(f"{prog}: configuration error: {line}"):
+                print(f"{prog}: configuration error: {line}", file=sys.stderr)
+        # `run` exits 78 (systemd's RestartPreventExitStatus): a configuration stays wrong until fixed
+        return getattr(args, "config_error_exit", EXIT_USAGE)
     except DfwatchError as e:  # UserError, CheckpointError, BundleError, ...
         from engines.logs import report_error
 

@@ -87,9 +87,9 @@ def test_supervisor_gives_up_on_a_crashing_capture_and_keeps_the_rest(small_bund
 
 
 @pytest.mark.parametrize("source, error", [
-    ("{missing}", "stream 'bad': no such video file: {missing}"),
-    ("{truncated}", "stream 'bad': cannot open video file {truncated}"),
-    ("rtps://typo/stream", "stream 'bad': unsupported source URL 'rtps://typo/stream'"),
+    ("{missing}", "configuration error: streams: bad: no such video file: {missing}"),
+    ("{truncated}", "configuration error: streams: bad: cannot open video file {truncated}"),
+    ("rtps://typo/stream", "configuration error: streams: bad: unsupported source URL 'rtps://typo/stream'"),
 ])
 def test_run_refuses_a_source_that_can_never_work_at_start(source, error, small_bundle, footage, tmp_path):
     """One JSON error line and a non-zero exit, before any process starts; no plain-text line."""
@@ -106,6 +106,57 @@ def test_run_refuses_a_source_that_can_never_work_at_start(source, error, small_
     lines = [json.loads(line) for line in (r.stdout + r.stderr).splitlines()]  # every line is JSON
     errors = [line for line in lines if line["level"] == "error"]
     assert len(errors) == 1 and errors[0]["event"].startswith(f"dfwatch run: {error}") and errors[0]["role"] == "run"
+
+
+def test_config_check_and_run_refuse_the_same_mistakes_and_run_exits_78(small_bundle, tmp_path):
+    """Issue 35.4: one check (daemon/cli/checks.py) for `config check`, `run`'s start and a
+    reload; what `run` would refuse or crash-loop on fails `config check`; `run` exits 78 on every
+    configuration error, so the unit's RestartPreventExitStatus keeps systemd from retrying it."""
+    from daemon.cli.checks import config_problems
+    from engines.config import load_config
+
+    token = tmp_path / "token"
+    token.write_text("t" * 24)
+    token.chmod(0o600)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "dfwatch-calibration", "threshold": 0.3, "bundle": "x",
+                                 "bundle_checksum": "0" * 64}))
+    malformed = tmp_path / "bad.json"
+    malformed.write_text("{")
+    foreign = tmp_path / "ev"
+    (foreign / "photos" / "2025-holiday").mkdir(parents=True)
+
+    def problems(*overrides: str) -> list[str]:
+        return config_problems(load_config(None, [f"model.bundle={small_bundle}", *overrides]), need_bundle=True)
+
+    assert problems() == []
+    (line,) = problems("web.enabled=true", "web.allow_reviews=true")
+    assert line.startswith("web: --allow-reviews (web.allow_reviews) needs --token-file")
+    (line,) = problems("web.enabled=true", "web.bind=0.0.0.0:8099", f"web.token_file={token}")
+    assert line.startswith("web: refusing to serve the dashboard on 0.0.0.0: beyond loopback it needs --allow-remote")
+    for path, says in ((tmp_path / "missing.json", "cannot read it"), (malformed, "cannot read it"),
+                       (other, "made for bundle x")):
+        (line,) = problems(f"inference.calibration={path}")
+        assert line.startswith(f"inference.calibration {path}: ") and says in line
+    (line,) = problems("evidence.dir=/etc")
+    assert line == "evidence.dir /etc is a system directory: give dfwatch a directory of its own " \
+                   "(e.g. /var/lib/dfwatch/evidence)"
+    (line,) = problems(f"evidence.dir={foreign}")
+    assert "holds what dfwatch did not write (photos/2025-holiday)" in line
+    (line,) = problems(f"model.bundle={tmp_path / 'typo'}")
+    assert line.startswith(f"model.bundle: {tmp_path / 'typo'}: not a model bundle (no such directory)")
+    config = tmp_path / "site.yaml"
+    config.write_text(f"inference:\n  calibration: {other}\n")
+    env = daemon_env(tmp_path)
+    checked = subprocess.run(DFWATCH + ["config", "check", str(config), "--set", f"model.bundle={small_bundle}"],
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert checked.returncode == 2 and checked.stderr.startswith(
+        f"dfwatch config check: configuration error: inference.calibration {other}: made for bundle x")
+    ran = subprocess.run(DFWATCH + ["run", "--bundle", str(tmp_path / "typo")], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert ran.returncode == 78, ran.stderr
+    (line,) = [json.loads(x) for x in ran.stderr.splitlines() if '"error"' in x]
+    assert line["event"].startswith("dfwatch run: configuration error: model.bundle: ")
 
 
 def test_demo_runs_with_no_weights(tmp_path, footage):
@@ -163,6 +214,13 @@ def test_sighup_reloads_a_valid_configuration_in_place_and_refuses_a_broken_one(
         sub.wait_for(lambda s: "reload refused" in log.read_text(), 20, "the refusal", log)
         assert child_pid(proc.pid, "infer") == infer and proc.poll() is None
         assert "unknown key 'window_typo'" in log.read_text()
+        # valid as YAML and types, refused by run's start check: the reload refuses it too (issue 35.3)
+        config.write_text(config.read_text().replace("window_typo: {}\n", "web: {enabled: true, bind: '0.0.0.0:8099'}\n"))
+        os.kill(proc.pid, signal.SIGHUP)
+        sub.wait_for(lambda s: log.read_text().count("reload refused") == 2, 20, "the second refusal", log)
+        assert child_pid(proc.pid, "infer") == infer and proc.poll() is None
+        assert "refusing to serve the dashboard on 0.0.0.0" in log.read_text()
+        config.write_text(config.read_text().replace("web: {enabled: true, bind: '0.0.0.0:8099'}\n", "window_typo: {}\n"))
         config.write_text(config.read_text().replace("window_typo: {}\n", "").replace("stride: 2", "stride: 4"))
         os.kill(proc.pid, signal.SIGHUP)
         sub.wait_for(lambda s: child_pid(proc.pid, "infer") not in (None, infer), 30, "a new inference process", log)
