@@ -37,12 +37,16 @@ def register_scan(sub) -> None:
                        description="Scores each file's windows as the daemon would and gives each file a verdict "
                                    "by the alert rule. Exit 0: all real; 1: at least one fake; 2: bad usage or an "
                                    "unreadable file, which wins over 1 (the others are still scanned); 3: no face "
-                                   "found (none fake).")
+                                   "found (none fake); 4: no verdict (an untrained bundle, without "
+                                   "--allow-untrained).")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or folders (their video files are scanned)")
     p.add_argument("--bundle", metavar="DIR", help="model bundle directory (overrides model.bundle)")
     p.add_argument("--json", action="store_true", help="JSON lines: one per window, then one per file (all name the file)")
     p.add_argument("--report", metavar="DIR", help="write a report per file: DIR/<file>.html (file facts, model, score timeline, "
                         "most suspect moments, their faces) and DIR/<file>.json")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="give FAKE/REAL verdicts with an untrained (demo) bundle too; without it such a bundle's "
+                        "files get 'no verdict: untrained model' (exit 4), since its scores mean nothing")
     p.set_defaults(handler=_scan)
 
 
@@ -96,22 +100,25 @@ def register_demo(sub) -> None:
     p.set_defaults(handler=_demo)
 
 
-def web_settings(config, bind, token_file, allow_remote, evidence):
-    """(host, port, token, evidence dir) for the dashboard; refuses a non-loopback bind without
-    --allow-remote and a token."""
+def web_settings(config, bind, token_file, allow_remote, evidence, allow_reviews=False):
+    """(host, port, tokens, evidence dir) for the dashboard; refuses a non-loopback bind without
+    --allow-remote and a token, and reviews without a token."""
     from pathlib import Path
 
     from daemon.outcomes.evidence import default_dir
-    from daemon.clients.web import WebError, is_loopback, parse_bind, read_token
+    from daemon.clients.web import WebError, is_loopback, parse_bind, read_tokens
 
     host, port = parse_bind(bind or config.web.bind)
-    token = read_token(token_file or config.web.token_file)
+    token = read_tokens(token_file or config.web.token_file)
     if not is_loopback(host):
         if not (allow_remote or config.web.allow_remote):
             raise WebError(f"refusing to serve the dashboard on {host}: beyond loopback it needs --allow-remote "
                            "(web.allow_remote) and --token-file (web.token_file)")
         if token is None:
             raise WebError(f"serving the dashboard on {host} needs a token: --token-file FILE (web.token_file)")
+    if allow_reviews and token is None:
+        raise WebError("--allow-reviews (web.allow_reviews) needs --token-file (web.token_file): reviews change "
+                       "the evidence store, the page stays read-only without a token")
     ev = evidence or config.evidence.dir
     return host, port, token, Path(ev) if ev else default_dir()
 
@@ -121,12 +128,10 @@ def _web(args: argparse.Namespace) -> int:
     from daemon.clients.web import Dashboard, serve
 
     config = setup(args, "web")
-    host, port, token, evidence = web_settings(config, args.bind, args.token_file, args.allow_remote, args.evidence)
-    endpoint = args.endpoint or resolve(config.endpoints).verdicts
     reviews = args.allow_reviews or config.web.allow_reviews
-    if reviews and token is None:
-        raise UserError("--allow-reviews needs --token-file (web.token_file): reviews change the "
-                        "evidence store, the page stays read-only without a token", exit_code=2)
+    host, port, token, evidence = web_settings(config, args.bind, args.token_file, args.allow_remote, args.evidence,
+                                               reviews)
+    endpoint = args.endpoint or resolve(config.endpoints).verdicts
     return serve(Dashboard(endpoint, evidence, token, subscriber_keys(config, endpoint), reviews), host, port)
 
 
@@ -145,6 +150,8 @@ def _scan(args: argparse.Namespace) -> int:
     for path in expand_inputs(args.videos):
         progress = None if args.json else terminal_progress(path)
         result = scanner.scan(path, keep_sheets=bool(args.report), progress=progress)
+        if not bundle.trained and not args.allow_untrained:
+            result.withheld = "untrained model"   # its scores mean nothing: neither FAKE nor REAL
         if progress:
             print("\r\x1b[K", end="", file=sys.stderr)
         results.append(result)

@@ -183,14 +183,21 @@ def reviews_report(reviewed: list[dict], threshold: float) -> str:
     def peak(r: dict) -> float | None:
         return max((v for v in map(value, r["messages"]) if v is not None), default=None)
 
+    def raised_at(r: dict) -> float:  # the alert's own threshold; alerts before 0.5 carry none: the one in force
+        start = next((m for m in r["messages"] if m.get("state") == "start"), r["messages"][0])
+        return start["threshold"] if isinstance(start.get("threshold"), (int, float)) else threshold
+
     false = [r for r in reviewed if r["review"] == "false_alarm"]
     confirmed = [r for r in reviewed if r["review"] == "confirmed"]
-    lines = [f"reviewed alerts: {len(false)} false alarm(s), {len(confirmed)} confirmed; threshold in force "
-             f"{threshold:.4g}"]
+    raised = sorted({raised_at(r) for r in reviewed})
+    threshold = raised[-1] if raised else threshold   # what the reviewed alerts were raised under (the highest)
+    lines = [f"reviewed alerts: {len(false)} false alarm(s), {len(confirmed)} confirmed; raised at threshold "
+             f"{', '.join(f'{t:.4g}' for t in raised) or f'{threshold:.4g}'}"]
     for r in false:
         score = opening(r)
-        lines.append(f"  false alarm {r['alert_id'][:8]} ({r['stream']}): opened at decisive score {score:.4g}"
-                     if score is not None else f"  false alarm {r['alert_id'][:8]}: no score")
+        by = f", reviewed by {r.get('reviewer', 'unknown')}"
+        lines.append(f"  false alarm {r['alert_id'][:8]} ({r['stream']}{by}): opened at decisive score {score:.4g}"
+                     if score is not None else f"  false alarm {r['alert_id'][:8]}{by}: no score")
     openings = [v for v in map(opening, false) if v is not None]
     if openings:
         needed = float(np.nextafter(max(openings), np.inf))

@@ -31,7 +31,7 @@ from daemon.service.publisher import window_verdict
 from engines.operating_points import operating_threshold
 from engines.sources import SourceError, parse_source, source_kind
 
-EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
+EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_NO_VERDICT = 0, 1, 2, 3, 4
 MAX_SHEETS = 4  # the most suspect fake windows' faces shown in a report
 SUSPECT_MOMENTS = 5  # the highest-scoring windows listed with their times
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp"}
@@ -62,11 +62,14 @@ class FileResult:
     error: str | None = None
     warning: str | None = None     # e.g. the file ended early (truncated): its frames were scored
     model: dict = field(default_factory=dict)   # what scored it: Scanner.provenance()
+    withheld: str | None = None    # why no verdict is given (an untrained model's scores mean nothing)
 
     @property
     def verdict(self) -> str:
         if self.error:
             return "error"
+        if self.withheld:
+            return "no_verdict"
         if self.alerts or self.short_and_fake:
             return "fake"
         return "real" if any(w["label"] != "no_face" for w in self.windows) else "no_face"
@@ -85,8 +88,8 @@ class FileResult:
         for track, rows in sorted(self.by_track().items()):
             scores = [w["score"] for w in rows if w["score"] is not None]
             faced = [w for w in rows if w["label"] != "no_face"]
-            out.append({"track": track, "verdict": "fake" if track in self.alerted_tracks else
-                        ("real" if faced else "no_face"), "windows": len(rows),
+            verdict = "fake" if track in self.alerted_tracks else ("real" if faced else "no_face")
+            out.append({"track": track, "verdict": "no_verdict" if self.withheld else verdict, "windows": len(rows),
                         "fake_windows": sum(w["label"] == "fake" for w in rows),
                         "peak_score": max(scores) if scores else None,
                         "mean_score": float(np.mean(scores)) if scores else None,
@@ -119,6 +122,8 @@ def exit_code(results: list[FileResult]) -> int:
     verdicts = {r.verdict for r in results}
     if "error" in verdicts:
         return EXIT_BAD_INPUT
+    if "no_verdict" in verdicts:
+        return EXIT_NO_VERDICT
     if "fake" in verdicts:
         return EXIT_FAKE
     return EXIT_NO_FACE if "no_face" in verdicts else EXIT_REAL
@@ -261,12 +266,17 @@ def model_text(r: FileResult) -> str:
     return text + (", UNTRAINED: this verdict means nothing" if m["untrained"] else "")
 
 
+def verdict_text(r: FileResult) -> str:
+    """What a person reads first: FAKE, REAL, NO_FACE, or NO VERDICT and why."""
+    return f"NO VERDICT: {r.withheld}" if r.withheld else r.verdict.upper()
+
+
 def human_line(r: FileResult, threshold: float) -> str:
     s = r.summary()
     if r.error:
         return f"{r.path}: ERROR {r.error}"
     peak = "-" if s["peak_score"] is None else f"{s['peak_score']:.3f}"
-    line = (f"{r.path}: {r.verdict.upper()} ({s['windows']} windows, {s['fake_windows']} fake, "
+    line = (f"{r.path}: {verdict_text(r)} ({s['windows']} windows, {s['fake_windows']} fake, "
             f"{s['no_face_windows']} without a face; peak P(fake) {peak}, threshold {threshold:g}; {model_text(r)})")
     flagged = [w for w in r.windows if w["label"] == "fake"][:5]
     if flagged and r.verdict == "fake":
@@ -368,7 +378,7 @@ def write_report(r: FileResult, out_dir: Path, threshold: float, rules: AlertRul
 <style>body{{font-family:sans-serif;margin:2em}} .warn{{color:#b00;font-weight:bold}}
 table{{border-collapse:collapse;margin-bottom:1em}} th,td{{text-align:left;padding:2px 10px;border-bottom:1px solid #eee}}
 figure{{display:inline-block;margin:0 1em 1em 0}} svg{{border:1px solid #ccc}}</style></head>
-<body><h1>{html.escape(Path(r.path).name)}: {r.verdict.upper()}</h1>{warning}
+<body><h1>{html.escape(Path(r.path).name)}: {html.escape(verdict_text(r))}</h1>{warning}
 <p>{s['windows']} windows, {s['fake_windows']} fake, {s['no_face_windows']} without a face; alerts {s['alerts']}.
 The same facts as JSON: {html.escape(page.with_suffix(".json").name)}.</p>
 <table id="facts">{rows}</table>

@@ -9,7 +9,8 @@ install time. Evidence files are served from the evidence directory only (`/evid
 
 Bound to loopback it needs no login. Any other address needs `--allow-remote` and a token
 (`--token-file`), checked on every request: `Authorization: Bearer <token>`, or `?token=` once in
-the browser, which then keeps it in a cookie.
+the browser, which then keeps it in a cookie. The token file holds one token, or one a line with
+the name of whoever holds it before it (`alice 3f9c...`): a review names its reviewer.
 """
 from __future__ import annotations
 
@@ -116,14 +117,16 @@ class Board:
 # ---- the server ------------------------------------------------------------------------------
 
 class Dashboard:
-    def __init__(self, endpoint: str, evidence: Path | None, token: str | None = None, keys: Keys | None = None,
-                 reviews: bool = False):
-        """`reviews`: the page may mark alerts false alarm / confirmed (only with a token, and an
+    def __init__(self, endpoint: str, evidence: Path | None, token: str | dict[str, str] | None = None,
+                 keys: Keys | None = None, reviews: bool = False):
+        """`token`: one token, or token -> the name of whoever holds it (`read_tokens`);
+        `reviews`: the page may mark alerts false alarm / confirmed (only with a token, and an
         evidence directory to store them in); otherwise it only reads."""
         from daemon.outcomes.evidence import stored_alerts
 
-        self.endpoint, self.evidence, self.token, self.keys = endpoint, evidence, token, keys
-        self.reviews = bool(reviews and token and evidence)
+        self.endpoint, self.evidence, self.keys = endpoint, evidence, keys
+        self.tokens = {token: "operator"} if isinstance(token, str) else dict(token or {})
+        self.reviews = bool(reviews and self.tokens and evidence)
         self.board = Board(stored_alerts=stored_alerts(evidence, MAX_ALERTS) if evidence else ())
         self.pages: set[asyncio.Queue] = set()
         self.dropped_pages = 0
@@ -141,15 +144,20 @@ class Dashboard:
     # -- access ---------------------------------------------------------------------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is None:
+        if not self.tokens:
             return await handler(request)
         given = (request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                  or request.query.get("token") or request.cookies.get(TOKEN_COOKIE, ""))
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        holder = None
+        for token, name in self.tokens.items():  # every one compared: the time says nothing of which
+            if hmac.compare_digest(given.encode(), token.encode()):
+                holder = name
+        if holder is None:
             raise web.HTTPUnauthorized(text="dfwatch web: a token is required (?token=... or Authorization: Bearer)")
+        request["reviewer"] = holder
         response = await handler(request)
         if request.query.get("token") and isinstance(response, web.StreamResponse) and not response.prepared:
-            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict")
+            response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict")
         return response
 
     # -- pages and data -------------------------------------------------------------------------
@@ -169,14 +177,15 @@ class Dashboard:
         try:
             body = await request.json()
             review = write_review(self.evidence, body.get("stream"), body.get("alert_id"), body.get("review"),
-                                  body.get("note", ""))
+                                  body.get("note", ""), request.get("reviewer", "operator"))
         except (ValueError, AttributeError, ReviewError) as e:
             raise web.HTTPBadRequest(text=f"dfwatch web: {e}")
         alert = self.board.alerts.get(review["alert_id"])
         if alert is not None:
             self.board.alerts[review["alert_id"]] = {**alert, "review": review["review"]}
             self._broadcast("alert", self.board.alerts[review["alert_id"]])
-        log.info("alert reviewed", stream=review["stream"], alert_id=review["alert_id"], review=review["review"])
+        log.info("alert reviewed", stream=review["stream"], alert_id=review["alert_id"], review=review["review"],
+                 reviewer=review["reviewer"], reviews=len(review["history"]))
         return web.json_response(review)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -270,16 +279,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_token(path: str | None) -> str | None:
-    """The access token (at least 16 characters) from a file no other user can read."""
+def read_tokens(path: str | None) -> dict[str, str] | None:
+    """token -> holder's name, from a file no other user can read: one token (its holder is
+    "operator"), or one a line as `NAME TOKEN`; each token at least 16 characters."""
     from engines.secrets import SecretError, check_secret_file
 
     if path is None:
         return None
     try:
-        return check_secret_file(path, "dashboard token", min_length=16)
+        text = check_secret_file(path, "dashboard token", min_length=16)
     except SecretError as e:
         raise WebError(str(e)) from None
+    tokens = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) > 2 or len(words[-1]) < 16:
+            raise WebError(f"dashboard token file {path}, line {number}: expected TOKEN or NAME TOKEN, each token "
+                           "at least 16 characters (e.g. 'alice ' + the output of 'openssl rand -hex 24')")
+        tokens[words[-1]] = words[0] if len(words) == 2 else "operator"
+    return tokens
 
 
 def serve(dashboard: Dashboard, host: str, port: int) -> int:

@@ -86,7 +86,8 @@ class AlertTracker:
         self.alert = Alert(alert_id=uuid.uuid4().hex, stream=self.stream, state="start", t_start=fakes[0].t_first,
                            t_last=v.t_last, t_end=None, windows=len(fakes), score=v.score,
                            peak_score=max(w.score for w in fakes), model=v.model, evidence=None,
-                           untrained=v.untrained, track=self.track, calibrated=v.calibrated, decisive=v.decisive)
+                           untrained=v.untrained, track=self.track, calibrated=v.calibrated, decisive=v.decisive,
+                           threshold=v.threshold)
         self.real_run, self.since_update = 0, 0
         self.recent.clear()
         self.started += 1

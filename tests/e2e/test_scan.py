@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from daemon.clients.scan import EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_REAL, MAX_SHEETS, FileResult, exit_code
+from daemon.clients.scan import (EXIT_BAD_INPUT, EXIT_FAKE, EXIT_NO_FACE, EXIT_NO_VERDICT, EXIT_REAL, MAX_SHEETS,
+                                 FileResult, exit_code, verdict_text)
 from engines import __version__
 from engines.bundles.bundle import load_bundle
 from helpers.clips import write_clip
@@ -38,7 +39,7 @@ def scan(*args, env=None):
 
 def test_scan_scores_equal_the_daemons_verdicts_for_the_same_file(clip, dldfd_bundle, tmp_path):
     r = scan(str(clip), "--bundle", str(dldfd_bundle), "--json", "--set", "inference.threshold=1.0", *SETTINGS,
-             env=daemon_env(tmp_path))
+             "--allow-untrained", env=daemon_env(tmp_path))
     assert r.returncode == EXIT_REAL, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert all(line["file"] == str(clip) for line in lines)
@@ -57,7 +58,7 @@ def test_scan_scores_equal_the_daemons_verdicts_for_the_same_file(clip, dldfd_bu
 def test_threshold_zero_flags_the_file_and_the_report_shows_its_plot(clip, dldfd_bundle, tmp_path):
     report = tmp_path / "report"
     r = scan(str(clip), "--bundle", str(dldfd_bundle), "--json", "--report", str(report),
-             "--set", "inference.threshold=0.0", *SETTINGS, env=daemon_env(tmp_path))
+             "--set", "inference.threshold=0.0", *SETTINGS, "--allow-untrained", env=daemon_env(tmp_path))
     assert r.returncode == EXIT_FAKE, r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["verdict"] == "fake" and summary["alerts"] >= 1
@@ -105,12 +106,13 @@ def test_threshold_zero_flags_the_file_and_the_report_shows_its_plot(clip, dldfd
 def test_a_broken_file_is_one_line_and_the_others_are_still_scanned(clip, dldfd_bundle, tmp_path):
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])  # its index (moov) is at the end
-    r = scan(str(truncated), str(clip), "--bundle", str(dldfd_bundle), "--set", "inference.threshold=1.0", *SETTINGS,
+    r = scan(str(truncated), str(clip), "--bundle", str(dldfd_bundle), "--set", "inference.threshold=0.0", *SETTINGS,
              env=daemon_env(tmp_path, DFWATCH__LOGGING__FORMAT="console"))
     assert r.returncode == EXIT_BAD_INPUT
     errors = [line for line in r.stderr.splitlines() if line.startswith("dfwatch scan:")]
     assert errors == [f"dfwatch scan: cannot open video file {truncated}: is it a video OpenCV/FFmpeg can decode?"]
-    assert f"{clip}: REAL (" in r.stdout  # scanned after the broken one
+    # scanned after the broken one; an untrained bundle gives no verdict (it would say FAKE at 0): issue 35.10
+    assert f"{clip}: NO VERDICT: untrained model (" in r.stdout and "FAKE" not in r.stdout
     checksum = load_bundle(dldfd_bundle).checksum
     assert f"bundle test-dldfd (sha256 {checksum[:12]}), UNTRAINED: this verdict means nothing" in r.stdout
 
@@ -125,7 +127,7 @@ def test_a_folder_a_cut_file_and_an_unreadable_one(clip, cut_avi, dldfd_bundle, 
     broken.write_bytes(clip.read_bytes()[:1000])
     (tmp_path / "empty").mkdir()
     r = scan(str(folder), str(broken), str(tmp_path / "empty"), "--bundle", str(dldfd_bundle), "--json",
-             "--set", "inference.threshold=0.0", *SETTINGS, env=daemon_env(tmp_path))
+             "--set", "inference.threshold=0.0", *SETTINGS, "--allow-untrained", env=daemon_env(tmp_path))
     assert r.returncode == EXIT_BAD_INPUT, r.stderr  # fakes and an unreadable file: the answer is incomplete
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     files = {line["file"]: line for line in lines if line["type"] == "file"}
@@ -160,3 +162,7 @@ def test_exit_code_precedence():
     assert exit_code([no_face, broken]) == EXIT_BAD_INPUT
     assert exit_code([fake, no_face]) == EXIT_FAKE
     assert exit_code([broken, fake, no_face]) == EXIT_BAD_INPUT  # incomplete: 2 wins over 1
+    withheld = result("fake", alerts=1)
+    withheld.withheld = "untrained model"   # scan without --allow-untrained, an untrained bundle
+    assert withheld.verdict == "no_verdict" and verdict_text(withheld) == "NO VERDICT: untrained model"
+    assert exit_code([real, withheld]) == EXIT_NO_VERDICT and exit_code([withheld, broken]) == EXIT_BAD_INPUT

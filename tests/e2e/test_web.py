@@ -86,7 +86,7 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
     # store, shows it ended (the stop ended it), with its times' zone, and the stream as stopped; its
     # token allows reviews: a person marks the alert a false alarm, with a real click
     token_file = tmp_path / "token"
-    token_file.write_text("correct-horse-battery-staple\n")
+    token_file.write_text("alice correct-horse-battery-staple\nbob another-long-enough-token\n")  # a name per token
     token_file.chmod(0o600)
     web = start(["web", "--bind", f"127.0.0.1:{port}", "--endpoint", f"ipc://{runtime}/verdicts",
                  "--evidence", str(runtime / "evidence"), "--token-file", str(token_file), "--allow-reviews"],
@@ -109,15 +109,16 @@ def test_dashboard_shows_streams_timelines_and_alerts_with_evidence(browser, dld
         wait(browser, f"return document.querySelector('li[data-alert=\"{alert}\"] .review-false_alarm')", 10,
              "the review in the list")
         stored = json.loads((runtime / "evidence" / "a" / alert / "review.json").read_text())
-        assert stored["review"] == "false_alarm" and stored["alert_id"] == alert
+        assert stored["review"] == "false_alarm" and stored["alert_id"] == alert and stored["reviewer"] == "alice"
     finally:
         assert stop(web) == 0
-    # what the reviewed false alarm says about the threshold (the daemon decided at 0)
-    r = subprocess.run(DFWATCH + ["calibrate", str(dldfd_bundle), "--from-reviews", str(runtime / "evidence"),
-                                  "--set", "inference.threshold=0.0"], capture_output=True, text=True, timeout=60,
-                       env=daemon_env(runtime))
+    # what the reviewed false alarm says about the threshold: the daemon raised it at 0, which the
+    # alert itself says (this command's own configuration has the bundle's 0.5)
+    r = subprocess.run(DFWATCH + ["calibrate", str(dldfd_bundle), "--from-reviews", str(runtime / "evidence")],
+                       capture_output=True, text=True, timeout=60, env=daemon_env(runtime))
     assert r.returncode == 0, r.stderr
-    assert "1 false alarm(s), 0 confirmed" in r.stdout and "would have kept every reviewed false alarm" in r.stdout
+    assert "1 false alarm(s), 0 confirmed; raised at threshold 0\n" in r.stdout and "reviewed by alice" in r.stdout
+    assert "would have kept every reviewed false alarm" in r.stdout and "(from 0: higher)" in r.stdout
 
 
 def test_a_token_guards_every_request_and_no_daemon_shows_a_banner(browser, tmp_path):
