@@ -277,12 +277,12 @@ def parse_broker(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, port or (8883 if tls else 1883)
 
 
-def check_webhook_url(url: str) -> str:
+def check_webhook_url(url: str, what: str = "webhook URL") -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"webhook URL must be http:// or https:// with a host, got {parts.scheme or url!r}")
+        raise ValueError(f"{what} must be http:// or https:// with a host, got {parts.scheme or url!r}")
     return url
 
 
@@ -300,8 +300,14 @@ class MqttBridgeConfig(Section):
     key_file: str | None = Field(None, description="mqtts: client key (not world-readable)")
     discovery: bool = Field(True, description="publish Home Assistant MQTT discovery messages")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix")
+    offline_after_s: float = Field(10.0, gt=0, le=3600, description="seconds without a status message before the "
+                                   "daemon is declared offline (status comes every second, from its own thread)")
+    evidence_url: str | None = Field(None, description="the dashboard's public base URL (https://host:port): alert "
+                                     "attributes then carry links to the evidence files")
 
     _broker = field_validator("broker")(lambda cls, v: (parse_broker(v), v)[1])
+    _evidence_url = field_validator("evidence_url")(lambda cls, v: v if v is None else
+                                                    check_webhook_url(v, "evidence_url").rstrip("/"))
     _password = field_validator("password_file")(lambda cls, v: secret_path(v, "MQTT password"))
     _key = field_validator("key_file")(lambda cls, v: secret_path(v, "MQTT client key"))
 

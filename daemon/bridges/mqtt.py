@@ -3,15 +3,18 @@
 Topics (`prefix` dfwatch by default):
   <prefix>/availability         retained: online / offline (the bridge; offline is also its last will)
   <prefix>/daemon               retained: online while the daemon publishes status, offline once it
-                                has been silent for DAEMON_SILENT_S (a stopped daemon shows as such)
+                                has been silent for `offline_after_s` or said it is stopping
   <prefix>/<stream>/alert_state retained: ON while the stream has an open alert (any face track), else OFF
   <prefix>/<stream>/alert       retained: the latest alert message (JSON: start / update / end, with `track`)
+  <prefix>/<stream>/attributes  retained: that message as Home Assistant attributes (`state` is a
+                                reserved name there: `event`; times also as ISO 8601; evidence URLs)
   <prefix>/<stream>/state       retained: fake while any face track's latest window is fake, else real
                                 (or no_face when no track has a face)
   <prefix>/<stream>/verdict     every verdict (JSON), with `verdicts`
 With `discovery`, `<discovery_prefix>/binary_sensor/dfwatch_<host>/<stream>/config` (retained)
 makes each stream a Home Assistant device with a `Deepfake` problem sensor on alert_state,
-available only while both the bridge and the daemon are online. `mqtts://` brokers use TLS (the
+available only while both the bridge and the daemon are online. Every (re)connect publishes every
+retained topic again: a broker restarted without persistence forgets them. `mqtts://` brokers use TLS (the
 system's CA certificates, or `ca_file`; a client certificate with `cert_file` and `key_file`).
 """
 from __future__ import annotations
@@ -22,14 +25,14 @@ import re
 import socket
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
+from urllib.parse import quote
 
 from daemon.bridges import Bridge, BridgeError, log, read_secret
 from daemon.wire.protocol import Alert, Status, Verdict
 from daemon.wire.tracks import LatestByTrack
 from engines import __version__
 from engines.config import parse_broker
-
-DAEMON_SILENT_S = 5.0   # status comes every second: this long without one, the daemon is offline
 
 
 class MqttBridge(Bridge):
@@ -38,7 +41,8 @@ class MqttBridge(Bridge):
     def __init__(self, broker: str, prefix: str = "dfwatch", username: str | None = None,
                  password: str | None = None, verdicts: bool = False, name: str = "mqtt",
                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
-                 discovery: bool = True, discovery_prefix: str = "homeassistant", max_queued: int = 1000):
+                 discovery: bool = True, discovery_prefix: str = "homeassistant", max_queued: int = 1000,
+                 offline_after_s: float = 10.0, evidence_url: str | None = None):
         import paho.mqtt.client as mqtt
 
         super().__init__(name)
@@ -47,11 +51,12 @@ class MqttBridge(Bridge):
         except ValueError as e:
             raise BridgeError(str(e)) from None
         self.prefix, self.verdicts = prefix.rstrip("/"), verdicts
+        self.offline_after_s, self.evidence_url = offline_after_s, evidence_url
         self.discovery, self.discovery_prefix = discovery, discovery_prefix.rstrip("/")
         self.node = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
         self.alerts: dict[str, frozenset[str]] = {}  # stream -> its open alerts' ids, as published
         self.tracks = LatestByTrack()             # each stream's live face tracks: `state` is fake while any is
-        self.last_alert: dict[str, str] = {}      # stream -> its latest alert message (JSON), retained
+        self.last_alert: dict[str, Alert] = {}    # stream -> its latest alert message, retained
         self.model: str | None = None
         self.daemon: str | None = None            # online / offline, as published
         self.last_status = 0.0
@@ -74,7 +79,8 @@ class MqttBridge(Bridge):
     @classmethod
     def from_config(cls, c, name: str) -> "MqttBridge":
         return cls(c.broker, c.prefix, c.username, read_secret(c.password_file, "MQTT password"), c.verdicts, name,
-                   c.ca_file, c.cert_file, c.key_file, c.discovery, c.discovery_prefix)
+                   c.ca_file, c.cert_file, c.key_file, c.discovery, c.discovery_prefix,
+                   offline_after_s=c.offline_after_s, evidence_url=c.evidence_url)
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.prefix, *parts))
@@ -97,8 +103,11 @@ class MqttBridge(Bridge):
             log.error("MQTT broker refused the connection", broker=f"{self.host}:{self.port}", reason=str(reason))
             return
         self._connected, self._told_unreachable = True, False
+        # every retained topic, on every connect: a broker restarted without persistence forgot them
         self._publish(self.topic("availability"), "online", retain=True)
-        for stream in list(self.alerts):  # a broker restarted without persistence forgot the retained ones
+        if self.daemon is not None:
+            self._publish(self.topic("daemon"), self.daemon, retain=True)
+        for stream in list(self.alerts):
             self._announce(stream)
         log.info("MQTT broker connected", broker=f"{self.host}:{self.port}", prefix=self.prefix)
 
@@ -121,14 +130,14 @@ class MqttBridge(Bridge):
     def handle(self, msg) -> None:
         if isinstance(msg, Status):
             self.last_status, self.model = time.monotonic(), msg.model
-            self._daemon("online")
+            self._daemon("offline" if msg.stopping else "online", "the daemon is stopping")
             for stream, st in msg.streams.items():
                 self._know(stream)
                 self._alert_state(stream, frozenset(st.open_alerts))
         elif isinstance(msg, Alert):
             self._know(msg.stream)
-            self.last_alert[msg.stream] = json.dumps(asdict(msg))
-            self._publish(self.topic(msg.stream, "alert"), self.last_alert[msg.stream], retain=True)
+            self.last_alert[msg.stream] = msg
+            self._publish_alert(msg)
             ids = self.alerts.get(msg.stream, frozenset())
             self._alert_state(msg.stream, ids - {msg.alert_id} if msg.state == "end" else ids | {msg.alert_id})
         elif isinstance(msg, Verdict):
@@ -139,15 +148,32 @@ class MqttBridge(Bridge):
                 self._publish(self.topic(msg.stream, "verdict"), json.dumps(asdict(msg)), retain=False)
 
     def tick(self) -> None:
-        if self.daemon == "online" and time.monotonic() - self.last_status > DAEMON_SILENT_S:
-            self._daemon("offline")
+        if self.daemon == "online" and time.monotonic() - self.last_status > self.offline_after_s:
+            self._daemon("offline", f"the daemon published no status for {self.offline_after_s:g} s")
 
-    def _daemon(self, state: str) -> None:
+    def _daemon(self, state: str, why: str = "") -> None:
         if state != self.daemon:
             self.daemon = state
             self._publish(self.topic("daemon"), state, retain=True)
             if state == "offline":
-                log.warning("the daemon stopped publishing; told the broker", seconds=DAEMON_SILENT_S)
+                log.warning(f"{why}; told the broker it is offline")
+
+    def _publish_alert(self, alert: Alert) -> None:
+        self._publish(self.topic(alert.stream, "alert"), json.dumps(asdict(alert)), retain=True)
+        self._publish(self.topic(alert.stream, "attributes"), json.dumps(self.attributes(alert)), retain=True)
+
+    def attributes(self, alert: Alert) -> dict:
+        """The alert as Home Assistant entity attributes: `state` is reserved there (the entity's
+        own), so the message's is `event`; times also as ISO 8601 (UTC); with `evidence_url`, the
+        evidence files as links on the dashboard."""
+        data = asdict(alert)
+        data["event"] = data.pop("state")
+        for key in ("t_start", "t_last", "t_end"):
+            if data.get(key) is not None:
+                data[key + "_iso"] = datetime.fromtimestamp(data[key], timezone.utc).isoformat(timespec="seconds")
+        if self.evidence_url and alert.evidence:
+            data["evidence_urls"] = [f"{self.evidence_url}/evidence/{quote(p)}" for p in alert.evidence]
+        return data
 
     def _know(self, stream: str) -> None:
         if stream not in self.alerts:
@@ -164,7 +190,9 @@ class MqttBridge(Bridge):
         """Home Assistant discovery for a stream, and its alert state (the entity's first value)."""
         self._publish(self.topic(stream, "alert_state"), "ON" if self.alerts.get(stream) else "OFF", retain=True)
         if stream in self.last_alert:
-            self._publish(self.topic(stream, "alert"), self.last_alert[stream], retain=True)
+            self._publish_alert(self.last_alert[stream])
+        if self.tracks.of(stream):
+            self._publish(self.topic(stream, "state"), self.tracks.label(stream), retain=True)
         if self.discovery:
             self._publish(self.discovery_topic(stream), json.dumps(self.discovery_config(stream)), retain=True)
 
@@ -176,7 +204,7 @@ class MqttBridge(Bridge):
         return {
             "name": "Deepfake", "unique_id": f"{uid}_deepfake", "object_id": f"{uid}_deepfake",
             "device_class": "problem", "state_topic": self.topic(stream, "alert_state"),
-            "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": self.topic(stream, "alert"),
+            "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": self.topic(stream, "attributes"),
             "availability": [{"topic": self.topic("availability")}, {"topic": self.topic("daemon")}],
             "availability_mode": "all", "payload_available": "online", "payload_not_available": "offline",
             "device": {"identifiers": [uid], "name": f"dfwatch {stream}", "manufacturer": "dfwatch",

@@ -46,7 +46,7 @@ def add_options(parser: argparse.ArgumentParser, settings) -> None:
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         default = "" if field.is_required() or field.default is None else f" (default {field.default})"
         parser.add_argument(flag, dest=name, required=field.is_required(), choices=choices,
-                            type=int if field.annotation is int else str, metavar=None if choices else name.upper(),
+                            type=field.annotation if field.annotation in (int, float) else str, metavar=None if choices else name.upper(),
                             help=f"{help_text}{default}")
 
 

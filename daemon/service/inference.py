@@ -20,6 +20,7 @@ import zmq
 from daemon.outcomes.alerts import AlertRules
 from daemon.outcomes.evidence import Downscaler, EvidenceWriter, FrameStore, default_dir
 from daemon.service import notify
+from daemon.service.broadcaster import Broadcaster
 from daemon.service.publisher import Publisher, window_verdict
 from daemon.service.stages import ModelStages
 from daemon.service.streams import StreamState
@@ -37,7 +38,13 @@ __all__ = ["InferenceServer", "window_verdict"]
 log = get_logger()
 MAX_RECEIVE = 1024         # messages read per loop turn at most (frames: as many as there is room for)
 WATCHDOG_INTERVAL = 1.0    # seconds between WATCHDOG=1 pings to the supervisor
-STOP_FLUSH_S = 2.0         # on stop, evidence still queued gets this long to be written
+
+
+def stop_flush_s(stop_timeout: float) -> float:
+    """How long evidence still queued at a stop may take: half the producers' share of the
+    supervisor's stop budget (supervisor.stop_timeout, 5 s: 1.5 s), so that the inference
+    process is gone before the supervisor would kill it."""
+    return min(2.0, max(0.2, (stop_timeout - 0.5) * 2 / 3 / 2))
 
 
 def _bridge_status(b: BridgeStats) -> dict:
@@ -75,10 +82,11 @@ class InferenceServer:
         self.downscaler = Downscaler() if self.evidence else None   # evidence frames shrunk off the loop
         self.metrics = None
         self.last_status: Status | None = None
+        self.broadcaster: Broadcaster | None = None   # owns the PUB socket once it is bound
         if config.metrics.port:
             from daemon.outcomes.metrics import Metrics
 
-            self.metrics = Metrics(lambda: self.last_status)
+            self.metrics = Metrics(lambda: self.broadcaster.current() if self.broadcaster else self.last_status)
         self.max_batch = max_batch   # inference.max_batch, or the device's default (engines.backends)
         self.max_wait = config.inference.max_wait_ms / 1000
         # a frame is read only when there is room for its model work (max_backlog below), so its age
@@ -141,8 +149,8 @@ class InferenceServer:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
         pull, pub = self._bind()
-        self.pub = pub
-        self.publisher = Publisher(pub, self.bundle, self.backend, self.threshold, self.fps, self.evidence,
+        self.broadcaster = Broadcaster(self.context, pub, self.config.inference.status_interval)
+        self.publisher = Publisher(self.broadcaster, self.bundle, self.backend, self.threshold, self.fps, self.evidence,
                                    self.metrics, self._throttle, self.calibrated)
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
@@ -171,16 +179,23 @@ class InferenceServer:
                 if now - last_ping >= WATCHDOG_INTERVAL:
                     notify.to_supervisor("WATCHDOG=1")  # only from here: a hung model call stops the pings
                     last_ping = now
+                self.broadcaster.turned()
         finally:
-            self._end_alerts()
-            pull.close()
-            pub.close()
-            if self.authenticator:
-                self.authenticator.close()
-            if self.evidence:
-                self.evidence.close(timeout=STOP_FLUSH_S)
-                self.downscaler.close()
+            self._stop_serving(pull)
         return 0
+
+    def _stop_serving(self, pull: zmq.Socket) -> None:
+        """Within the supervisor's stop budget: every open alert ends (its message out first), the
+        evidence still queued gets `stop_flush_s`, a last status says `stopping`; then the caller
+        leaves without the interpreter's teardown (`dfwatch infer` exits at once)."""
+        self._end_alerts()
+        pull.close()
+        if self.authenticator:
+            self.authenticator.close()
+        if self.evidence:
+            self.evidence.close(timeout=stop_flush_s(self.config.supervisor.stop_timeout))
+            self.downscaler.close()
+        self.broadcaster.close(stopping=self._status(time.monotonic()))
 
     def _end_alerts(self) -> None:
         """Stopping ends every open alert with its `end` message (bridges and the dashboard would
@@ -312,14 +327,17 @@ class InferenceServer:
                 self.publisher.verdict(state, d.item, d.decision)
 
     # -- status -------------------------------------------------------------------------------
+    def _status(self, now: float) -> Status:
+        return Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
+                      family=self.bundle.family, backend=self.backend,
+                      streams={n: s.status(now) for n, s in self.streams.items()}, invalid=self._invalid(),
+                      stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.stats.items()},
+                      bridges={n: _bridge_status(b) for n, b in self.bridges.items()},
+                      evidence=self.evidence.counters() if self.evidence else {})
+
     def _publish_status(self, now: float) -> None:
-        status = Status(t=time.time(), uptime_s=round(now - self.started, 3), model=self.bundle.id,
-                        family=self.bundle.family, backend=self.backend,
-                        streams={n: s.status(now) for n, s in self.streams.items()}, invalid=self._invalid(),
-                        stages={k: {**v, "seconds": round(v["seconds"], 6)} for k, v in self.stages.stats.items()},
-                        bridges={n: _bridge_status(b) for n, b in self.bridges.items()},
-                        evidence=self.evidence.counters() if self.evidence else {})
-        self.pub.send_multipart(status.encode(), flags=zmq.NOBLOCK)
+        status = self._status(now)
+        self.broadcaster.status(status)   # repeated by its thread while a model call takes long
         self.last_status = status  # what /metrics reports: the published status, never the loop's state
 
     def _invalid(self) -> dict[str, int]:

@@ -394,6 +394,7 @@ class Alert:
     track: int | None = None     # the face track that looks fake (optional; one alert per stream and track)
     calibrated: bool = False     # raised at a site calibration's threshold (optional)
     decisive: float | None = None  # the latest window's decisive score (optional): what a review learns from
+    threshold: float | None = None  # the threshold the alert was raised under (optional; absent before 0.5)
 
     def encode(self) -> list:
         return [ALERT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -415,7 +416,8 @@ class Alert:
                    score=_num(h, "score", lo=0.0, hi=1.0), peak_score=_num(h, "peak_score", lo=0.0, hi=1.0),
                    model=_str(h, "model"), evidence=evidence, untrained=_bool(h, "untrained"),
                    track=_int(h, "track", optional=True), calibrated=_bool(h, "calibrated"),
-                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0))
+                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0),
+                   threshold=_num(h, "threshold", optional=True, lo=0.0, hi=1.0))
 
 
 @dataclass(frozen=True)
@@ -478,6 +480,8 @@ class Status:
     bridges: dict[str, dict] = field(default_factory=dict)
     evidence: dict[str, int] = field(default_factory=dict)
     family: str = ""            # the bundle's model family (absent before 0.4)
+    loop_age_s: float = 0.0     # seconds since the inference loop last finished a turn (absent before 0.5)
+    stopping: bool = False      # the daemon's last status: it is stopping (absent before 0.5)
 
     def __post_init__(self):
         # a map given for a stream (a decoded message, a test) becomes its typed, validated status
@@ -509,4 +513,6 @@ class Status:
         return cls(t=_num(h, "t"), uptime_s=_num(h, "uptime_s", lo=0.0), model=_str(h, "model"),
                    backend=_str(h, "backend", 64),
                    streams=streams, invalid=invalid, stages=stages, bridges=bridges,
-                   evidence=evidence, family=_str(h, "family", 64) if "family" in h else "")
+                   evidence=evidence, family=_str(h, "family", 64) if "family" in h else "",
+                   loop_age_s=_num(h, "loop_age_s", lo=0.0) if "loop_age_s" in h else 0.0,
+                   stopping=_bool(h, "stopping"))

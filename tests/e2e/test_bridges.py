@@ -2,6 +2,7 @@
 `dfwatch bridge webhook` against a real HTTP server (signature, retries, bounded queue)."""
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import hmac
@@ -72,7 +73,8 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
     listener = Listener(broker.port)
     log = tmp_path / "bridge.log"
     bridge = subprocess.Popen(DFWATCH + ["bridge", "mqtt", "--broker", f"mqtt://127.0.0.1:{broker.port}",
-                                         "--endpoint", pub.endpoint, "--verdicts"],
+                                         "--endpoint", pub.endpoint, "--verdicts", "--offline-after-s", "2",
+                                         "--evidence-url", "https://dfwatch.lan:8080/"],
                               env=daemon_env(tmp_path), stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     node = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
     discovery = f"homeassistant/binary_sensor/dfwatch_{node}/door/config"
@@ -86,23 +88,52 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
         assert entity["unique_id"] == f"dfwatch_{node}_door_deepfake" and entity["availability_mode"] == "all"
         assert [a["topic"] for a in entity["availability"]] == ["dfwatch/availability", "dfwatch/daemon"]
         assert entity["device"]["identifiers"] == [f"dfwatch_{node}_door"] and entity["device"]["model"] == "m"
+        assert entity["json_attributes_topic"] == "dfwatch/door/attributes"
         assert listener.last("dfwatch/door/alert_state") == b"OFF"
-        start = alert_start()
-        pub.until([verdict("fake"), start], lambda: listener.last("dfwatch/door/alert"), 20, "the alert")
+        start = dataclasses.replace(alert_start(), evidence=["door/x/window.webm"])
+        pub.until([verdict("fake"), start], lambda: listener.last("dfwatch/door/attributes"), 20, "the alert")
         assert json.loads(listener.last("dfwatch/door/alert"))["alert_id"] == start.alert_id
+        # Home Assistant drops an attribute named `state`: the message's is `event`; ISO times; links
+        attributes = json.loads(listener.last("dfwatch/door/attributes"))
+        assert attributes["event"] == "start" and "state" not in attributes and attributes["alert_id"] == start.alert_id
+        assert attributes["t_start_iso"].endswith("+00:00") and "t_end_iso" not in attributes
+        assert attributes["evidence_urls"] == ["https://dfwatch.lan:8080/evidence/door/x/window.webm"]
         assert listener.last("dfwatch/door/state") == b"fake"
         assert json.loads(listener.last("dfwatch/door/verdict"))["label"] == "fake"
         wait(lambda: listener.last("dfwatch/door/alert_state") == b"ON", 10, "alert_state ON")
-        # the daemon falls silent (no status): the broker is told, so Home Assistant shows it unavailable
+        # the daemon falls silent (no status) for offline_after_s: the broker is told, so Home
+        # Assistant shows it unavailable
         wait(lambda: listener.last("dfwatch/daemon") == b"offline", 15, "the daemon offline")
+        # online again; its status says no alert is open (the alert's end was lost): alert_state follows it
+        pub.until([status], lambda: listener.last("dfwatch/daemon") == b"online", 20, "the daemon online again")
 
-        broker.stop()                        # an outage: the bridge keeps its process and reconnects
-        time.sleep(1.5)
-        assert bridge.poll() is None
-        broker.start()
+        # an outage that loses the retained messages, while the daemon stays online (its status goes
+        # on): the bridge keeps its process, reconnects and publishes every retained topic again,
+        # though none of them changed
+        beating, beats = threading.Event(), threading.Thread(target=lambda: [
+            (pub.sock.send_multipart(status.encode()), time.sleep(0.2)) for _ in iter(lambda: beating.is_set(), True)])
+        beats.start()
+        broker.stop()
+        try:
+            wait(lambda: "reconnecting" in log.read_text(), 20, "the bridge to see the broker gone")
+            assert bridge.poll() is None
+            broker.start()
+            fresh = Listener(broker.port)    # what Home Assistant reads after the restart
+            try:
+                wait(lambda: fresh.last("dfwatch/daemon") == b"online" and fresh.last("dfwatch/availability") ==
+                     b"online" and fresh.last("dfwatch/door/state") == b"fake" and
+                     fresh.last("dfwatch/door/alert_state") == b"OFF" and fresh.last("dfwatch/door/attributes") and
+                     fresh.last(discovery), 40, "the retained topics republished on reconnect")
+            finally:
+                fresh.close()
+        finally:
+            beating.set()
+            beats.join()
         pub.until([verdict("real")], lambda: listener.last("dfwatch/door/state") == b"real", 40,
                   "the state after the broker came back")
-        assert "reconnecting" in log.read_text()
+        # a daemon that says it stops is offline at once, not after the silence limit
+        pub.until([dataclasses.replace(status, stopping=True)], lambda: listener.last("dfwatch/daemon") == b"offline",
+                  1.5, "the daemon offline as it stops")
     finally:
         code = stop(bridge)
         pub.close()
@@ -111,7 +142,7 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
     retained = Listener(broker.port)         # a new subscriber gets the retained state and availability
     try:
         wait(lambda: retained.last("dfwatch/door/state") == b"real" and
-             retained.last("dfwatch/availability") == b"offline" and retained.last("dfwatch/door/alert_state") == b"ON"
+             retained.last("dfwatch/availability") == b"offline" and retained.last("dfwatch/door/alert_state") == b"OFF"
              and retained.last("dfwatch/door/alert") and retained.last(discovery), 10, "the retained messages")
     finally:
         retained.close()

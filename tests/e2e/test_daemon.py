@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,11 +88,20 @@ def test_sigterm_stops_everything_within_5_s(small_bundle, footage, runtime, tmp
         # only the inference process loads torch: the supervisor and the capture start and restart in moments
         assert {cmd.split()[3] for pid, cmd in kids.items() if _maps_torch(pid)} == {"infer"}
         assert not _maps_torch(proc.pid)
-        start_stop = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-        assert time.monotonic() - start_stop < 5
-        time.sleep(0.2)
+        # a host kept busy (two CPU hogs on 2 cores): the inference process still leaves in its budget,
+        # never SIGKILLed (issue 35.6; `dfwatch bench --stops 20` repeats it)
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        try:
+            start_stop = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert time.monotonic() - start_stop < 5
+        finally:
+            for hog in hogs:
+                hog.kill()
+        assert "did not stop in time" not in log.read_text()
+        sub.pump(0.2)
+        assert any(s.stopping for s in sub.statuses)   # its last status said so (bridges go offline at once)
         assert not [p for p in kids if os.path.exists(f"/proc/{p}") and "zombie" not in _state(p)]
     finally:
         sub.close()
