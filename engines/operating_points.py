@@ -136,6 +136,16 @@ def read_calibration(path: str | Path, bundle) -> dict:
     return data
 
 
+def calibration_bound(config, bundle) -> float | None:
+    """What the site calibration in force vouches for: its 95 % upper bound on false alerts per
+    camera-day at its threshold (a calibration from minutes of footage vouches for thousands), or
+    None when no calibration decides (`inference.threshold` set, or none configured)."""
+    if config.inference.threshold is not None or not config.inference.calibration:
+        return None
+    bound = read_calibration(config.inference.calibration, bundle).get("false_alerts_per_day_upper")
+    return float(bound) if isinstance(bound, (int, float)) else None
+
+
 def operating_threshold(config, bundle) -> tuple[float, bool]:
     """(threshold, calibrated) a daemon or a scan decides at: `inference.threshold` when set (the
     operator's own choice, uncalibrated), else the site calibration's (`inference.calibration`),

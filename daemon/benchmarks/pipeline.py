@@ -534,6 +534,22 @@ def run_soak(args) -> int:
     return 0 if "error" not in result and not result["restarts"] else 1
 
 
+def run_stops(args) -> int:
+    """Stops under load (daemon/benchmarks/stops.py) on --bundle or the default family's demo bundle."""
+    from daemon.benchmarks.stops import stops, stops_markdown
+    from engines.families import DEFAULT_FAMILY
+
+    setup(args, "bench")
+    if args.family == "all" and not args.bundle:
+        args.family = DEFAULT_FAMILY
+    bundle_dir = next(iter(bench_bundles(args).values()))
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    result = stops(bundle_dir, footage, args.stops)
+    command = f"dfwatch bench --stops {args.stops}" + (f" --family {args.family}" if not args.bundle else "")
+    print(write_results(Path(args.out), "stops-results", result, stops_markdown(result, command)))
+    return 0 if not result["killed"] and not result["nonzero_exits"] else 1
+
+
 # ---- INT8 on the CPU ---------------------------------------------------------------------------
 
 def run_int8(args) -> int:

@@ -41,6 +41,7 @@ class Bridge:
     def __init__(self, name: str):
         self.name = name
         self.delivered = self.dropped = self.rejected = self.retries = 0
+        self.dropped_events: dict[str, int] = {}   # dropped alert messages by their state (start, update, end)
         self._throttle = Throttle(10.0)
 
     def start(self) -> None:
@@ -65,13 +66,17 @@ class Bridge:
 
     def stats(self) -> BridgeStats:
         return BridgeStats(self.name, self.kind, self.delivered, self.dropped, self.rejected, self.retries,
-                           self.queued, self.connected)
+                           self.queued, self.connected, dict(self.dropped_events))
 
-    def count_drop(self, why: str, n: int = 1) -> None:
-        """Counts `n` lost messages and says so (one line per 10 s): no drop goes unseen."""
+    def count_drop(self, why: str, n: int = 1, event: str | None = None) -> None:
+        """Counts `n` lost messages (of an alert's `event`: start, update, end, when known) and says
+        so (one line per 10 s): no drop goes unseen."""
         self.dropped += n
+        if event:
+            self.dropped_events[event] = self.dropped_events.get(event, 0) + n
         if self._throttle.ready("drop"):
-            log.warning(f"{self.kind} bridge dropped messages: {why}", bridge=self.name, dropped=self.dropped)
+            log.warning(f"{self.kind} bridge dropped messages: {why}", bridge=self.name, dropped=self.dropped,
+                        **({"by_event": dict(self.dropped_events)} if self.dropped_events else {}))
 
 
 def read_secret(path: str | None, what: str = "secret") -> str | None:

@@ -8,7 +8,9 @@ attempt) and, with a secret, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.t
 as its UTF-8 bytes). `X-Dfwatch-Signature: sha256=<hex HMAC-SHA256 of the body>` stays for
 receivers written against dfwatch 0.2. Retries (1 s doubling to 60 s) on connection errors, 5xx
 and 429; a 4xx answer is final (logged, counted as rejected). Waiting messages sit in a queue of
-at most `queue_size`; when it is full the oldest is dropped, counted and logged. With `events:
+at most `queue_size`; when it is full an alert's `update` goes first (the oldest waiting), and only
+when none waits the oldest message of any kind, so a receiver that was down still gets each
+alert's start and end; drops are counted by kind and logged. With `events:
 start_end` only each alert's start and end are sent (a 7-minute alert is then 2 requests, not 30).
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ class WebhookBridge(Bridge):
             raise BridgeError(str(e)) from None
         self.url, self.secret, self.timeout, self.max_backoff = url, secret, timeout, max_backoff
         self.events = events
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[str, bytes]] = deque()   # (the alert message's state, its JSON body)
         self.queue_size = queue_size
         self.cond = threading.Condition()
         self.stop = threading.Event()
@@ -84,14 +86,17 @@ class WebhookBridge(Bridge):
 
     def handle(self, msg) -> None:
         if isinstance(msg, Alert) and (self.events == "all" or msg.state in ("start", "end")):
-            self.submit(json.dumps(asdict(msg)).encode())
+            self.submit(json.dumps(asdict(msg)).encode(), msg.state)
 
-    def submit(self, body: bytes) -> None:
+    def submit(self, body: bytes, event: str = "update") -> None:
         with self.cond:
             if len(self.queue) >= self.queue_size:
-                self.queue.popleft()
-                self.count_drop("the queue is full (the receiver is down or slow): the oldest alert message went")
-            self.queue.append(body)
+                # updates go first (not the one in flight at the head): starts and ends are what a receiver acts on
+                victim = next((m for m in list(self.queue)[1:] if m[0] == "update"), self.queue[0])
+                self.queue.remove(victim)
+                self.count_drop(f"the queue is full (the receiver is down or slow): an alert's {victim[0]} message "
+                                "went (updates first)", event=victim[0])
+            self.queue.append((event, body))
             self.cond.notify()
 
     def _work(self) -> None:
@@ -102,7 +107,8 @@ class WebhookBridge(Bridge):
                     self.cond.wait(0.5)
                 if self.stop.is_set():
                     return
-                body = self.queue[0]
+                head = self.queue[0]
+                body = head[1]
             outcome = self._post(body)
             if outcome == "retry":
                 self.retries += 1
@@ -111,7 +117,7 @@ class WebhookBridge(Bridge):
                 continue
             backoff = 1.0
             with self.cond:
-                if self.queue and self.queue[0] is body:
+                if self.queue and self.queue[0] is head:
                     self.queue.popleft()
 
     def headers(self, body: bytes, now: float | None = None) -> dict[str, str]:

@@ -39,6 +39,9 @@ def register(sub) -> None:
                    help="run the daemon on looped footage this long: RSS of every process at start and end, "
                         "verdict pauses, restarts, counters; writes soak-results.json/.md")
     p.add_argument("--soak-streams", type=int, default=2, metavar="N", help="soak: looped streams (default 2)")
+    p.add_argument("--stops", type=int, metavar="N",
+                   help="stop the daemon N times after its first verdict, with a CPU hog per core: stop times, exit "
+                        "codes, children killed; writes stops-results.json/.md")
     p.add_argument("--memory", action="store_true",
                    help="cpu: where the inference process's memory goes: ONNX Runtime with and without memory "
                         "patterns over every batch size (RSS, time per face); writes memory-results.json/.md")
@@ -63,6 +66,8 @@ def _bench(args) -> int:
         return pipeline.run_core(args)
     if args.soak:
         return pipeline.run_soak(args)
+    if args.stops:
+        return pipeline.run_stops(args)
     if args.memory:
         return pipeline.run_memory(args)
     if args.triton:

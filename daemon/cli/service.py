@@ -150,7 +150,15 @@ def leave_without_teardown(code: int) -> None:
     last status; the interpreter's teardown (ONNX Runtime's sessions, torch, hundreds of unmaps)
     took 0.9-1.6 s more and pushed a stop past the supervisor's budget (SIGKILL)."""
     import logging
+    import threading
 
+    import zmq
+
+    # what the PUB socket still holds (the alert ends, the last status saying `stopping`) goes out
+    # first: term() returns once every socket closed and lingered, bounded in case one was left open
+    closing = threading.Thread(target=zmq.Context.instance().term, daemon=True)
+    closing.start()
+    closing.join(1.0)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

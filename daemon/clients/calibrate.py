@@ -140,7 +140,8 @@ def report(c: Calibration, bundle) -> str:
 # ---- from a running daemon -------------------------------------------------------------------
 
 def daemon_windows(sub, streams: set[str], hours: float, model: str) -> tuple[list[dict], float]:
-    """The windows a running daemon publishes for `streams` over `hours` of wall time, and the
+    """The windows a running daemon publishes for `streams` over `hours` of wall time from its
+    first verdict of them (a daemon still loading its models costs none of the hours), and the
     camera-hours they cover (each stream's span of window times). Verdicts of another model are
     refused: a calibration is one bundle's."""
     import time
@@ -148,11 +149,13 @@ def daemon_windows(sub, streams: set[str], hours: float, model: str) -> tuple[li
     from daemon.wire.protocol import Verdict
     from daemon.wire.subscriber import receive
 
-    windows, spans, deadline = [], {}, time.monotonic() + hours * 3600
-    while (left := deadline - time.monotonic()) > 0:
-        msg = receive(sub, min(left, 1.0))
+    windows, spans, deadline = [], {}, None
+    while deadline is None or (left := deadline - time.monotonic()) > 0:
+        msg = receive(sub, 1.0 if deadline is None else min(left, 1.0))
         if not isinstance(msg, Verdict) or msg.stream not in streams:
             continue
+        if deadline is None:
+            deadline = time.monotonic() + hours * 3600
         if msg.model != model:
             raise CalibrationSourceError(f"the daemon serves {msg.model}, not the bundle being calibrated ({model})")
         windows.append({"stream": msg.stream, "track": msg.track, "t_first": msg.t_first, "t_last": msg.t_last,

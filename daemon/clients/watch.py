@@ -25,10 +25,11 @@ FAULTS = {"connecting": "connecting to its source", "backoff": "waiting to recon
           "waiting": "waiting for its source to come up"}
 
 
-def health(endpoint: str, max_age: float, keys: Keys | None = None) -> tuple[int, str]:
-    """(exit code, one line): 0 when a status message arrives within `max_age` seconds and every
-    stream in it is running (or blocked on the consumer, or ended: a file that finished), else 1
-    naming what is wrong."""
+def health(endpoint: str, max_age: float, keys: Keys | None = None, max_loop_age: float = 60.0) -> tuple[int, str]:
+    """(exit code, one line): 0 when a status message arrives within `max_age` seconds, the
+    inference loop turned within `max_loop_age` seconds (status keeps coming from its own thread
+    while a model call takes long: a loop stuck longer is a fault) and every stream in it is
+    running (or blocked on the consumer, or ended: a file that finished), else 1 naming what is wrong."""
     sub = subscribe(endpoint, None, topics=(), keys=keys)
     try:
         status = receive(sub, max_age)
@@ -40,6 +41,11 @@ def health(endpoint: str, max_age: float, keys: Keys | None = None) -> tuple[int
     faults = [f"stream {name} is {FAULTS.get(st.state, st.state)}"
               + (f" ({st.detail})" if st.detail else "")
               for name, st in sorted(status.streams.items()) if st.state not in HEALTHY_STATES]
+    if status.loop_age_s > max_loop_age:
+        faults.insert(0, f"the inference loop has not turned for {status.loop_age_s:.0f} s (a model call stuck? "
+                         "systemd's watchdog restarts it)")
+    if status.stopping:
+        faults.insert(0, "the daemon is stopping")
     if faults:
         return 1, "unhealthy: " + "; ".join(faults)
     return 0, f"healthy: {len(status.streams)} stream(s), model {status.model} ({status.backend}), up {status.uptime_s:.0f} s"

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
+from prometheus_client import (CollectorRegistry, Histogram, ProcessCollector, disable_created_metrics,
+                               start_http_server)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daemon.wire.protocol import REASONS, Status
@@ -64,7 +65,10 @@ class StatusCollector:
         info.add_metric([version(), status.model, status.backend, status.family], 1.0)
         age = GaugeMetricFamily("dfwatch_status_age_seconds", "Seconds since the status these values come from")
         age.add_metric([], max(0.0, time.time() - status.t))
-        yield from (invalid, info, age)
+        loop = GaugeMetricFamily("dfwatch_loop_age_seconds", "Seconds since the inference loop last finished a turn "
+                                 "(a model call in progress, or a stuck loop when it keeps growing)")
+        loop.add_metric([], status.loop_age_s)
+        yield from (invalid, info, age, loop)
 
     @staticmethod
     def _streams(status):
@@ -144,6 +148,7 @@ class Metrics:
     duration histograms."""
 
     def __init__(self, latest: Callable[[], Status | None]):
+        disable_created_metrics()  # `_created` series are timestamps, exported as gauges: noise on every scrape
         self.registry = CollectorRegistry()
         self.registry.register(StatusCollector(latest))
         ProcessCollector(registry=self.registry)

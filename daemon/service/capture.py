@@ -168,13 +168,11 @@ class Capture:
             while not self.stop.wait(0.2):
                 now = time.monotonic()
                 report = now - last_stats >= 1.0
-                # not while opening: an open has its own timeout, and a camera that was down has no
-                # last frame to measure from (it was stalled at once when it finally opened)
-                if self.counters.state not in ("connecting", "waiting", "blocked", "ended") and not self.stalled and \
-                        now - self.last_frame > s.stall_timeout:
-                    self.stalled = True
-                    self.counters.stalls += 1
-                    log.warning("stream stalled: no frame, reopening", seconds=round(now - self.last_frame, 1))
+                # only while running: an open has its own timeout, a camera that was down has no last
+                # frame to measure from, and an outage already being reopened (backoff) is counted
+                # once, as the reconnect that ends it, not as a stall too
+                if self.counters.state == "running" and not self.stalled and now - self.last_frame > s.stall_timeout:
+                    self._count_stall("stream stalled: no frame, reopening", seconds=round(now - self.last_frame, 1))
                     report = True
                 if now - self.last_progress > hang_limit:
                     log.error("capture loop hung inside OpenCV; exiting so the supervisor restarts it",
@@ -186,6 +184,14 @@ class Capture:
         finally:
             _send_nowait(sock, self._stats().encode())
             sock.close()
+
+    def _count_stall(self, message: str, **fields) -> None:
+        """One stall per incident (the watchdog's clock or a read that timed out, whichever first);
+        its reopen is not counted as a reconnect too."""
+        if not self.stalled:
+            self.stalled = True
+            self.counters.stalls += 1
+            log.warning(message, **fields)
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -260,6 +266,11 @@ class Capture:
                         return self._end(sock)
                     cap = self._reopen(cap, reason="loop")
                     clock.restart()
+                    continue
+                if time.monotonic() - began >= 0.8 * self.settings.read_timeout_ms / 1000:
+                    # the read timed out: the connection is open and sends nothing (a hung camera)
+                    self._count_stall("stream stalled: the read timed out, reopening")
+                    cap = self._reopen(cap, reason="stall")
                     continue
                 log.warning("read failed: source lost, reconnecting")
                 cap = self._reopen(cap, reason="lost")
@@ -356,8 +367,9 @@ class Capture:
                 if failures <= 3 or failures % 10 == 0:
                     log.warning("reopen failed", error=str(e), attempt=failures)
                 continue
-            if reason != "loop":
+            if reason == "lost":   # an outage counts once, as this reconnect; a stall counted itself
                 self.counters.reconnects += 1
+            if reason != "loop":
                 log.info("reconnected", after=reason, attempts=failures + 1)
             self.counters.state, self.counters.detail = "running", ""
             self.last_frame, self.stalled = time.monotonic(), False

@@ -29,7 +29,7 @@ from daemon.wire.endpoints import Endpoints, EndpointsBusy
 from daemon.wire.protocol import (BridgeStats, CaptureStats, EndOfStream, Frame, ProtocolError, Status,
                                   decode_capture)
 from engines.logs import Throttle, get_logger
-from engines.operating_points import operating_threshold
+from engines.operating_points import calibration_bound, operating_threshold
 from engines.pipeline.analysis import TrackEnd
 from engines.pipeline.scheduler import Decided, Scheduler
 
@@ -38,6 +38,7 @@ __all__ = ["InferenceServer", "window_verdict"]
 log = get_logger()
 MAX_RECEIVE = 1024         # messages read per loop turn at most (frames: as many as there is room for)
 WATCHDOG_INTERVAL = 1.0    # seconds between WATCHDOG=1 pings to the supervisor
+WEAK_CALIBRATION_PER_DAY = 10.0   # a calibration vouching for more false alerts a camera-day is said to be weak
 
 
 def stop_flush_s(stop_timeout: float) -> float:
@@ -73,6 +74,11 @@ class InferenceServer:
         self.detector, self.endpoints, self.new_analysis = detector, endpoints, new_analysis
         self.context = context or zmq.Context.instance()
         self.threshold, self.calibrated = operating_threshold(config, bundle)
+        self.calibration_bound = calibration_bound(config, bundle)   # what the calibration vouches for
+        if self.calibration_bound is not None and self.calibration_bound > WEAK_CALIBRATION_PER_DAY:
+            log.warning(f"the site calibration vouches for at most {self.calibration_bound:.4g} false alerts per "
+                        "camera-day (95 % bound): its footage is too short for a tighter one; record more real "
+                        "footage and run 'dfwatch calibrate' again", calibration=config.inference.calibration)
         self.alert_rules = AlertRules.from_config(config.alerts) if config.alerts.enabled else None
         ev = config.evidence
         self.evidence = EvidenceWriter(Path(ev.dir) if ev.dir else default_dir(), ev.max_bytes, ev.max_age_days,
@@ -151,7 +157,7 @@ class InferenceServer:
         pull, pub = self._bind()
         self.broadcaster = Broadcaster(self.context, pub, self.config.inference.status_interval)
         self.publisher = Publisher(self.broadcaster, self.bundle, self.backend, self.threshold, self.fps, self.evidence,
-                                   self.metrics, self._throttle, self.calibrated)
+                                   self.metrics, self._throttle, self.calibrated, self.calibration_bound)
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         log.info("serving", frames=self.endpoints.frames, verdicts=self.endpoints.verdicts, model=self.bundle.id,

@@ -22,7 +22,8 @@ log = get_logger()
 
 
 def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision, threshold: float, bundle,
-                   backend: str, latency_ms: float, calibrated: bool = False) -> Verdict:
+                   backend: str, latency_ms: float, calibrated: bool = False,
+                   false_alerts_per_day: float | None = None) -> Verdict:
     """The verdict message of a decided window (the daemon publishes it; `dfwatch scan` feeds it to
     the alert rule)."""
     return Verdict(stream=stream, window=window, seq_first=w.seq_first, seq_last=w.seq_last, t_first=w.t_first,
@@ -30,7 +31,7 @@ def window_verdict(stream: str, window: int, w: WindowInputs, decision: Decision
                    frames=w.frames, model=bundle.id, backend=backend, latency_ms=latency_ms,
                    untrained=not bundle.trained, family=bundle.family, fake_frames=decision.fake_frames,
                    track=w.track, box=w.box, thumbnail=_jpeg_url(w.thumbnail), calibrated=calibrated,
-                   decisive=decision.decisive)
+                   decisive=decision.decisive, false_alerts_per_day=false_alerts_per_day)
 
 
 def _jpeg_url(image: np.ndarray | None) -> str | None:
@@ -47,16 +48,17 @@ def _jpeg_url(image: np.ndarray | None) -> str | None:
 class Publisher:
     def __init__(self, pub: zmq.Socket, bundle, backend: str, threshold: float, fps: float,
                  evidence: EvidenceWriter | None, metrics=None, throttle: Throttle | None = None,
-                 calibrated: bool = False):
+                 calibrated: bool = False, false_alerts_per_day: float | None = None):
         self.pub, self.bundle, self.backend, self.threshold, self.fps = pub, bundle, backend, threshold, fps
-        self.calibrated = calibrated
+        self.calibrated, self.false_alerts_per_day = calibrated, false_alerts_per_day
         self.evidence, self.metrics = evidence, metrics
         self._throttle = throttle or Throttle(10.0)
 
     def verdict(self, state: StreamState, w: WindowInputs, decision: Decision) -> None:
         score, label = decision.score, decision.label
         verdict = window_verdict(state.name, state.windows, w, decision, self.threshold, self.bundle, self.backend,
-                                 latency_ms=max(0.0, (time.time() - w.t_last) * 1000), calibrated=self.calibrated)
+                                 latency_ms=max(0.0, (time.time() - w.t_last) * 1000), calibrated=self.calibrated,
+                                 false_alerts_per_day=self.false_alerts_per_day)
         state.windows += 1
         state.labels[label] = state.labels.get(label, 0) + 1
         if self.metrics:

@@ -241,6 +241,7 @@ class BridgeStats:
     retries: int = 0
     queue: int = 0              # messages waiting now
     connected: bool = False     # the broker connection is up / the last delivery attempt succeeded
+    dropped_events: dict[str, int] = field(default_factory=dict)  # dropped alert messages by state (optional)
     KIND: ClassVar[str] = "bridge"
 
     def encode(self) -> list:
@@ -255,7 +256,16 @@ class BridgeStats:
             raise ProtocolError("bad_field", f"bridge name {name!r:.80} is not 1-64 characters of A-Z a-z 0-9 _ . -")
         return cls(bridge=name, type=_str(h, "type", 32), delivered=_int(h, "delivered"), dropped=_int(h, "dropped"),
                    rejected=_int(h, "rejected"), retries=_int(h, "retries"), queue=_int(h, "queue"),
-                   connected=_bool(h, "connected"))
+                   connected=_bool(h, "connected"), dropped_events=_counts(h, "dropped_events"))
+
+
+def _counts(h: dict, key: str) -> dict[str, int]:
+    """An optional map of short names to counts."""
+    m = h.get(key, {})
+    if not isinstance(m, dict) or len(m) > 16 or not all(isinstance(k, str) and len(k) <= 32 and _is_int(v)
+                                                         for k, v in m.items()):
+        raise ProtocolError("bad_field", f"'{key}' must map names to counts")
+    return dict(m)
 
 
 CAPTURE_KINDS = {c.KIND: c for c in (Frame, EndOfStream, CaptureStats, BridgeStats)}
@@ -328,6 +338,7 @@ class Verdict:
     thumbnail: str | None = None     # the track's face, a data: URL of a small JPEG, on its first verdict (optional)
     calibrated: bool = False         # the threshold is a site calibration's ('dfwatch calibrate'; optional)
     decisive: float | None = None    # the highest threshold at which this window is fake (optional; nil: no_face)
+    false_alerts_per_day: float | None = None  # calibrated: its 95 % bound on false alerts per camera-day (optional)
 
     def encode(self) -> list:
         return [VERDICT_TOPIC + self.stream.encode(), _pack({"v": PROTOCOL_VERSION, **asdict(self)})]
@@ -349,7 +360,8 @@ class Verdict:
                    family=_str(h, "family", 64) if "family" in h else "stylegru",
                    fake_frames=_int(h, "fake_frames", optional=True), track=_int(h, "track", optional=True),
                    box=_box(h), thumbnail=_thumbnail(h), calibrated=_bool(h, "calibrated"),
-                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0))
+                   decisive=_num(h, "decisive", optional=True, lo=0.0, hi=1.0),
+                   false_alerts_per_day=_num(h, "false_alerts_per_day", optional=True, lo=0.0))
 
 
 def _thumbnail(h: dict) -> str | None:

@@ -95,6 +95,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _reap_group(pgid: int) -> None:
+    """Kills what is left of the server's process group (its triton_python_backend_stub processes)."""
+    import os
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_port: int, metrics_port: int,
           instances: int, max_batch: int, queue_delay_us: int, threads: int = 1) -> int:
     """Writes the bundle's Python-platform repository and runs tritonserver over it until SIGTERM;
@@ -115,8 +126,11 @@ def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_
         [f"--grpc-address={bind}", f"--http-address={bind}", f"--metrics-address={bind}"]
     server_log = work / "tritonserver.log"  # its own lines; the Python-backend stubs write there too
     with open(server_log, "wb") as out:
-        proc = subprocess.Popen(command, env={**server_env(home), "DFWATCH_TRITON_THREADS": str(threads)}, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent)
+        # its own process group (signals are forwarded below), so that the Python-backend stubs it
+        # starts can be reaped with it: a server killed with -9 leaves them behind otherwise
+        proc = subprocess.Popen(command, env={**server_env(home), "DFWATCH_TRITON_THREADS": str(threads)},
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                start_new_session=True)
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (stopping.append(1), proc.send_signal(signal.SIGTERM)))
@@ -132,6 +146,7 @@ def serve(bundle, repository: Path, work: Path, bind: str, grpc_port: int, http_
                 log.info("model server ready", grpc=f"{bind}:{grpc_port}", http=f"{bind}:{http_port}",
                          metrics=f"{bind}:{metrics_port}", models=names, bundle=bundle.id, instances=instances)
         time.sleep(0.3)
+    _reap_group(proc.pid)
     for region in Path("/dev/shm").glob(f"dfwatch{grpc_port}-*"):  # a killed server leaves its Python-backend memory
         region.unlink(missing_ok=True)
     if stopping:

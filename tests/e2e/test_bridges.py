@@ -210,14 +210,22 @@ def test_webhook_bridge_posts_signed_alerts_and_retries_failures(tmp_path):
     assert "retrying" in text and "TOPSECRET" not in text and "s3cret" not in text
 
 
-def test_webhook_queue_keeps_the_newest_when_the_receiver_stays_down():
+def test_webhook_queue_drops_updates_first_when_the_receiver_stays_down():
+    """Issue 35.9: the receiver gets each alert's start and end after an outage, updates went first;
+    with nothing but starts and ends waiting, the oldest goes. Drops are counted by kind."""
     port = free_port()  # nothing listens there
     bridge = WebhookBridge(f"http://127.0.0.1:{port}/", queue_size=3, timeout=1, max_backoff=0.2)
     bridge.start()
     try:
-        for i in range(10):
-            bridge.submit(json.dumps({"n": i}).encode())
-        assert bridge.dropped == 7 and [json.loads(b)["n"] for b in bridge.queue] == [7, 8, 9]
+        events = ["start"] + ["update"] * 6 + ["end"]
+        for i, event in enumerate(events):
+            bridge.submit(json.dumps({"n": i}).encode(), event)
+        assert [(e, json.loads(b)["n"]) for e, b in bridge.queue] == [("start", 0), ("update", 6), ("end", 7)]
+        assert bridge.dropped == 5 and bridge.stats().dropped_events == {"update": 5}
+        for i in range(8, 10):
+            bridge.submit(json.dumps({"n": i}).encode(), "start")
+        assert [(e, json.loads(b)["n"]) for e, b in bridge.queue] == [("end", 7), ("start", 8), ("start", 9)]
+        assert bridge.stats().dropped_events == {"update": 6, "start": 1} and bridge.dropped == 7
         wait(lambda: bridge.retries >= 2, 10, "retries against the closed port")
         assert bridge.delivered == 0 and bridge.thread.is_alive()
     finally:
@@ -260,7 +268,7 @@ def test_webhook_headers_follow_standard_webhooks_and_start_end_only_skips_updat
     update = tracker.on_verdict(verdict("fake", t=101.0))
     for msg in (start, update, tracker.end(102.0)):
         bridge.handle(msg)
-    assert [json.loads(b)["state"] for b in bridge.queue] == ["start", "end"]
+    assert [json.loads(b)["state"] for _, b in bridge.queue] == ["start", "end"]
 
 
 def test_webhook_drops_are_counted_logged_and_reach_the_daemons_status(tmp_path):

@@ -65,6 +65,9 @@ def test_operating_points_calibration_and_a_held_out_clip(detector, dldfd_bundle
         sub.close()
         assert stop(proc) == 0
     assert all(v.calibrated and v.threshold == cal["threshold"] for v in sub.of("h"))
+    # 21 s of footage vouch for thousands of false alerts a camera-day: every verdict says so, and the log
+    assert all(v.false_alerts_per_day == cal["false_alerts_per_day_upper"] > 1000 for v in sub.of("h"))
+    assert "the site calibration vouches for at most" in log.read_text()
     opened = [a for a in sub.alerts if a.state == "start"]
     assert len(opened) <= allowed, (len(opened), allowed)
 
@@ -73,7 +76,8 @@ def test_operating_points_calibration_and_a_held_out_clip(detector, dldfd_bundle
     scan = dfwatch("scan", *fakes, "--bundle", str(detector), "--json", "--set",
                    f"inference.calibration={calibration}", *SETTINGS, env=env)
     files = [json.loads(line) for line in scan.stdout.splitlines() if json.loads(line)["type"] == "file"]
-    assert files and all(f["calibrated"] and f["threshold"] == cal["threshold"] for f in files)
+    assert files and all(f["calibrated"] and f["threshold"] == cal["threshold"] and
+                         f["false_alerts_per_day"] == cal["false_alerts_per_day_upper"] for f in files)
     tpr = sum(f["verdict"] == "fake" for f in files) / len(files)
     print(f"synthetic fakes detected at the calibrated threshold {cal['threshold']:.4g}: TPR {tpr:.2f}")
     assert tpr >= 0.5

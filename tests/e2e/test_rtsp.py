@@ -85,6 +85,7 @@ def test_rtsp_outage_restart_and_stall(camera, dldfd_bundle, tmp_path):
         camera.start()
         sub.verdicts.clear()
         sub.wait_for(lambda s: s.stream("cam").reconnects >= 1, 30, "a counted reconnect", log)
+        assert sub.stream("cam").stalls == 0   # an outage is counted once: as the reconnect that ends it
         sub.wait_for(lambda s: len(s.of("cam")) >= 2, 60, "verdicts after the camera came back", log)
         normal, stride_period = (T - 1) / FPS, STRIDE / FPS
         spans = [round(v.t_last - v.t_first, 2) for v in sub.of("cam")]

@@ -52,10 +52,20 @@ class ModelServer:
         for pid in children(self.proc.pid):
             os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        # its Python-backend stubs go with it (serve-models reaps the server's process group)
+        left = [p for p in Path("/proc").glob("[0-9]*") if f"dfwatch{self.grpc}-".encode() in _cmdline(p)]
+        assert not left, f"stubs outlived the server: {left}"
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             assert stop(self.proc, timeout=40) == 0
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def infer(bundle, runtime, url, log, *extra):

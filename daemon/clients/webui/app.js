@@ -72,6 +72,16 @@ function addPoint(stream, t, score, threshold, track) {
   c.plot.setData(c.data);
 }
 
+// what the threshold is worth: a site calibration says how many false alerts a camera-day it vouches for
+function calibrationText(v) {
+  if (!v.calibrated) return " uncalibrated";
+  if (v.false_alerts_per_day == null) return " calibrated";
+  const n = v.false_alerts_per_day, weak = n > 10;
+  return ` calibrated: <span class="${weak ? "weak" : ""}" title="95 % upper bound from the calibration's footage` +
+    `${weak ? ": too little footage for a tighter bound, record more and calibrate again" : ""}">` +
+    `≤ ${n < 10 ? n.toFixed(2) : Math.round(n)} false alerts/camera-day${weak ? " (weak)" : ""}</span>`;
+}
+
 function renderStreams() {
   const s = state.status;
   const live = (state.reachable && s && s.streams) || {};
@@ -87,7 +97,7 @@ function renderStreams() {
     return `<tr data-stream="${esc(name)}"><td>${esc(name)}</td><td class="state-${esc(st.state || "")}">${esc(st.state || "")}` +
       `${st.detail ? " (" + esc(st.detail) + ")" : ""}</td><td>${rate}</td><td>${dropped}</td>` +
       `<td class="${v && v.label === "fake" ? "fake" : ""}">${esc(label)}</td><td>${v && v.score !== null ? v.score.toFixed(3) : ""}</td>` +
-      `<td class="threshold">${v ? v.threshold.toFixed(3) + (v.calibrated ? " calibrated" : " uncalibrated") : ""}</td>` +
+      `<td class="threshold">${v ? v.threshold.toFixed(3) + calibrationText(v) : ""}</td>` +
       `<td>${st.tracks === undefined ? "" : st.tracks}</td><td>${v ? v.faces + "/" + v.frames : ""}</td><td>${v ? esc(v.model) + (v.untrained ? " (untrained)" : "") : ""}</td></tr>`;
   });
   $("#streams tbody").innerHTML = rows.join("");
