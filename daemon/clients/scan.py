@@ -28,7 +28,7 @@ import numpy as np
 
 from daemon.outcomes.alerts import AlertRules, AlertTracker
 from daemon.service.publisher import window_verdict
-from engines.operating_points import operating_threshold
+from engines.operating_points import calibration_bound, operating_threshold
 from engines.sources import SourceError, parse_source, source_kind
 
 EXIT_REAL, EXIT_FAKE, EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_NO_VERDICT = 0, 1, 2, 3, 4
@@ -144,6 +144,7 @@ class Scanner:
 
         return {"model": self.bundle.id, "family": self.bundle.family, "bundle_checksum": self.bundle.checksum,
                 "untrained": not self.bundle.trained, "threshold": self.threshold, "calibrated": self.calibrated,
+                "false_alerts_per_day": calibration_bound(self.config, self.bundle),
                 "backend": self.backend, "dfwatch": __version__}
 
     def scan(self, path: str, keep_sheets: bool = False, progress=None) -> FileResult:
