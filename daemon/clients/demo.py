@@ -1,9 +1,11 @@
 """`dfwatch demo`: the daemon on sample footage, on a machine with no weights and no network.
 
-Builds (once) a demo bundle from stand-in weights in the official file layouts — with the head
-the training module produced for the demo if there is one, else an untrained head — then runs
-`dfwatch run` on the fetched sample footage (looped) and shows the verdicts until Ctrl-C. Every
-verdict says `model: demo-…`; real detection needs the official weights and a trained head.
+By default the MesoNet family: a bundle of its published weights, which ship with dfwatch, so
+the verdicts are a real, trained detector's (`untrained: false`, the model named after its weight
+file). `--family` another: a bundle built (once) from stand-in weights in the official file
+layouts (with the head the training module produced for the demo if there is one, else an
+untrained head), whose verdicts say `model: demo-…` and `untrained: true`. Then `dfwatch run` on
+the fetched sample footage (looped) shows the verdicts until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def demo_head() -> Path | None:
 def bundle_dir(family: str) -> Path:
     from engines.families import DEFAULT_FAMILY
 
-    return cache_root() / ("bundle" if family == DEFAULT_FAMILY else f"bundle-{family}")
+    return cache_root() / ("bundle" if family == DEFAULT_FAMILY else f"bundle-{family}")  # older demos' names
 
 
 def build_demo_bundle(root: Path, family: str, trained: Path | None = None) -> None:
@@ -48,10 +50,12 @@ def build_demo_bundle(root: Path, family: str, trained: Path | None = None) -> N
     from engines.families import get_family
 
     spec = get_family(family)
-    print(f"dfwatch demo: building the {spec.title} demo bundle (stand-in weights; once) ...", flush=True)
+    what = "its published weights" if spec.demo_is_real else "stand-in weights"
+    print(f"dfwatch demo: building the {spec.title} demo bundle ({what}; once) ...", flush=True)
     bundle = load_bundle(spec.build_demo(root, DEMO_SEED, trained))
-    state = "trained" if trained else "untrained"
-    with_id(bundle, f"demo-{family}-{state}-{bundle.manifest.files[spec.trained_part].sha256[:8]}")
+    if not spec.demo_is_real:   # a real detector keeps its own name (its weight file's)
+        state = "trained" if trained else "untrained"
+        with_id(bundle, f"demo-{family}-{state}-{bundle.manifest.files[spec.trained_part].sha256[:8]}")
     export_bundle(root)
 
 

@@ -24,10 +24,21 @@ def register(sub) -> None:
     b.add_argument("--clip-frames", type=int, default=16, help="stylegru: frames per content clip (default 16)")
     b.add_argument("--fps", type=float, default=3.0, help="analysis frame rate (default 3; training export "
                                                           "records the real one)")
-    b.add_argument("--threshold", type=float, default=0.5, help="decision threshold on P(fake)")
+    b.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the family's: 0.5, "
+                                                    "MesoNet's measured one)")
     b.add_argument("--id", help="bundle id (default: derived from the head's checksum)")
     b.add_argument("--trust", action="store_true", help="allow checkpoints that need arbitrary pickles")
     b.set_defaults(handler=_bundle)
+
+    n = esub.add_parser("ensemble", parents=[common_options()],
+                        help="one bundle of several frame-level bundles: their P(fake) averaged per face")
+    n.add_argument("members", nargs="+", metavar="BUNDLE", help="trained frame-level bundles sharing one face crop "
+                                                                "(e.g. MesoNet's DF and F2F bundles)")
+    n.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
+    n.add_argument("--threshold", type=float, help="decision threshold on the mean P(fake) (default: the first "
+                                                    "member's)")
+    n.add_argument("--id", help="bundle id (default: ensemble-<member ids>)")
+    n.set_defaults(handler=_ensemble)
 
     i = esub.add_parser("info", parents=[common_options()], help="validate a bundle and describe it")
     i.add_argument("bundle", metavar="BUNDLE")
@@ -86,6 +97,8 @@ def _bundle(args: argparse.Namespace) -> int:
     crop = CropSpec(method=config.faces.crop, margin=config.faces.margin, select=config.faces.crop_select,
                     smoothing=config.faces.smoothing)
     family = get_family(args.family)
+    if args.threshold is None:
+        args.threshold = family.default_threshold
     own = {s.flag for s in family.sources}
     for flag, (source, names) in _source_flags().items():
         if flag not in own and getattr(args, source.dest):
@@ -95,6 +108,20 @@ def _bundle(args: argparse.Namespace) -> int:
         bundle = load_bundle(family.assemble_from_args(args, crop, args.trust or config.model.trust_checkpoints))
     except DfwatchError as e:
         raise UserError(str(e)) from None
+    print(describe(bundle))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from engines.bundles.bundle import describe, load_bundle
+    from engines.families.ensemble import assemble
+
+    setup(args, "engines")
+    try:
+        members = [load_bundle(m) for m in args.members]
+        bundle = load_bundle(assemble(args.out, members, args.threshold, args.id))
+    except DfwatchError as e:
+        raise UserError(str(e), exit_code=2) from None
     print(describe(bundle))
     return 0
 

@@ -73,6 +73,7 @@ def _sources(args: argparse.Namespace) -> int:
         print(f"{s['file']}\n  model:  {s['model']}\n  where:  {s['where']}\n  url:    {s.get('url') or 'none'}\n"
               f"  size:   {s['size']}\n  sha256: {_checksum(s)}\n"
               f"  terms:  {s['terms']}\n")
-    print("dfwatch ships no weights. 'dfwatch weights fetch' downloads them (resumable, checked); pass them "
-          "to 'dfwatch engines bundle'.")
+    print("dfwatch ships MesoNet's four weight files (Apache-2.0, in the package: 'dfwatch engines bundle --family "
+          "mesonet' needs no download) and no others. 'dfwatch weights fetch' downloads those (resumable, checked); "
+          "pass them to 'dfwatch engines bundle'.")
     return 0

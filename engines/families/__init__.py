@@ -12,18 +12,20 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
-from engines.families import dldfd, icpr, stylegru
+from engines.families import dldfd, ensemble, icpr, mesonet, stylegru
 from engines.families.base import CACHE_FACE_CROPS, CACHE_WINDOW_INPUTS, Family, Part
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (stylegru.FAMILY, dldfd.FAMILY, icpr.B4, icpr.B4ATT)}
-DEFAULT_FAMILY = stylegru.FAMILY.name   # `dfwatch demo`, `engines bundle` without --family
+FAMILIES: dict[str, Family] = {f.name: f for f in (stylegru.FAMILY, dldfd.FAMILY, icpr.B4, icpr.B4ATT, mesonet.FAMILY,
+                                                        ensemble.FAMILY)}
+DEFAULT_FAMILY = stylegru.FAMILY.name   # `engines bundle` without --family
+DEMO_FAMILY = mesonet.FAMILY.name       # `dfwatch demo` without --family: a real, trained detector (shipped weights)
 
 # one manifest type may serve several families (icpr-b4, icpr-b4att): each type once in the union
 Manifest = Annotated[Union[tuple(dict.fromkeys(f.manifest_type for f in FAMILIES.values()))],
                      Field(discriminator="family")]
 MANIFEST_ADAPTER = TypeAdapter(Manifest)
 
-__all__ = ["CACHE_FACE_CROPS", "CACHE_WINDOW_INPUTS", "DEFAULT_FAMILY", "FAMILIES", "Family", "Manifest",
+__all__ = ["CACHE_FACE_CROPS", "CACHE_WINDOW_INPUTS", "DEFAULT_FAMILY", "DEMO_FAMILY", "FAMILIES", "Family", "Manifest",
            "MANIFEST_ADAPTER", "Part", "family_names", "get_family"]
 
 

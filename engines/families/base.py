@@ -73,6 +73,8 @@ class Family:
     sources_hint: ClassVar[str]                # which of `sources` a bundle needs, in words
     demo_fps: ClassVar[float]                  # the demo bundle's analysis rate on a 2-core CPU
     frame_rule: ClassVar[str] = ""             # frame-level families: their window rule, in words (reports)
+    default_threshold: ClassVar[float] = 0.5   # a new bundle's threshold on P(fake) unless told
+    demo_is_real: ClassVar[bool] = False       # `dfwatch demo` serves real, trained weights (no stand-ins)
 
     # -- data ---------------------------------------------------------------------------------
     @property

@@ -16,6 +16,7 @@ import torch
 from engines.errors import DfwatchError
 from engines.models.dldfd import DLDFD, DLDFDConfig, resnet50_trunk
 from engines.models.icpr import ICPRNet, variant_of
+from engines.models.mesonet import MesoConfig, MesoNet
 from engines.models.psp import N_STYLES, STYLE_DIM, PSPStyleEncoder
 from engines.models.r3d import SlowR50
 from engines.models.stylegru import StyleGRUConfig, StyleGRUHead
@@ -25,6 +26,9 @@ HEAD_FORMAT = "dfwatch-head"
 HEAD_FORMAT_VERSION = 2  # 2: input standardisation buffers (style/content mean and std)
 DLDFD_FORMAT = "dfwatch-dldfd"
 DLDFD_FORMAT_VERSION = 1
+MESONET_FORMAT = "dfwatch-mesonet"
+MESONET_FORMAT_VERSION = 1
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 PSP_PROBE = "encoder.body.0.res_layer.1.weight"
 SLOW_R50_PROBE = "blocks.1.res_blocks.0.branch2.conv_a.weight"
 RESNET50_PROBE = "layer4.2.conv3.weight"
@@ -237,6 +241,38 @@ def save_icpr(path: str | Path, net: ICPRNet, extra: Mapping | None = None) -> N
     torch.save({"net": net.state_dict(), "extra": dict(extra or {})}, path)
 
 
+# ---- MesoNet: the published Keras HDF5 files, and our own format for fine-tuned ones ----------
+
+def is_hdf5(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def load_mesonet(path: str | Path, trust: bool = False) -> MesoNet:
+    """A published MesoNet weight file (Keras HDF5: Meso4_DF.h5, ...; read with h5py, no pickle)
+    or one `dfwatch train fit` / a bundle wrote, strictly."""
+    if not is_hdf5(path):
+        return load_own_format(path, trust, MESONET_FORMAT, MESONET_FORMAT_VERSION, "MesoNet", MesoConfig, MesoNet,
+                               "they are the published Keras .h5 files or come from 'dfwatch train fit'")
+    import h5py
+
+    from engines.models.mesonet import from_keras, keras_layers
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return from_keras(keras_layers(h5))
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a MesoNet Keras weight file ({e}); the published ones are "
+                              "Meso4_DF.h5, Meso4_F2F.h5, MesoInception_DF.h5, MesoInception_F2F.h5") from None
+
+
+def save_mesonet(path: str | Path, net: MesoNet, extra: Mapping | None = None) -> None:
+    save_own_format(path, MESONET_FORMAT, MESONET_FORMAT_VERSION, net, extra)
+
+
 # ---- the head (our own format) -------------------------------------------------------------
 
 def save_head(path: str | Path, head: StyleGRUHead, extra: Mapping | None = None) -> None:
@@ -281,6 +317,13 @@ def load_own_format(path: str | Path, trust: bool, fmt: str, version: int, what:
 
 def identify(path: str | Path, trust: bool = False) -> dict:
     """What a file is and whether it loads: {kind, parameters, loads, detail}."""
+    if is_hdf5(path):
+        try:
+            net = load_mesonet(path)
+        except CheckpointError as e:
+            return {"kind": "unknown (HDF5)", "parameters": 0, "loads": False, "detail": str(e)}
+        return {"kind": f"MesoNet {'Meso4' if net.architecture == 'meso4' else 'MesoInception4'} (Keras HDF5)",
+                "parameters": sum(p.numel() for p in net.parameters()), "loads": True, "detail": ""}
     try:
         ckpt = read_checkpoint(path, trust)
     except CheckpointError as e:
@@ -290,6 +333,9 @@ def identify(path: str | Path, trust: bool = False) -> dict:
         state_dict = ckpt.get("state_dict", {})
     elif isinstance(ckpt, Mapping) and ckpt.get("format") == DLDFD_FORMAT:
         kind, loader = "DLDFD model", load_dldfd
+        state_dict = ckpt.get("state_dict", {})
+    elif isinstance(ckpt, Mapping) and ckpt.get("format") == MESONET_FORMAT:
+        kind, loader = "MesoNet model", load_mesonet
         state_dict = ckpt.get("state_dict", {})
     elif isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping) and \
             any(k.startswith("encoder.") for k in ckpt["state_dict"]):

@@ -1,6 +1,6 @@
 """Deterministic stand-in weights in the official file layouts, for `dfwatch demo` and tests.
 
-The project ships no weights and a fresh machine has none, yet the demo must run the real
+The project ships no weights but MesoNet's and a fresh machine has none, yet the demo must run the real
 loaders on real-format files. Each tensor is drawn from a generator seeded by (seed, key), with
 fan-in scaling and BatchNorm statistics that keep activations O(1) — the same value rules as
 ../shared/parity/make_checkpoint.py documents. These weights detect nothing.

@@ -1,4 +1,4 @@
-"""Where users get the official weights (the project ships none), as data for `dfwatch weights
+"""Where users get the official weights (the project ships MesoNet's only), as data for `dfwatch weights
 sources` and `dfwatch weights fetch`: `url` is a direct download (None: none exists), `sha256` the
 full pinned checksum and `sha256_prefix` the part the publisher pins in the file name (None: not
 published; fetch prints the checksum so you can record it)."""
@@ -43,6 +43,28 @@ SOURCES = [
         ("b4", "EfficientNetB4", "EfficientNet-B4", "DFDC", "c9f3663e2116d3356d056a0ce6453e0fc412a8df68ebd0902f07104d9129a09a"),
         ("b4att", "EfficientNetAutoAttB4", "EfficientNet-B4 + attention", "DFDC",
          "72ed969b2a395fffe11a0d5bf0a635e7260ba2588c28683630d97ff7153389fc"))]
+
+
+MESONET_SHA256 = {
+    "Meso4_DF.h5": "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5",
+    "Meso4_F2F.h5": "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7",
+    "MesoInception_DF.h5": "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa",
+    "MesoInception_F2F.h5": "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f",
+}
+MESONET_DATA = {"DF": "the authors' Deepfake set (Afchar et al., WIFS 2018)",
+                "F2F": "Face2Face (FaceForensics, Rössler et al. 2018)"}
+# shipped inside the package (engines/models/weights/mesonet/, with their LICENSE and NOTICE): no download
+SOURCES += [
+    {"name": f"mesonet-{file.split('.')[0].replace('_', '-').lower()}", "file": file,
+     "model": f"MesoNet {'Meso4' if file.startswith('Meso4') else 'MesoInception4'} trained on "
+              f"{MESONET_DATA[file.split('_')[1].split('.')[0]]} (the mesonet family: "
+              f"`engines bundle --family mesonet --weights FILE`; shipped with dfwatch)",
+     "where": "DariusAf/MesoNet, weights/ (commit 2144d56); shipped in dfwatch's engines/models/weights/mesonet/",
+     "size": "about 0.2 MB", "sha256": sha, "training_data": MESONET_DATA[file.split("_")[1].split(".")[0]],
+     "terms": "Apache-2.0 (LICENSE and NOTICE beside the files)", "shipped": True,
+     "url": f"https://raw.githubusercontent.com/DariusAf/MesoNet/2144d56a30e48cdcac1976ff13a1c5cdc86376c6/weights/{file}",
+     "sha256_prefix": None}
+    for file, sha in MESONET_SHA256.items()]
 
 
 def published_source(file_name: str) -> dict | None:

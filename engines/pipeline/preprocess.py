@@ -183,6 +183,21 @@ def _ffhq_points(face: Face) -> np.ndarray:
     return np.array([c - x - y, c - x + y, c + x + y])
 
 
+def _meso_points(face: Face) -> np.ndarray:
+    """MesoNet's crop (its pipeline.py) on MTCNN's 5 landmarks: centred on the nose, side 1.3 x 2.2 x
+    the larger of the eye distance and the eye-to-mouth distance, turned so that the line from the
+    eyes' midpoint to the mouth's is vertical. Theirs centres on the mean of the nose tip and bridge
+    points of dlib's 68 (MTCNN has the tip only) and measures to the mouth's landmarks' mean."""
+    eye_l, eye_r, nose, mouth_l, mouth_r = face.landmarks
+    eye_avg, mouth_avg = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+    down = mouth_avg - eye_avg
+    length = max(np.hypot(*(eye_r - eye_l)), np.hypot(*down))
+    half = 1.3 * 2.2 * length / 2
+    y = down / max(np.hypot(*down), 1e-6) * half          # down the face
+    x = np.array([y[1], -y[0]])                            # across it, left to right in the image
+    return np.array([nose - x - y, nose - x + y, nose + x + y])
+
+
 def _centre_points(shape: tuple) -> np.ndarray:
     h, w = shape[:2]
     side = min(h, w)
@@ -196,6 +211,8 @@ def crop_transform(face: Face | None, frame_shape: tuple, spec: CropSpec) -> np.
         src = _centre_points(frame_shape)
     elif spec.method == "ffhq":
         src = _ffhq_points(face)
+    elif spec.method == "meso":
+        src = _meso_points(face)
     else:
         src = _box_points(face, spec.margin)
     s = spec.size

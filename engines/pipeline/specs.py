@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class CropSpec:
     """How a face becomes a model input image; travels in the bundle manifest."""
-    method: str = "box"        # box (square box + margin, the StyleGRU paper's method) | ffhq (5-landmark similarity)
+    method: str = "box"        # box (square box + margin, the StyleGRU paper's method) | ffhq (5-landmark
+                               # similarity) | meso (MesoNet's: nose-centred, eye-mouth axis vertical)
     margin: float = 0.2        # fraction of the box size added on every side (box method)
     size: int = 256            # output side in pixels
     select: str = "largest"    # largest | confident

