@@ -1,6 +1,6 @@
 """The daemon's subcommands: one registry, in the order `dfwatch --help` lists them. Each command's
 parser and handler live in the module of its room: service (run, capture, infer, keys, service),
-clients (demo, scan, calibrate, watch, health, web), bridge, bench, checks (config: the one check of a
+clients (demo, scan, eval, calibrate, watch, health, web), bridge, bench, checks (config: the one check of a
 configuration); `common` holds what they share."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from engines.cli import Command
 COMMANDS = (
     Command("demo", clients.register_demo),
     Command("scan", clients.register_scan),
+    Command("eval", clients.register_eval),
     Command("calibrate", clients.register_calibrate),
     Command("run", service.register_run),
     Command("capture", service.register_capture),

@@ -6,7 +6,7 @@ import sys
 
 from daemon.cli.common import daemon_config, passthrough, require_bundle, subscriber_keys, usage_error
 from engines.cli import UserError, common_options, setup
-from engines.families import DEFAULT_FAMILY, FAMILIES, family_names
+from engines.families import DEMO_FAMILY, FAMILIES, family_names
 
 
 def register_watch(sub) -> None:
@@ -27,6 +27,8 @@ def register_health(sub) -> None:
                        help="exit 0 if the daemon publishes status and every stream runs, else 1 with the reason")
     p.add_argument("--max-age", type=float, default=5.0, metavar="S",
                    help="seconds to wait for a status message (default 5; status comes every second)")
+    p.add_argument("--max-loop-age", type=float, default=60.0, metavar="S",
+                   help="unhealthy when the inference loop has not turned for S seconds (default 60: a stuck model call)")
     p.add_argument("--endpoint", help="PUB endpoint to subscribe to (default: the configured one)")
     p.set_defaults(handler=_health)
 
@@ -50,6 +52,23 @@ def register_scan(sub) -> None:
     p.set_defaults(handler=_scan)
 
 
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", parents=[common_options()],
+                       help="what a bundle is worth on labelled footage: AUC (95 %% interval), TPR/FPR, per manipulation",
+                       description="Scores every file with scan's analysis and reports per file and overall: AUC "
+                                   "with a 95 %% bootstrap interval, accuracy and TPR/FPR at the bundle's threshold, "
+                                   "TPR at FPR 1 %% and 10 %%, AUC per manipulation; with --out a table, JSON and a "
+                                   "ROC plot (PNG).")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--real", nargs="+", default=[], metavar="PATH", help="real videos, or folders of them")
+    p.add_argument("--fake", nargs="+", default=[], metavar="PATH",
+                   help="fake videos or folders; a folder's subfolder names the manipulation of the files in it "
+                        "(else the folder's own name), NAME=PATH names it outright")
+    p.add_argument("--out", metavar="DIR", help="write report.json, report.md and roc.png there")
+    p.add_argument("--json", action="store_true", help="JSON lines: one per file, then the figures")
+    p.set_defaults(handler=_eval)
+
+
 def register_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", parents=[common_options()],
                        help="choose the threshold that keeps false alerts within a budget, on footage you know is real")
@@ -66,7 +85,8 @@ def register_calibrate(sub) -> None:
                              "threshold (default: evidence.dir); reports, writes nothing")
     p.add_argument("--stream", action="append", default=[], metavar="NAME", dest="real_streams",
                    help="--from-daemon: a stream known to be real (repeat for several)")
-    p.add_argument("--hours", type=float, default=1.0, help="--from-daemon: how long to collect (default 1)")
+    p.add_argument("--hours", type=float, default=1.0,
+                   help="--from-daemon: how long to collect, from the first verdict of the streams (default 1)")
     p.add_argument("--endpoint", help="--from-daemon: PUB endpoint (default: the configured one)")
     p.add_argument("--false-alerts-per-day", type=float, default=1.0, metavar="N", dest="budget",
                    help="the budget: false alerts per camera per day, held at the 95%% upper bound (default 1)")
@@ -91,12 +111,14 @@ def register_web(sub) -> None:
 
 def register_demo(sub) -> None:
     p = sub.add_parser("demo", parents=[common_options()],
-                       help="run the daemon on sample footage with a demo bundle (no weights needed)")
+                       help="run the daemon on sample footage: MesoNet's published weights (shipped), or another "
+                            "family's stand-ins (no weights needed, no network)")
     p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
-    p.add_argument("--family", choices=family_names(), default=DEFAULT_FAMILY,
+    p.add_argument("--family", choices=family_names(), default=DEMO_FAMILY,
                    help="model family: " + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values())
-                        + f" (default {DEFAULT_FAMILY})")
+                        + f" (default {DEMO_FAMILY}: a real, trained detector; the others run stand-in weights "
+                          "whose scores mean nothing)")
     p.set_defaults(handler=_demo)
 
 
@@ -177,6 +199,45 @@ def _scanner(config, bundle):
                                    cuda_graphs=m.cuda_graphs, triton=(config.triton.url, config.triton.timeout_s))
     detector = FaceDetector(DetectorSettings.from_config(config.faces), device=choice.device)
     return Scanner(config, bundle, runners, detector, choice.backend)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from daemon.clients.evaluate import evaluate, labelled_inputs, summary_lines, write_outputs
+    from daemon.clients.scan import terminal_progress
+    from engines.bundles.bundle import load_bundle
+
+    config = daemon_config(args, "eval")
+    if not args.real and not args.fake:
+        raise UserError("give labelled footage: --real PATH... and --fake PATH...", exit_code=2)
+    bundle = usage_error(lambda: load_bundle(args.bundle))
+    scanner = usage_error(lambda: _scanner(config, bundle))
+    items = labelled_inputs(args.real, args.fake)
+    results = []
+    for i, item in enumerate(items, 1):
+        progress = None if args.json else terminal_progress(f"{i}/{len(items)} {Path(item.path).name}")
+        results.append(scanner.scan(item.path, progress=progress))
+        if progress:
+            print("\r\x1b[K", end="", file=sys.stderr)
+    ev = evaluate(items, results, scanner.threshold)
+    provenance = scanner.provenance()
+    if args.json:
+        for row in ev.rows:
+            print(json.dumps({"type": "file", **row}))
+        print(json.dumps({"type": "figures", **ev.figures, "notes": ev.notes, "model": provenance}))
+    else:
+        untrained = ", UNTRAINED: its scores mean nothing" if provenance["untrained"] else ""
+        print(f"bundle {provenance['model']} (sha256 {provenance['bundle_checksum'][:12]}){untrained}")
+        for row in ev.rows:
+            score = "-" if row["score"] is None else f"{row['score']:.3f}"
+            print(f"  {row['label']:4} {row['manipulation'][:18]:18} {score:>6} {row['verdict']:10} {row['file']}")
+        print("\n".join(summary_lines(ev)))
+    if args.out:
+        for path in write_outputs(ev, Path(args.out), provenance):
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 2 if any(row["error"] for row in ev.rows) else 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -278,7 +339,7 @@ def _health(args: argparse.Namespace) -> int:
 
     config = setup(args, "health")
     endpoint = args.endpoint or resolve(config.endpoints).verdicts
-    code, line = health(endpoint, args.max_age, subscriber_keys(config, endpoint))
+    code, line = health(endpoint, args.max_age, subscriber_keys(config, endpoint), args.max_loop_age)
     print(line, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
