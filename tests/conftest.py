@@ -1,8 +1,8 @@
-"""Shared test fixtures: where the footage, the design's shared/ folder and the repo live."""
+"""Shared test fixtures: where the footage, the test data (tests/data, its README) and the repo live.
+Nothing outside the checkout is read but the footage setup.sh fetches into .cache/."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FOOTAGE = REPO / ".cache" / "footage"
-SHARED = Path(os.environ.get("DFWATCH_SHARED", REPO.parent / "shared"))
+DATA = REPO / "tests" / "data"
+PARITY = DATA / "parity"              # reference outputs of the official implementations
+MANIFESTS = DATA / "checkpoints"      # the official checkpoints' key manifests
 DFWATCH = [sys.executable, "-m", "engines.cli"]  # the console script, with this interpreter
 
 
@@ -21,14 +23,6 @@ def footage() -> Path:
     if not (FOOTAGE / "franck.mp4").exists():
         pytest.fail("test footage missing: run scripts/setup.sh (it fetches .cache/footage)")
     return FOOTAGE
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    if not (SHARED / "parity" / "make_checkpoint.py").exists():
-        pytest.fail(f"{SHARED} has no parity/make_checkpoint.py: check out shared/ beside the repo "
-                    "or set DFWATCH_SHARED")
-    return SHARED
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +36,23 @@ def module_tmp(tmp_path_factory, request) -> Path:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _make_checkpoint_module(shared: Path):
-    import importlib.util
+@pytest.fixture(scope="session")
+def make_checkpoint():
+    """The parity generator (tests/helpers/make_checkpoint.py) as a module."""
+    from helpers import make_checkpoint
 
-    spec = importlib.util.spec_from_file_location("make_checkpoint", shared / "parity" / "make_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return make_checkpoint
 
 
 @pytest.fixture(scope="session")
-def make_checkpoint(shared):
-    """The shared parity generator (../shared/parity/make_checkpoint.py) as a module."""
-    return _make_checkpoint_module(shared)
-
-
-@pytest.fixture(scope="session")
-def official_checkpoints(tmp_path_factory, make_checkpoint, shared):
+def official_checkpoints(tmp_path_factory, make_checkpoint):
     """checkpoint(kind, seed) -> path of an official-format file (psp: .pt, slow_r50: .pyth),
     generated once per test session (psp: ~10 s and 1.2 GB each)."""
     import torch
 
     folder = tmp_path_factory.mktemp("checkpoints")
     made: dict = {}
-    manifests = shared / "checkpoints"
+    manifests = MANIFESTS
 
     def checkpoint(kind: str, seed: int = 0) -> Path:
         if (kind, seed) not in made:
@@ -160,13 +147,13 @@ def dldfd_bundle(tmp_path_factory, resnet50_checkpoint) -> Path:
 
 
 @pytest.fixture(scope="session")
-def icpr_weights(tmp_path_factory, make_checkpoint, shared) -> Path:
+def icpr_weights(tmp_path_factory, make_checkpoint) -> Path:
     """An ICPR 2020 EfficientNet-B4 file in the published layout (`*_bestval-*.pth`: the network
     under 'net'), the parity generator's seed 0: random, not the published weights."""
     import torch
 
     path = tmp_path_factory.mktemp("icpr") / "EfficientNetB4_seed0_bestval.pth"
-    torch.save(make_checkpoint.build_icpr(0, shared / "checkpoints" / "icpr_effnetb4_keys.tsv"), path)
+    torch.save(make_checkpoint.build_icpr(0, MANIFESTS / "icpr_effnetb4_keys.tsv"), path)
     return path
 
 

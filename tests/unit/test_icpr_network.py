@@ -1,16 +1,17 @@
 """The ICPR 2020 detectors (EfficientNet-B4, with and without attention): checkpoints in the
 published layout load strictly and safely, and dfwatch's network computes what the official one
-computed for them (../shared/parity/README.md, last section), on torch and on ONNX Runtime."""
+computed for them (tests/data/README.md), on torch and on ONNX Runtime."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import MANIFESTS, PARITY
 from engines.models.checkpoints import CheckpointError, identify, load_icpr
 
 MODELS = {"icpr_effnetb4": "b4", "icpr_effnetb4att": "b4att"}
-DIGESTS = {  # ../shared/parity/README.md
+DIGESTS = {  # tests/data/README.md
     ("icpr_effnetb4", 0): "60cfba183c9bb7eec560fa540059e55286720c28bc19463906759b8f86963c57",
     ("icpr_effnetb4", 1): "cb51b5aa1226af704138014e8e7dfec3c3da18a7344af4c881e3e8207bc36135",
     ("icpr_effnetb4att", 0): "1fd507660644dd19abc70ed7ea3756f696c44e81f535d8a73f09a671824cf04f",
@@ -32,25 +33,31 @@ class LogitAndFeatures(torch.nn.Module):
         return self.net.classifier(features).squeeze(-1), features
 
 
+def parity_input(seed: int) -> np.ndarray:
+    """(4, 3, 224, 224) RGB in [0, 1]: two noise images (`torch.rand`, seed 2468 + S) and the two
+    real faces kept in tests/data/parity/icpr_faces.npy, as the fixtures were made."""
+    noise = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2468 + seed)).numpy()
+    return np.concatenate([noise, np.load(PARITY / "icpr_faces.npy")])
+
+
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
     """max|out - ref| / max|ref|, the parity README's measure."""
     return float(np.abs(out.astype(np.float64) - ref).max() / np.abs(ref).max())
 
 
 @pytest.mark.parametrize("model,seed", sorted(DIGESTS))
-def test_official_layout_loads_safely_and_matches_the_official_network(model, seed, make_checkpoint, shared,
-                                                                        tmp_path):
+def test_official_layout_loads_safely_and_matches_the_official_network(model, seed, make_checkpoint, tmp_path):
     from engines.bundles.export import export_module
     from engines.backends import OnnxRunner
 
-    ckpt = make_checkpoint.build_icpr(seed, shared / "checkpoints" / f"{model}_keys.tsv")
+    ckpt = make_checkpoint.build_icpr(seed, MANIFESTS / f"{model}_keys.tsv")
     assert make_checkpoint.digest(ckpt) == DIGESTS[(model, seed)]
     path = tmp_path / f"{model}_seed{seed}.pth"
     torch.save(ckpt, path)
     net = load_icpr(path)  # weights_only=True, strict: every key and shape of the file used
     assert net.variant == MODELS[model]
-    fixtures = shared / "parity" / "fixtures"
-    x = np.load(fixtures / f"{model}_input_seed{seed}.npy")
+    fixtures = PARITY
+    x = parity_input(seed)
     faces = ((x - MEAN) / STD).astype(np.float32)  # RGB in [0, 1], ImageNet mean and std
     ref_logit = np.load(fixtures / f"{model}_logit_seed{seed}.npy").ravel()
     ref_features = np.load(fixtures / f"{model}_features_seed{seed}.npy")
@@ -67,19 +74,19 @@ def test_official_layout_loads_safely_and_matches_the_official_network(model, se
     assert info["loads"] and info["kind"].startswith("ICPR 2020 EfficientNet-B4")
 
 
-def test_float64_parity_is_exact(make_checkpoint, shared, tmp_path):
-    ckpt = make_checkpoint.build_icpr(0, shared / "checkpoints" / "icpr_effnetb4att_keys.tsv")
+def test_float64_parity_is_exact(make_checkpoint, tmp_path):
+    ckpt = make_checkpoint.build_icpr(0, MANIFESTS / "icpr_effnetb4att_keys.tsv")
     torch.save(ckpt, tmp_path / "b4att.pth")
     net = load_icpr(tmp_path / "b4att.pth").double()
-    fixtures = shared / "parity" / "fixtures"
-    x = np.load(fixtures / "icpr_effnetb4att_input_seed0.npy")
+    fixtures = PARITY
+    x = parity_input(0)
     with torch.no_grad():  # the float64 fixture ran on the float32-normalised input
         logit = net(torch.from_numpy((x - MEAN) / STD).double()).numpy()
     assert relative_error(logit, np.load(fixtures / "icpr_effnetb4att_logit_seed0_f64.npy").ravel()) <= 1e-10
 
 
-def test_other_files_are_refused_with_one_line(make_checkpoint, shared, tmp_path):
-    ckpt = make_checkpoint.build_icpr(0, shared / "checkpoints" / "icpr_effnetb4_keys.tsv")
+def test_other_files_are_refused_with_one_line(make_checkpoint, tmp_path):
+    ckpt = make_checkpoint.build_icpr(0, MANIFESTS / "icpr_effnetb4_keys.tsv")
     del ckpt["net"]["classifier.bias"]
     torch.save(ckpt, tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match=r"not a ICPR 2020 EfficientNet-B4 checkpoint: 1 missing keys "

@@ -1,5 +1,5 @@
 """The official networks: strict loading of official-format checkpoints and numerical parity with
-the outputs of pixel2style2pixel and pytorchvideo (../shared/parity/README.md)."""
+the outputs of pixel2style2pixel and pytorchvideo (tests/data/README.md)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import PARITY
 from engines.models.checkpoints import load_psp_encoder, load_slow_r50
 
 SEEDS = [0, 1]
-DIGESTS = {  # ../shared/parity/README.md
+DIGESTS = {  # tests/data/README.md
     ("psp", 0): "6cd7e3ea88576d24a4d8050bd34057f727154dcd132602451e3abbb4d3bc30ad",
     ("psp", 1): "51d0f1a6eda39b97827d4cdfda29533bef484a44d505c0c2089d15cc9b26cabb",
     ("slow_r50", 0): "8b81fce9bdc851a3b184e962fdd5baac6ba9b1684e5cf05e23ae8a7096ef7ece",
@@ -35,9 +36,9 @@ def parity_input(name: str, seed: int) -> torch.Tensor:
     return torch.rand(*SHAPES[name], generator=g) * 2 - 1
 
 
-def fixture(shared, name: str, seed: int, f64: bool = False) -> torch.Tensor:
+def fixture(name: str, seed: int, f64: bool = False) -> torch.Tensor:
     suffix = "_f64" if f64 else ""
-    return torch.from_numpy(np.load(shared / "parity" / "fixtures" / f"{name}_seed{seed}{suffix}.npy"))
+    return torch.from_numpy(np.load(PARITY / f"{name}_seed{seed}{suffix}.npy"))
 
 
 def assert_parity(out: torch.Tensor, ref: torch.Tensor, rel: float):
@@ -58,14 +59,14 @@ def test_generated_checkpoints_are_the_fixture_checkpoints(official_checkpoints,
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_slow_r50_features_and_logits_match_pytorchvideo(official_checkpoints, shared, seed):
+def test_slow_r50_features_and_logits_match_pytorchvideo(official_checkpoints, seed):
     model = load_slow_r50(official_checkpoints("slow_r50", seed))
     with torch.no_grad():
-        assert_parity(model(parity_input("v16", seed)), fixture(shared, "slow_r50_feat16x112", seed), 1e-4)
-        assert_parity(model.logits(parity_input("v8", seed)), fixture(shared, "slow_r50_logits8x256", seed), 1e-4)
+        assert_parity(model(parity_input("v16", seed)), fixture("slow_r50_feat16x112", seed), 1e-4)
+        assert_parity(model.logits(parity_input("v8", seed)), fixture("slow_r50_logits8x256", seed), 1e-4)
         model.double()
         assert_parity(model(parity_input("v16", seed).double()),
-                      fixture(shared, "slow_r50_feat16x112", seed, f64=True), 1e-10)
+                      fixture("slow_r50_feat16x112", seed, f64=True), 1e-10)
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +75,15 @@ def full_psp(official_checkpoints):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_psp_codes_match_pixel2style2pixel(full_psp, shared, seed):
+def test_psp_codes_match_pixel2style2pixel(full_psp, seed):
     model = full_psp[seed]
     x = parity_input("x", seed)
     with torch.no_grad():
-        assert_parity(model(x), fixture(shared, "psp_codes_plus_avg", seed), 1e-4)
-        assert_parity(model.encoder(x), fixture(shared, "psp_codes", seed), 1e-4)
+        assert_parity(model(x), fixture("psp_codes_plus_avg", seed), 1e-4)
+        assert_parity(model.encoder(x), fixture("psp_codes", seed), 1e-4)
 
 
-def test_psp_float64_parity_is_exact(full_psp, shared):
+def test_psp_float64_parity_is_exact(full_psp):
     model = full_psp[0]
     with torch.no_grad():
         model.double()
@@ -90,7 +91,7 @@ def test_psp_float64_parity_is_exact(full_psp, shared):
             out = model(parity_input("x", 0).double())
         finally:
             model.float()
-    assert_parity(out, fixture(shared, "psp_codes_plus_avg", 0, f64=True), 1e-10)
+    assert_parity(out, fixture("psp_codes_plus_avg", 0, f64=True), 1e-10)
 
 
 def count_flops(model, x) -> int:
