@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from engines.families.schema import ManifestBase
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engines.bundles.bundle import Bundle
     from engines.pipeline.analysis import WindowInputs
     from engines.pipeline.decision import Decision
     from engines.pipeline.specs import CropSpec, Normalization
@@ -44,6 +43,31 @@ class Part:
         for name, extra in self.extra_axes.items():
             axes[name] = {**axes[name], **extra}
         return axes
+
+
+class Bundle(Protocol):
+    """What a family needs of a bundle it is handed: engines/bundles/bundle.py's `Bundle` is one.
+    Declared here so that the registry is a leaf: families never import the bundles package,
+    which reads bundles through them."""
+    root: Path
+    manifest: ManifestBase
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def trained(self) -> bool: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def clip_frames(self) -> int: ...
+    @property
+    def fps(self) -> float: ...
+
+    def path(self, part: str) -> Path: ...
 
 
 @dataclass(frozen=True)

@@ -35,22 +35,6 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """`imported_modules` without `if TYPE_CHECKING:` blocks: an annotation-only import never runs,
-    so it cannot close an import circle (the families annotate the bundle they are handed)."""
-    tree = ast.parse(path.read_text(), str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
 def room_graph(package: str) -> dict[str, set[str]]:
     """room -> the other rooms of `package` it imports; a room is a sub-folder or a top-level module."""
     graph: dict[str, set[str]] = {}
@@ -59,7 +43,7 @@ def room_graph(package: str) -> dict[str, set[str]]:
         room = parts[0].removesuffix(".py")
         if room == "__init__":
             continue
-        for name in runtime_imports(path):
+        for name in imported_modules(path):   # a type-only import counts: a reader must hold it too
             words = name.split(".")
             if words[0] == package and len(words) > 1 and words[1] != room:
                 graph.setdefault(room, set()).add(words[1])
