@@ -98,7 +98,7 @@ def _bundle(args: argparse.Namespace) -> int:
                     smoothing=config.faces.smoothing)
     family = get_family(args.family)
     if args.threshold is None:
-        args.threshold = family.default_threshold
+        args.threshold = family.threshold_for(args)
     own = {s.flag for s in family.sources}
     for flag, (source, names) in _source_flags().items():
         if flag not in own and getattr(args, source.dest):

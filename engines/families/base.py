@@ -97,7 +97,7 @@ class Family:
     sources_hint: ClassVar[str]                # which of `sources` a bundle needs, in words
     demo_fps: ClassVar[float]                  # the demo bundle's analysis rate on a 2-core CPU
     frame_rule: ClassVar[str] = ""             # frame-level families: their window rule, in words (reports)
-    default_threshold: ClassVar[float] = 0.5   # a new bundle's threshold on P(fake) unless told
+    default_threshold: ClassVar[float] = 0.5   # a new bundle's threshold on P(fake) unless told (see below)
     demo_is_real: ClassVar[bool] = False       # `dfwatch demo` serves real, trained weights (no stand-ins)
 
     # -- data ---------------------------------------------------------------------------------
@@ -159,6 +159,10 @@ class Family:
         """Writes a trained part file (from 'dfwatch train fit') into bundle folder `out`,
         after checking it fits `source`; returns the manifest fields it changes, as JSON values."""
         raise NotImplementedError
+
+    def threshold_for(self, args: argparse.Namespace) -> float:
+        """`dfwatch engines bundle` without --threshold: the threshold a bundle of these sources gets."""
+        return self.default_threshold
 
     def assemble_from_args(self, args: argparse.Namespace, crop: CropSpec, trust: bool) -> Path:
         """`dfwatch engines bundle --family NAME`: a bundle (its folder) from this family's source checkpoints."""

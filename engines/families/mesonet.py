@@ -23,9 +23,12 @@ from engines.pipeline.specs import CropSpec, Normalization
 UNIT_NORM = Normalization(256, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))   # RGB / 255: Keras's rescale=1./255
 DEFAULT_FPS = 4.0
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "weights" / "mesonet"
-DEFAULT_WEIGHTS = "Meso4_DF.h5"
-# the threshold a bundle of the shipped weights decides at, from `dfwatch eval` (docs/ACCURACY.md)
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_WEIGHTS = "MesoInception_F2F.h5"   # the best of the four measured by `dfwatch eval` (docs/ACCURACY.md)
+DEFAULT_THRESHOLD = 0.5                     # a fine-tuned network's, until it is measured
+# each published file's threshold: the lowest that called none of the 10 real files of the
+# measurement fake (docs/ACCURACY.md: a dozen files, in-sample; calibrate on your own cameras)
+MEASURED_THRESHOLDS = {"Meso4_DF.h5": 0.77, "Meso4_F2F.h5": 0.42, "MesoInception_DF.h5": 0.80,
+                       "MesoInception_F2F.h5": 0.06}
 LICENCE = ("Apache-2.0 (the authors' weights and code, github.com/DariusAf/MesoNet; LICENSE and NOTICE travel "
            "with the files); trained on the authors' Deepfake and Face2Face sets")
 
@@ -66,9 +69,9 @@ class MesoNetFamily(FrameFamily):
     manifest_type = MesoNetManifest
     sources = (SourceOption("--weights", "FILE", "the published weight file: ICPR 2020 *_bestval-<sha256>.pth "
                                                  "('dfwatch weights fetch icpr-b4-ffpp ...'), MesoNet *.h5 (default "
-                                                 f"for mesonet: the shipped {DEFAULT_WEIGHTS}), or a model from "
+                                                 f"for mesonet: the shipped {DEFAULT_WEIGHTS}; a shipped file by its name), or a model from "
                                                  "'dfwatch train fit'"),)
-    sources_hint = "--weights (optional: the shipped Meso4_DF.h5; a shipped file by its name, e.g. Meso4_F2F.h5)"
+    sources_hint = "--weights (optional: the shipped MesoInception_F2F.h5; a shipped file by its name, e.g. Meso4_DF.h5)"
     demo_fps = DEFAULT_FPS
     demo_is_real = True      # `dfwatch demo` serves the shipped, trained weights, not stand-ins
     default_threshold = DEFAULT_THRESHOLD
@@ -134,17 +137,24 @@ class MesoNetFamily(FrameFamily):
         save_mesonet(out / self.part("frame").file, net)
         return {"frame": {**source.manifest.frame.model_dump(mode="json"), "training_set": "fine-tuned"}}
 
+    def threshold_for(self, args) -> float:
+        return MEASURED_THRESHOLDS.get(weights_path(args.weights).name, DEFAULT_THRESHOLD)
+
     def assemble_from_args(self, args, crop: CropSpec, trust: bool):
-        weights = Path(args.weights) if args.weights else SHIPPED / DEFAULT_WEIGHTS
-        if not weights.exists() and (SHIPPED / weights.name).is_file():
-            weights = SHIPPED / weights.name   # a shipped file by its name: --weights MesoInception_F2F.h5
-        threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLD
-        return assemble(args.out, weights, frames=args.frames, fps=args.fps, threshold=threshold,
-                        select=crop.select, bundle_id=args.id, trust=trust)
+        return assemble(args.out, weights_path(args.weights), frames=args.frames, fps=args.fps,
+                        threshold=args.threshold, select=crop.select, bundle_id=args.id, trust=trust)
 
     def build_demo(self, root: Path, seed: int, trained: Path | None):
         """The shipped, published weights (trained): the demo is a real detector."""
-        return assemble(root, trained or SHIPPED / DEFAULT_WEIGHTS, fps=self.demo_fps)
+        weights = trained or SHIPPED / DEFAULT_WEIGHTS
+        return assemble(root, weights, fps=self.demo_fps,
+                        threshold=MEASURED_THRESHOLDS.get(Path(weights).name, DEFAULT_THRESHOLD))
+
+
+def weights_path(given: str | None) -> Path:
+    """--weights as given, a shipped file by its bare name (`Meso4_F2F.h5`), or the default."""
+    weights = Path(given) if given else SHIPPED / DEFAULT_WEIGHTS
+    return SHIPPED / weights.name if not weights.exists() and (SHIPPED / weights.name).is_file() else weights
 
 
 def assemble(out: Path, weights: Path, frames: int = 32, fps: float = DEFAULT_FPS, threshold: float = DEFAULT_THRESHOLD,

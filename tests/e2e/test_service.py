@@ -178,7 +178,7 @@ def test_demo_runs_with_no_weights(tmp_path, footage):
             if line.startswith("{"):
                 verdict = json.loads(line)
         assert verdict is not None, "no verdict from the demo"
-        assert verdict["model"].startswith("mesonet-Meso4_DF-") and verdict["untrained"] is False
+        assert verdict["model"].startswith("mesonet-MesoInception_F2F-") and verdict["untrained"] is False
         assert verdict["family"] == "mesonet"
         assert verdict["stream"] == "demo" and verdict["faces"] == verdict["frames"] == 32
         assert list((tmp_path / "cache" / "dfwatch" / "demo").glob("*/onnx/frame.onnx"))
