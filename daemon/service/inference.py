@@ -212,7 +212,7 @@ class InferenceServer:
     def _fill_batches(self, pull: zmq.Socket, poller: zmq.Poller) -> None:
         """Waits up to max_wait for more frames while the pending per-frame model work is below a batch."""
         deadline = time.monotonic() + self.max_wait
-        while self.work.waiting["encode"] < self.max_batch and self._room() and time.monotonic() < deadline:
+        while self._room() and time.monotonic() < deadline:   # room left: encode's backlog is below a batch
             if not poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 break
             self._receive(pull)
@@ -312,15 +312,8 @@ class InferenceServer:
 
     # -- model work, batched across streams and tracks ----------------------------------------
     def process(self) -> bool:
-        """One round of every stage; True if any model ran."""
-        worked = False
-        publish = self._publish
-        for stage in (self.stages.detect, lambda: self.stages.decide(publish), self.stages.encode,
-                      self.stages.content, lambda: self.stages.decide(publish)):  # decide: cheap, first
-            if self.stop.is_set():  # a stop waits for one model call, not a whole round
-                break
-            worked |= stage()
-        return worked
+        """One round of every stage (`ModelStages.round`); True if any model ran."""
+        return self.stages.round(self._publish, self.stop.is_set)
 
     def _publish(self, decided: list[Decided]) -> None:
         for d in decided:

@@ -41,6 +41,19 @@ class ModelStages:
         to `publish`, in order."""
         return self._run("decide", self.max_batch, lambda items: publish(self.scheduler.decide(items)))
 
+    def round(self, publish: Callable[[list[Decided]], None], stop: Callable[[], bool]) -> bool:
+        """One round of every stage, in the loop's order: detection, the decisions ready (cheap:
+        they free what their windows held), the per-frame model, content clips and the decisions
+        those made ready; `stop()` is asked between stages (a stop waits for one model call, not a
+        round). True if any model ran."""
+        worked = False
+        for stage in (self.detect, lambda: self.decide(publish), self.encode, self.content,
+                      lambda: self.decide(publish)):
+            if stop():
+                break
+            worked |= stage()
+        return worked
+
     def _run(self, stage: str, limit: int, fn) -> bool:
         items = self.work.take(stage, limit)
         if not items:

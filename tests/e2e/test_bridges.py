@@ -23,6 +23,7 @@ from daemon.bridges import WebhookBridge, signature
 from daemon.wire.protocol import Status, Verdict
 from helpers.daemon import DFWATCH, daemon_env, free_port, stop
 from helpers.mqtt import Broker, Listener, wait
+from helpers.publisher import TestPublisher
 
 
 def verdict(label: str, stream: str = "door", t: float = 100.0) -> Verdict:
@@ -35,14 +36,11 @@ def alert_start(stream: str = "door"):
     return AlertTracker(stream, AlertRules(open_after=1, open_of=1)).on_verdict(verdict("fake", stream))
 
 
-class Publisher:
+class Publisher(TestPublisher):
     """The daemon's side of the socket: a real PUB that a bridge subscribes to."""
 
     def __init__(self, tmp_path):
-        self.endpoint = f"ipc://{tmp_path}/verdicts"
-        self.sock = zmq.Context.instance().socket(zmq.PUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(self.endpoint)
+        super().__init__(f"ipc://{tmp_path}/verdicts")
 
     def until(self, messages: list, condition, timeout: float, what: str):
         """Publishes `messages` every 0.2 s (a new subscriber misses the first ones) until condition()."""
@@ -55,9 +53,6 @@ class Publisher:
                 return result
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
@@ -191,21 +186,19 @@ def test_webhook_bridge_posts_signed_alerts_and_retries_failures(tmp_path):
                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     start = alert_start()
     try:
-        wait(lambda: "bridge following" in log.read_text(), 30, "the bridge to subscribe")
-        time.sleep(0.5)  # the subscription reaches the publisher
-        pub.sock.send_multipart(start.encode())  # once: it must arrive once
+        pub.wait_for_subscriber()  # the subscription reached the publisher: a message sent now arrives
+        pub.send(start)  # once: it must arrive once
         ok = wait(lambda: [r for r in receiver.requests if r[2] == 200], 20, "a delivered alert")
         headers, body, _ = ok[0]
         assert json.loads(body)["alert_id"] == start.alert_id and headers["Content-Type"] == "application/json"
         expected = "sha256=" + hmac.new(b"s3cret-key", body, hashlib.sha256).hexdigest()
         assert headers["X-Dfwatch-Signature"] == expected == signature("s3cret-key", body)
-        time.sleep(1.0)
-        assert [code for _, b, code in receiver.requests] == [500, 503, 200]  # retried, delivered once
     finally:
         code = stop(bridge, timeout=20)
         pub.close()
         receiver.close()
     assert code == 0
+    assert [code for _, b, code in receiver.requests] == [500, 503, 200]  # retried, delivered once (all it sent)
     text = log.read_text()
     assert "retrying" in text and "TOPSECRET" not in text and "s3cret" not in text
 
@@ -287,8 +280,7 @@ def test_webhook_drops_are_counted_logged_and_reach_the_daemons_status(tmp_path)
                                          pub.endpoint], env=daemon_env(tmp_path), stdout=open(log, "ab"),
                               stderr=subprocess.STDOUT)
     try:
-        wait(lambda: "bridge following" in log.read_text(), 30, "the bridge to subscribe")
-        time.sleep(0.5)
+        pub.wait_for_subscriber()
         tracker = AlertTracker("door", AlertRules(open_after=1, open_of=1, update_every=1))
         for i in range(8):
             pub.sock.send_multipart(tracker.on_verdict(verdict("fake", t=100.0 + i)).encode())

@@ -11,6 +11,7 @@ import zmq
 from daemon.wire import curve
 from daemon.wire.protocol import Frame
 from helpers.daemon import DFWATCH, Subscriber, daemon_env, free_port, start, stop
+from helpers.waiting import wait
 
 
 @pytest.fixture
@@ -105,8 +106,10 @@ def test_a_revoked_client_key_stops_working_without_a_restart(keys_dir, monkeypa
             sub.close()
     try:
         assert receives()
+        key = curve.client_keys(str(keys_dir), "subscriber").public
+        assert key in auth.allowed
         (keys_dir / "clients" / "subscriber.key").unlink()
-        time.sleep(0.6)
+        wait(lambda: key not in auth.allowed, 10, "the authenticator's re-read of the keys, without it")
         assert not receives() and auth.denied >= 1
     finally:
         pub.close()

@@ -165,9 +165,16 @@ def test_notify_messages_arrive_in_order(small_bundle, footage, runtime, tmp_pat
 def test_missing_bundle_is_one_clear_line(runtime, tmp_path):
     import subprocess
 
+    import json
+
     r = subprocess.run(DFWATCH + ["run", "--stream", "a=x.mp4"], env=daemon_env(runtime), capture_output=True,
                        text=True)
-    assert r.returncode == 1 and one_error(r.stderr).startswith("dfwatch run: no model bundle: pass --bundle DIR")
+    # every configuration problem at once, one line each, exit 78 (systemd does not retry it)
+    errors = [json.loads(line)["event"] for line in r.stderr.splitlines()]
+    assert r.returncode == 78 and errors == [
+        "dfwatch run: configuration error: streams: a: no such video file: x.mp4",
+        "dfwatch run: configuration error: model.bundle: no model bundle: pass --bundle DIR or set model.bundle "
+        "(make one with 'dfwatch engines bundle', or try 'dfwatch demo')"], r.stderr
     r = subprocess.run(DFWATCH + ["infer", "--bundle", str(tmp_path / "nope")], env=daemon_env(runtime),
                        capture_output=True, text=True)
     assert r.returncode == 1 and "not a model bundle (no such directory)" in one_error(r.stderr)
@@ -464,16 +471,16 @@ def test_a_flood_of_invalid_messages_does_not_take_the_valid_frames_room(dldfd_b
                              lambda **kw: stream_analysis(bundle, 2, 0.5, **kw), max_batch=4)  # no model runs here
     pull = zmq.Context.instance().socket(zmq.PULL)
     pull.setsockopt(zmq.LINGER, 0)
-    pull.bind(f"ipc://{tmp_path}/flood")
+    pull.bind(f"inproc://flood-{tmp_path.name}")
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
-    push.connect(f"ipc://{tmp_path}/flood")
+    push.connect(f"inproc://flood-{tmp_path.name}")
     try:
         for frame in frames_of(franck_frames, 0, 6, "good"):
             for _ in range(60):
                 push.send_multipart([b"\xc1 not msgpack"])
             push.send_multipart(frame.encode())
-        time.sleep(0.5)  # all queued at the PULL socket
+        # inproc: a message sent is in the PULL socket's queue when send returns, so all are queued now
         server._receive(pull)
         assert server.streams["good"].frames_in == 4 == server.max_backlog  # the whole room went to frames
         assert server.invalid["bad_header"] == 4 * 60

@@ -27,7 +27,7 @@ def test_watch_status_shows_stream_state_changes(tmp_path):
                       streams={"door": {"state": door}, "lobby": {"state": lobby}}).encode()
 
     def publish(pub, done):
-        time.sleep(1.0)  # the subscriber connects first
+        pub.wait_for_subscriber()  # the first states must arrive: sent once each
         for t, state in enumerate(["running", "running", "backoff", "backoff", "running"]):
             pub.send_multipart(status(float(t), state))
             time.sleep(0.1)

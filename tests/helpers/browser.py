@@ -44,13 +44,10 @@ def chromium(*flags: str, headless: bool = True, display: str | None = None):
 
 
 def wait(driver, script: str, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """`helpers.waiting.wait` for a script's value in the page."""
+    from helpers.waiting import wait as wait_for
+
+    return wait_for(lambda: driver.execute_script(script), timeout, what, every=0.5)
 
 
 @contextmanager

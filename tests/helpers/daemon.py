@@ -111,14 +111,12 @@ class Subscriber:
                 raise AssertionError(f"the daemon published an invalid message: {parts[:1]}")
 
     def wait_for(self, condition, timeout: float, what: str, log: Path | None = None):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition(self)
-            if result:
-                return result
-            self.pump(0.25)
-        tail = log.read_text()[-3000:] if log and log.exists() else ""
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}\n--- daemon log tail ---\n{tail}")
+        """`helpers.waiting.wait` for `condition(self)`, reading the socket meanwhile; on a
+        timeout the daemon log's tail is in the message."""
+        from helpers.waiting import wait
+
+        tail = lambda: "\n--- daemon log tail ---\n" + (log.read_text()[-3000:] if log and log.exists() else "")  # noqa: E731
+        return wait(lambda: condition(self), timeout, what, step=lambda: self.pump(0.25), detail=tail)
 
     def stream(self, name: str) -> StreamStatus:
         """The stream's counters in the latest status (ABSENT before it appears there)."""
@@ -178,13 +176,14 @@ def serve_frames(bundle: Path, frames: list, stream: str, work: Path, count: int
 
 def against_publisher(tmp_path: Path, publish, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
     """Runs `dfwatch <argv> --endpoint E` while `publish(pub, done)` feeds a real PUB socket bound at
-    E from a thread (until `done` is set, which happens when the command has returned)."""
+    E from a thread (until `done` is set, which happens when the command has returned); `pub` is a
+    `TestPublisher`: `pub.wait_for_subscriber()` before a message that must arrive."""
     import threading
 
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
+    from helpers.publisher import TestPublisher
+
     endpoint = f"ipc://{tmp_path}/publisher"
-    pub.bind(endpoint)
+    pub = TestPublisher(endpoint)
     done = threading.Event()
     thread = threading.Thread(target=publish, args=(pub, done), daemon=True)
     thread.start()
