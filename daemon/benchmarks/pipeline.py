@@ -517,19 +517,26 @@ def run_memory(args) -> int:
 
 # ---- soak ------------------------------------------------------------------------------------
 
-def run_soak(args) -> int:
-    """The soak (daemon/benchmarks/soak.py) on --bundle or the default family's demo bundle."""
-    from daemon.benchmarks.soak import soak, soak_markdown
+def one_bundle(args) -> tuple[Path, Path, str]:
+    """(bundle, footage, the command's --family words) of a benchmark that runs one bundle: --bundle,
+    or the demo bundle of --family (the default family's when it is 'all')."""
     from engines.families import DEFAULT_FAMILY
 
     setup(args, "bench")
     if args.family == "all" and not args.bundle:
         args.family = DEFAULT_FAMILY
-    bundle_dir = next(iter(bench_bundles(args).values()))
     footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    return next(iter(bench_bundles(args).values())), footage, "" if args.bundle else f" --family {args.family}"
+
+
+def run_soak(args) -> int:
+    """The soak (daemon/benchmarks/soak.py) on --bundle or the default family's demo bundle."""
+    from daemon.benchmarks.soak import soak, soak_markdown
+
+    bundle_dir, footage, family = one_bundle(args)
     print(f"bench: soak, {args.soak_streams} looped stream(s) of {footage.name}, {args.soak:g} min ...", flush=True)
     result = soak(bundle_dir, footage, args.soak, args.soak_streams, _children)
-    command = f"dfwatch bench --soak {args.soak:g}" + (f" --family {args.family}" if not args.bundle else "")
+    command = f"dfwatch bench --soak {args.soak:g}{family}"
     print(write_results(Path(args.out), "soak-results", result, soak_markdown(result, command)))
     return 0 if "error" not in result and not result["restarts"] else 1
 
@@ -537,15 +544,10 @@ def run_soak(args) -> int:
 def run_stops(args) -> int:
     """Stops under load (daemon/benchmarks/stops.py) on --bundle or the default family's demo bundle."""
     from daemon.benchmarks.stops import stops, stops_markdown
-    from engines.families import DEFAULT_FAMILY
 
-    setup(args, "bench")
-    if args.family == "all" and not args.bundle:
-        args.family = DEFAULT_FAMILY
-    bundle_dir = next(iter(bench_bundles(args).values()))
-    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    bundle_dir, footage, family = one_bundle(args)
     result = stops(bundle_dir, footage, args.stops)
-    command = f"dfwatch bench --stops {args.stops}" + (f" --family {args.family}" if not args.bundle else "")
+    command = f"dfwatch bench --stops {args.stops}{family}"
     print(write_results(Path(args.out), "stops-results", result, stops_markdown(result, command)))
     return 0 if not result["killed"] and not result["nonzero_exits"] else 1
 
