@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="stylegru: style levels, comma separated (default 9; 0-17 for all)")
     b.add_argument("--frames", type=int, default=32, help="window length T (default 32)")
     b.add_argument("--clip-frames", type=int, default=16, help="stylegru: frames per content clip (default 16)")
+    b.add_argument("--style-size", type=int, default=256,
+                   help="stylegru: the style encoder's input size (default 256, the published; smaller only for "
+                        "fast experiments on a CPU)")
     b.add_argument("--fps", type=float, default=3.0, help="analysis frame rate (default 3; training export "
                                                           "records the real one)")
     b.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the family's: 0.5, "

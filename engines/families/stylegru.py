@@ -138,7 +138,7 @@ class StyleGRUFamily(Family):
             raise DfwatchError(f"--frames {args.frames} must be a multiple of --clip-frames {args.clip_frames}")
         return assemble(args.out, args.psp, args.r3d, args.head, levels=args.levels, frames=args.frames,
                         clip_frames=args.clip_frames, fps=args.fps, threshold=args.threshold, crop=crop,
-                        bundle_id=args.id, trust=trust)
+                        bundle_id=args.id, trust=trust, style_size=args.style_size)
 
     def build_demo(self, root: Path, seed: int, trained: Path | None):
         import tempfile
