@@ -99,6 +99,8 @@ def test_inference_publishes_alerts_with_evidence_metrics_and_health(dldfd_bundl
         assert m['dfwatch_verdict_latency_seconds_count'] == len(verdicts)
         assert m['dfwatch_model_seconds_count{part="frame"}'] >= 1 and m['dfwatch_model_seconds_count{part="detect"}'] >= 1
         assert any(k.startswith("dfwatch_build_info{") and 'model="test-dldfd"' in k for k in m)
+        assert 0 <= m["dfwatch_loop_age_seconds"] < 60                      # the loop turns
+        assert not [k for k in m if "_created" in k]                        # no timestamp series posing as gauges
 
         endpoint = f"ipc://{runtime}/verdicts"
         ok = subprocess.run(DFWATCH + ["health", "--endpoint", endpoint], capture_output=True, text=True, timeout=60)
