@@ -398,11 +398,11 @@ def bench_bundles(args) -> dict[str, Path]:
     """family -> bundle directory: the one given, else the demo bundles (built when missing)."""
     from daemon.clients.demo import build_demo_bundle, bundle_dir, demo_trained_part, usable
     from engines.bundles.manifest import read_manifest
-    from engines.families import family_names
+    from engines.families import demo_family_names
 
     if args.bundle:
         return {read_manifest(args.bundle).family: Path(args.bundle)}
-    families = family_names() if args.family == "all" else (args.family,)
+    families = demo_family_names() if args.family == "all" else (args.family,)
     out = {}
     for family in families:
         out[family] = bundle_dir(family)

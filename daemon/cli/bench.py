@@ -5,7 +5,7 @@ from pathlib import Path
 
 from engines.cache import user_cache_dir
 from engines.cli import common_options
-from engines.families import family_names
+from engines.families import demo_family_names
 
 
 def results_dir() -> Path:
@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("bench", parents=[common_options()],
                        help="measure per-stage and end-to-end throughput against this machine's limits")
     p.add_argument("--quick", action="store_true", help="a run of about 4 minutes (1 stream per family end to end)")
-    p.add_argument("--family", choices=["all", *family_names()], default="all",
+    p.add_argument("--family", choices=["all", *demo_family_names()], default="all",
                    help="model families to measure side by side (default all), with their demo bundles")
     p.add_argument("--bundle", metavar="DIR", help="one bundle to measure instead of the demo bundles (timings do "
                                                    "not depend on the weights' values)")

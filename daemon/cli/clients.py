@@ -6,7 +6,7 @@ import sys
 
 from daemon.cli.common import daemon_config, passthrough, require_bundle, subscriber_keys, usage_error
 from engines.cli import UserError, common_options, setup
-from engines.families import DEMO_FAMILY, FAMILIES, family_names
+from engines.families import DEMO_FAMILY, FAMILIES, demo_family_names
 
 
 def register_watch(sub) -> None:
@@ -115,8 +115,8 @@ def register_demo(sub) -> None:
                             "family's stand-ins (no weights needed, no network)")
     p.add_argument("--footage", metavar="VIDEO", help="video to analyse (default: the fetched franck.mp4)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the demo bundle")
-    p.add_argument("--family", choices=family_names(), default=DEMO_FAMILY,
-                   help="model family: " + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values())
+    p.add_argument("--family", choices=demo_family_names(), default=DEMO_FAMILY,
+                   help="model family: " + "; ".join(f"{n}: {FAMILIES[n].summary}" for n in demo_family_names())
                         + f" (default {DEMO_FAMILY}: a real, trained detector; the others run stand-in weights "
                           "whose scores mean nothing)")
     p.set_defaults(handler=_demo)

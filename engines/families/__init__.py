@@ -26,11 +26,17 @@ Manifest = Annotated[Union[tuple(dict.fromkeys(f.manifest_type for f in FAMILIES
 MANIFEST_ADAPTER = TypeAdapter(Manifest)
 
 __all__ = ["CACHE_FACE_CROPS", "CACHE_WINDOW_INPUTS", "DEFAULT_FAMILY", "DEMO_FAMILY", "FAMILIES", "Family", "Manifest",
-           "MANIFEST_ADAPTER", "Part", "family_names", "get_family"]
+           "MANIFEST_ADAPTER", "Part", "demo_family_names", "family_names", "get_family"]
 
 
 def family_names() -> tuple[str, ...]:
     return tuple(FAMILIES)
+
+
+def demo_family_names() -> tuple[str, ...]:
+    """The families `dfwatch demo` and the benchmarks can build a bundle of by themselves (an
+    ensemble is made of other bundles)."""
+    return tuple(name for name, f in FAMILIES.items() if f.has_demo)
 
 
 def get_family(name: str) -> Family:

@@ -99,6 +99,7 @@ class Family:
     frame_rule: ClassVar[str] = ""             # frame-level families: their window rule, in words (reports)
     default_threshold: ClassVar[float] = 0.5   # a new bundle's threshold on P(fake) unless told (see below)
     demo_is_real: ClassVar[bool] = False       # `dfwatch demo` serves real, trained weights (no stand-ins)
+    has_demo: ClassVar[bool] = True            # `build_demo` makes a bundle by itself (demo, benchmarks)
 
     # -- data ---------------------------------------------------------------------------------
     @property

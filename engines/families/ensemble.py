@@ -57,6 +57,7 @@ class EnsembleFamily(FrameFamily):
     sources = ()
     sources_hint = "member bundles: use 'dfwatch engines ensemble BUNDLE... --out DIR'"
     demo_fps = 4.0
+    has_demo = False         # made of other bundles: `dfwatch engines ensemble`
     frame_rule = "mean P(fake) of face frames (each the members' mean)"
 
     def torch_module(self, bundle, part: str):
