@@ -339,3 +339,17 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_core(args) -> int:
+    """daemon/benchmarks/core.py: the core's host cost with null models, before and after face tracks."""
+    from daemon.benchmarks.common import bench_bundles, write_results
+    from engines.cli import setup
+    from engines.footage import footage as sample_footage
+
+    setup(args, "bench")
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    result = bench_core(bench_bundles(args), footage, args.quick, log=lambda m: print(m, flush=True))
+    print(write_results(Path(args.out), "core-results", result, core_markdown(result)))
+    return 0
+

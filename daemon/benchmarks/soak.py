@@ -132,3 +132,16 @@ def soak_markdown(r: dict, command: str) -> str:
                          f"dropped {c['dropped'] or {}}" for name, c in r["counters"].items())
     lines += ["", f"Counters at the end: {counters}; invalid messages {r['invalid'] or 'none'}."]
     return "\n".join(lines) + "\n"
+
+
+def run_soak(args) -> int:
+    """The soak (daemon/benchmarks/soak.py) on --bundle or the default family's demo bundle."""
+    from daemon.benchmarks.common import _children, one_bundle, write_results
+
+    bundle_dir, footage, family = one_bundle(args)
+    print(f"bench: soak, {args.soak_streams} looped stream(s) of {footage.name}, {args.soak:g} min ...", flush=True)
+    result = soak(bundle_dir, footage, args.soak, args.soak_streams, _children)
+    command = f"dfwatch bench --soak {args.soak:g}{family}"
+    print(write_results(Path(args.out), "soak-results", result, soak_markdown(result, command)))
+    return 0 if "error" not in result and not result["restarts"] else 1
+

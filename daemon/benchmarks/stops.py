@@ -72,3 +72,15 @@ def stops_markdown(result: dict, command: str) -> str:
     lines += [f"| {r['stop']} | {r['seconds']:.2f} | {r['exit']} | {'yes' if r['killed'] else 'no'} |"
               for r in result["stops"]]
     return "\n".join(lines) + "\n"
+
+
+def run_stops(args) -> int:
+    """Stops under load (daemon/benchmarks/stops.py) on --bundle or the default family's demo bundle."""
+    from daemon.benchmarks.common import one_bundle, write_results
+
+    bundle_dir, footage, family = one_bundle(args)
+    result = stops(bundle_dir, footage, args.stops)
+    command = f"dfwatch bench --stops {args.stops}{family}"
+    print(write_results(Path(args.out), "stops-results", result, stops_markdown(result, command)))
+    return 0 if not result["killed"] and not result["nonzero_exits"] else 1
+

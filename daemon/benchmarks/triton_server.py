@@ -97,3 +97,23 @@ def triton_markdown(r: dict) -> str:
         p50 = max(run["latency_ms"]["p50"] for run in runs) / 1000
         lines.append(f"| {name} | {', '.join(f'{x:.2f}' for x in per)} | {total:.2f} ({total / base:.2f}x) | {p50:.1f} s |")
     return "\n".join(lines) + "\n"
+
+
+def run_triton(args) -> int:
+    """daemon/benchmarks/triton_server.py on --bundle or the demo bundle of --family (default: the default family)."""
+    from daemon.benchmarks.common import bench_bundles
+    from daemon.benchmarks.end_to_end import end_to_end
+    from engines.cli import setup
+    from engines.footage import footage as sample_footage
+    from engines.families import DEFAULT_FAMILY
+
+    config = setup(args, "bench")
+    if args.family == "all" and not args.bundle:
+        args.family = DEFAULT_FAMILY
+    family, bundle_dir = next(iter(bench_bundles(args).items()))
+    footage = Path(args.footage) if args.footage else sample_footage(fetch_missing=True)
+    result = bench_triton(bundle_dir, family, footage, config.window.stride, 20 if args.quick else 60,
+                          Path(args.out), end_to_end)
+    print(triton_markdown(result))
+    return 0
+

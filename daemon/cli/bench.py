@@ -58,20 +58,21 @@ def register(sub) -> None:
 
 
 def _bench(args) -> int:
-    from daemon.benchmarks import pipeline
-
+    """One benchmark, by its option; each lives in its own module of daemon/benchmarks/."""
     if args.device == "cuda":
-        return pipeline.run_cuda(args)
-    if args.core:
-        return pipeline.run_core(args)
-    if args.soak:
-        return pipeline.run_soak(args)
-    if args.stops:
-        return pipeline.run_stops(args)
-    if args.memory:
-        return pipeline.run_memory(args)
-    if args.triton:
-        return pipeline.run_triton(args)
-    if args.int8:
-        return pipeline.run_int8(args)
-    return pipeline.run_cpu(args)
+        from daemon.benchmarks.cuda import run_cuda as run
+    elif args.core:
+        from daemon.benchmarks.core import run_core as run
+    elif args.soak:
+        from daemon.benchmarks.soak import run_soak as run
+    elif args.stops:
+        from daemon.benchmarks.stops import run_stops as run
+    elif args.memory:
+        from daemon.benchmarks.memory import run_memory as run
+    elif args.triton:
+        from daemon.benchmarks.triton_server import run_triton as run
+    elif args.int8:
+        from daemon.benchmarks.int8 import run_int8 as run
+    else:
+        from daemon.benchmarks.cpu import run_cpu as run
+    return run(args)

@@ -46,7 +46,8 @@ def test_watch_status_shows_stream_state_changes(tmp_path):
 
 
 def test_bench_measures_what_alerts_and_evidence_cost(footage):
-    from daemon.benchmarks.pipeline import alerts_evidence_cost, markdown
+    from daemon.benchmarks.cpu import markdown
+    from daemon.benchmarks.stages import alerts_evidence_cost
 
     a = alerts_evidence_cost(footage / "franck.mp4", 4, 8, 1)
     assert 0 < a["frame_keep_ms"] < a["per_verdict_ms"] and a["evidence_write_ms"] > a["evidence_handover_ms"] > 0
@@ -60,7 +61,7 @@ def test_bench_measures_what_alerts_and_evidence_cost(footage):
 
 def test_bench_end_to_end_reads_verdicts_alerts_and_status(dldfd_bundle, footage):
     """The benchmark's own subscriber on a real `dfwatch run` (every window fake, so alerts flow)."""
-    from daemon.benchmarks.pipeline import end_to_end
+    from daemon.benchmarks.end_to_end import end_to_end
 
     run = end_to_end(dldfd_bundle, footage / "franck.mp4", 1, 4.0, 2, "dldfd",
                      ("capture.fps=4", "inference.threshold=0.0", "metrics.port=0"), startup=90)

@@ -138,7 +138,7 @@ def test_quantize_refuses_a_folder_without_crops(dldfd_bundle, tmp_path):
 
 def test_bench_int8_rows_on_a_quantized_bundle(dldfd_int8, crops):
     """`dfwatch bench --int8`'s measurements run on a quantized bundle and render (timings are not asserted)."""
-    from daemon.benchmarks.pipeline import int8_markdown
+    from daemon.benchmarks.int8 import int8_markdown
     from daemon.benchmarks import int8
 
     bundle = dldfd_int8

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from daemon.benchmarks.measure import timed
-from daemon.benchmarks.pipeline import markdown, matmul_ceiling, per_frame_cost, window_economics
+from daemon.benchmarks.cpu import markdown
+from daemon.benchmarks.stages import matmul_ceiling, per_frame_cost, window_economics
 
 
 def stages():
