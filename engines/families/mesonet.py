@@ -122,7 +122,9 @@ class MesoNetFamily(FrameFamily):
         made = f"weights {src.get('weights')} (sha256 {str(src.get('sha256'))[:12]}...)" if src.get("weights") else ""
         return [f"  window {bundle.frames} frames at {bundle.fps:g} fps, score = mean P(fake) of the face frames "
                 f"(fake >= {bundle.threshold:g})",
-                f"  {crop}, RGB / 255, {arch} trained on {m.frame.training_set} -> P(fake) = 1 - P(real)"
+                f"  {crop}, RGB / 255, {arch} "
+                f"{'fine-tuned' if m.frame.training_set == 'fine-tuned' else 'trained on ' + m.frame.training_set}"
+                " -> P(fake) = 1 - P(real)"
                 + (f"; {made}" if made else ""),
                 *([f"  terms: {src['licence']}"] if src.get("licence") else [])]
 
