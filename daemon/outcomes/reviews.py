@@ -73,6 +73,6 @@ def reviewed_alerts(root: Path) -> list[dict]:
             messages = json.loads((folder / "alert.json").read_text())
         except (OSError, ValueError):
             continue
-        if review and isinstance(messages, list) and messages:
+        if isinstance(messages, list) and messages:
             out.append({**review, "messages": messages})
     return out

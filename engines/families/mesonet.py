@@ -140,7 +140,7 @@ class MesoNetFamily(FrameFamily):
         return {"frame": {**source.manifest.frame.model_dump(mode="json"), "training_set": "fine-tuned"}}
 
     def threshold_for(self, args) -> float:
-        return MEASURED_THRESHOLDS.get(weights_path(args.weights).name, DEFAULT_THRESHOLD)
+        return measured_threshold(weights_path(args.weights))
 
     def assemble_from_args(self, args, crop: CropSpec, trust: bool):
         return assemble(args.out, weights_path(args.weights), frames=args.frames, fps=args.fps,
@@ -150,7 +150,12 @@ class MesoNetFamily(FrameFamily):
         """The shipped, published weights (trained): the demo is a real detector."""
         weights = trained or SHIPPED / DEFAULT_WEIGHTS
         return assemble(root, weights, fps=self.demo_fps,
-                        threshold=MEASURED_THRESHOLDS.get(Path(weights).name, DEFAULT_THRESHOLD))
+                        threshold=measured_threshold(Path(weights)))
+
+
+def measured_threshold(weights: Path) -> float:
+    """A published file's measured threshold (MEASURED_THRESHOLDS), else a fine-tuned network's 0.5."""
+    return MEASURED_THRESHOLDS.get(weights.name, DEFAULT_THRESHOLD)
 
 
 def weights_path(given: str | None) -> Path:

@@ -105,8 +105,13 @@ def test_mqtt_bridge_publishes_alerts_states_availability_and_outlives_the_broke
         # an outage that loses the retained messages, while the daemon stays online (its status goes
         # on): the bridge keeps its process, reconnects and publishes every retained topic again,
         # though none of them changed
-        beating, beats = threading.Event(), threading.Thread(target=lambda: [
-            (pub.sock.send_multipart(status.encode()), time.sleep(0.2)) for _ in iter(lambda: beating.is_set(), True)])
+        beating = threading.Event()
+
+        def beat():
+            while not beating.is_set():
+                pub.send(status)
+                beating.wait(0.2)
+        beats = threading.Thread(target=beat)
         beats.start()
         broker.stop()
         try:
